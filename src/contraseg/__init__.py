@@ -1,0 +1,3 @@
+"""contraseg: contrastive multimodal MRI segmentation."""
+
+__version__ = "0.1.0"

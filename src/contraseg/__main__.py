@@ -1,0 +1,3 @@
+from contraseg.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Files -> cases -> preprocessed arrays -> training patches."""

@@ -1,0 +1,1 @@
+"""Metrics, the modality-subset protocol, statistics and reports."""
