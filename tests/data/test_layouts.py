@@ -61,10 +61,15 @@ def test_brats2020_layout_uncompressed_and_a_missing_modality(tmp_path):
 def test_msd_layout_reads_channel_order_and_labels(tmp_path):
     meta = {
         "modality": {"0": "FLAIR", "1": "T1w", "2": "t1gd", "3": "T2w"},
-        "labels": {"0": "background", "1": "edema", "2": "non-enhancing tumor",
-                   "3": "enhancing tumour"},
-        "training": [{"image": "./imagesTr/BRATS_001.nii.gz",
-                      "label": "./labelsTr/BRATS_001.nii.gz"}],
+        "labels": {
+            "0": "background",
+            "1": "edema",
+            "2": "non-enhancing tumor",
+            "3": "enhancing tumour",
+        },
+        "training": [
+            {"image": "./imagesTr/BRATS_001.nii.gz", "label": "./labelsTr/BRATS_001.nii.gz"}
+        ],
     }
     (tmp_path / "dataset.json").write_text(json.dumps(meta))
     write_nifti(tmp_path / "imagesTr" / "BRATS_001.nii.gz", shape=(4, 4, 3, 4))
@@ -84,8 +89,12 @@ def test_msd_layout_reads_channel_order_and_labels(tmp_path):
 def test_nnunet_v2_layout_with_region_labels(tmp_path):
     meta = {
         "channel_names": {"0": "T1", "1": "T1ce", "2": "T2", "3": "Flair"},
-        "labels": {"background": 0, "whole tumor": [1, 2, 3], "tumor core": [2, 3],
-                   "enhancing tumor": 3},
+        "labels": {
+            "background": 0,
+            "whole tumor": [1, 2, 3],
+            "tumor core": [2, 3],
+            "enhancing tumor": 3,
+        },
         "regions_class_order": [1, 2, 3],
         "numTraining": 2,
         "file_ending": ".nii.gz",
@@ -108,8 +117,10 @@ def test_nnunet_v2_layout_with_region_labels(tmp_path):
 
 
 def test_nnunet_v1_layout_with_custom_labels(tmp_path):
-    meta = {"modality": {"0": "STIR", "1": "T1", "2": "T2"},
-            "labels": {"0": "background", "1": "tumour"}}
+    meta = {
+        "modality": {"0": "STIR", "1": "T1", "2": "T2"},
+        "labels": {"0": "background", "1": "tumour"},
+    }
     (tmp_path / "dataset.json").write_text(json.dumps(meta))
     for ch in range(3):
         write_nifti(tmp_path / "imagesTr" / f"parotid_001_{ch:04d}.nii.gz")
@@ -127,11 +138,19 @@ def test_manifest_with_patterns_and_custom_labels(tmp_path):
         write_nifti(tmp_path / "scans" / case / "gt.nii.gz")
     manifest = {
         "modalities": ["stir", "t1", "t2"],
-        "labels": {"classes": {"1": "pleomorphic", "2": "warthin"},
-                   "regions": {"TUMOUR": [1, 2], "PA": [1]}},
+        "labels": {
+            "classes": {"1": "pleomorphic", "2": "warthin"},
+            "regions": {"TUMOUR": [1, 2], "PA": [1]},
+        },
         "root": "scans",
-        "files": {"images": {"stir": "{case}/stir.nii.gz", "t1": "{case}/t1.nii.gz",
-                             "t2": "{case}/t2.nii.gz"}, "label": "{case}/gt.nii.gz"},
+        "files": {
+            "images": {
+                "stir": "{case}/stir.nii.gz",
+                "t1": "{case}/t1.nii.gz",
+                "t2": "{case}/t2.nii.gz",
+            },
+            "label": "{case}/gt.nii.gz",
+        },
         "cases": ["p001", "p002"],
     }
     (tmp_path / "contraseg.json").write_text(json.dumps(manifest))
@@ -145,8 +164,11 @@ def test_manifest_with_patterns_and_custom_labels(tmp_path):
 
 def test_manifest_case_objects_and_missing_file(tmp_path):
     write_nifti(tmp_path / "a_flair.nii.gz")
-    manifest = {"modalities": ["flair", "t1"], "labels": "brats2020",
-                "cases": [{"id": "a", "images": {"flair": "a_flair.nii.gz", "t1": "a_t1.nii.gz"}}]}
+    manifest = {
+        "modalities": ["flair", "t1"],
+        "labels": "brats2020",
+        "cases": [{"id": "a", "images": {"flair": "a_flair.nii.gz", "t1": "a_t1.nii.gz"}}],
+    }
     path = tmp_path / "elsewhere.json"
     path.write_text(json.dumps(manifest))
     spec = discover(tmp_path, manifest=path)
@@ -161,10 +183,14 @@ def test_manifest_case_objects_and_missing_file(tmp_path):
     [
         ("{not json", "not valid JSON"),
         (json.dumps({"cases": []}), "lists no 'modalities'"),
-        (json.dumps({"modalities": ["t1"], "cases": [{"id": "a", "images": {"t2": "x"}}]}),
-         "modalities ['t2'] are not in 'modalities'"),
-        (json.dumps({"modalities": ["t1"], "labels": "brats1999", "cases": []}),
-         "unknown label convention"),
+        (
+            json.dumps({"modalities": ["t1"], "cases": [{"id": "a", "images": {"t2": "x"}}]}),
+            "modalities ['t2'] are not in 'modalities'",
+        ),
+        (
+            json.dumps({"modalities": ["t1"], "labels": "brats1999", "cases": []}),
+            "unknown label convention",
+        ),
     ],
 )
 def test_bad_manifest_names_the_file(tmp_path, manifest, message):
@@ -216,7 +242,12 @@ def test_classify_file(name, case, role):
 
 def test_canonical_modality_names():
     assert [canonical_modality(n) for n in ("T1ce", "FLAIR", "t2w", "T1n", "STIR")] == [
-        "t1c", "flair", "t2", "t1", "stir"]
+        "t1c",
+        "flair",
+        "t2",
+        "t1",
+        "stir",
+    ]
 
 
 @pytest.mark.realdata
