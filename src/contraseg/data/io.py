@@ -6,6 +6,7 @@ file's path. Input files are only ever read.
 
 from __future__ import annotations
 
+import gzip
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -76,6 +77,20 @@ def _one_line(error: BaseException) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
+def _gzip_problem(path: Path) -> str | None:
+    """'truncated or corrupt gzip data' for a gzip file that does not decompress, else None."""
+    with open(path, "rb") as raw:
+        if raw.read(2) != b"\x1f\x8b":
+            return None
+    try:
+        with gzip.open(path, "rb") as stream:
+            while stream.read(1 << 20):
+                pass
+    except _READ_ERRORS as error:
+        return f"truncated or corrupt gzip data ({_one_line(error)})"
+    return None
+
+
 def _open(path: Path) -> nib.Nifti1Pair:
     if not path.exists():
         raise InputError(path, "file not found")
@@ -84,7 +99,9 @@ def _open(path: Path) -> nib.Nifti1Pair:
     try:
         img = nib.load(path, mmap=False)  # never hold a writable view of an input
     except ImageFileError as error:
-        raise InputError(path, f"not a NIfTI image ({_one_line(error)})") from None
+        # a .nii.gz cut inside its header also lands here: say so rather than "not NIfTI"
+        problem = _gzip_problem(path) or f"not a NIfTI image ({_one_line(error)})"
+        raise InputError(path, problem) from None
     except _READ_ERRORS as error:
         raise InputError(path, f"not a readable NIfTI image ({_one_line(error)})") from None
     if not isinstance(img, nib.Nifti1Pair):

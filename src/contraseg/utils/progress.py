@@ -14,7 +14,9 @@ from rich.progress import (
 
 
 def progress_bar(transient: bool = False, console: Console | None = None) -> Progress:
-    """A rich progress bar with count, elapsed time and ETA, written to stderr."""
+    """A rich progress bar with count, elapsed time and ETA, on stderr; silent when stderr is not
+    a terminal (logs and pipes get the results, not bar redraws)."""
+    console = console or Console(stderr=True)
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -22,6 +24,7 @@ def progress_bar(transient: bool = False, console: Console | None = None) -> Pro
         TimeElapsedColumn(),
         TextColumn("eta"),
         TimeRemainingColumn(),
-        console=console or Console(stderr=True),
+        console=console,
         transient=transient,
+        disable=not console.is_terminal,
     )

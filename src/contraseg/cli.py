@@ -1,0 +1,187 @@
+"""The command line: `contraseg <verb>`. Thin: parse, call the library, print.
+
+Every verb exits 1 with a one-line reason on bad input (no traceback) and writes nothing partial.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+
+from contraseg import __version__
+from contraseg.errors import ContrasegError
+from contraseg.utils.jsonio import dumps
+
+console = Console()
+err_console = Console(stderr=True)
+
+app = typer.Typer(
+    name="contraseg",
+    help="Contrastive multimodal MRI segmentation: data, training, inference, evaluation.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
+)
+data_app = typer.Typer(help="Datasets: synthetic phantom, checks.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+F = TypeVar("F", bound=Callable)
+
+
+def user_errors(func: F) -> F:
+    """Turn a ContrasegError into one line on stderr and exit code 1."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except ContrasegError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"contraseg {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """Contrastive multimodal MRI segmentation."""
+
+
+@data_app.command("phantom")
+@user_errors
+def data_phantom(
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the dataset into.")],
+    cases: Annotated[int, typer.Option(min=1, help="Number of subjects.")] = 8,
+    size: Annotated[int, typer.Option(min=16, help="Edge of the cube, voxels (1 mm).")] = 96,
+    seed: Annotated[int, typer.Option(help="Random seed: same seed, same data.")] = 0,
+    overwrite: Annotated[bool, typer.Option(help="Replace existing case folders.")] = False,
+) -> None:
+    """Write a synthetic multimodal brain-tumour dataset (BraTS 2023 layout).
+
+    Each case has T1, T1c, T2, FLAIR, a segmentation (1 necrosis, 2 edema, 3 enhancing) and the
+    same brain without its tumour (`-normal-t1n`, for the CLFC normal-appearance network).
+
+    Example: `contraseg data phantom --out data/phantom --cases 8 --size 96 --seed 0`
+    """
+    from contraseg.data.phantom import write_phantom
+    from contraseg.utils.progress import progress_bar
+
+    with progress_bar() as bar:
+        task = bar.add_task("phantom", total=cases)
+        folders = write_phantom(out, cases=cases, size=size, seed=seed, overwrite=overwrite,
+                                progress=lambda _: bar.advance(task))
+    console.print(f"wrote {len(folders)} cases ({size}^3, seed {seed}) to {out}")
+
+
+@data_app.command("check")
+@user_errors
+def data_check(
+    folder: Annotated[Path, typer.Argument(help="Dataset folder.")],
+    labels: Annotated[
+        str | None, typer.Option(help="Label convention (brats2015|brats2020|brats2023|msd).")
+    ] = None,
+    manifest: Annotated[
+        Path | None, typer.Option(help="A contraseg.json manifest describing the dataset.")
+    ] = None,
+    resample_to: Annotated[
+        str | None,
+        typer.Option(help="Modality whose grid the others are resampled onto, instead of "
+                          "reporting a geometry mismatch."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """List the cases found, their modalities, shapes, spacings and label values, and every
+    problem (missing file, shape/affine mismatch, NaN voxels, unknown or empty labels, 4D
+    images). Exits 1 if there is any problem.
+
+    Example: `contraseg data check data/phantom`
+    """
+    from contraseg.data.check import check_dataset
+    from contraseg.data.layouts import discover
+    from contraseg.utils.progress import progress_bar
+
+    spec = discover(folder, labels=labels, manifest=manifest)
+    with progress_bar(transient=True) as bar:
+        task = bar.add_task("check", total=len(spec.cases))
+        report = check_dataset(spec, resample_to=resample_to,
+                               progress=lambda _: bar.advance(task))
+    if as_json:
+        print(dumps(report.to_dict()))
+    else:
+        from contraseg.data.check import print_report
+
+        print_report(report, console)
+    if report.problems:
+        raise typer.Exit(1)
+
+
+@app.command("score")
+@user_errors
+def score(
+    pred: Annotated[Path, typer.Option("--pred", help="Predicted label map (NIfTI).")],
+    ref: Annotated[Path, typer.Option("--ref", help="Reference label map (NIfTI).")],
+    labels: Annotated[str, typer.Option(help="Label convention of both maps.")] = "brats2023",
+    hd95: Annotated[
+        str, typer.Option(help="HD95 definition: brats (pooled, = MedPy) or monai (max directed).")
+    ] = "brats",
+    units: Annotated[str, typer.Option(help="Distance units: voxel (BraTS) or mm.")] = "voxel",
+    empty: Annotated[
+        str, typer.Option(help="Empty-mask policy: brats (legacy BraTS values) or nan.")
+    ] = "brats",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Every metric for every region of one prediction against its reference.
+
+    Example: `contraseg score --pred pred.nii.gz --ref seg.nii.gz --labels brats2023 --json`
+    """
+    from contraseg.evaluation.score import print_scores, score_files
+
+    result = score_files(pred, ref, labels=labels, hd95=hd95, units=units, empty=empty)
+    if as_json:
+        print(dumps(result))
+    else:
+        print_scores(result, console)
+
+
+@app.command("demo")
+@user_errors
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Folder for everything the demo writes.")] = (
+        Path("demo-out")
+    ),
+    cases: Annotated[int, typer.Option(min=1, help="Phantom subjects.")] = 8,
+    size: Annotated[int, typer.Option(min=32, help="Phantom volume edge, voxels.")] = 96,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """The whole loop on the synthetic phantom: generate, check, preprocess, segment, score.
+
+    Example: `contraseg demo --out demo-out`
+    """
+    from contraseg.demo import run_demo
+
+    run_demo(out, cases=cases, size=size, seed=seed, console=console)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,247 @@
+"""The command line as a user runs it: real processes, exit codes, what reaches the terminal."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from tests.conftest import REPO
+
+SHAPE = (12, 10, 8)
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "contraseg", *args], capture_output=True, text=True, cwd=cwd,
+        env={**__import__("os").environ, "COLUMNS": "120",
+             "PYTHONPATH": str(REPO / "src")},
+    )
+
+
+def one_line_error(result: subprocess.CompletedProcess, *needles: str) -> str:
+    """Assert exit 1, no traceback, and a single error line that contains every needle."""
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+def save(path: Path, data: np.ndarray, affine=None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(data, np.eye(4) if affine is None else affine), path)
+    return path
+
+
+def brats2023_case(root: Path, case: str = "BraTS-GLI-00000-000", skip: str = "") -> Path:
+    rng = np.random.default_rng(0)
+    folder = root / case
+    for suffix in ("t1n", "t1c", "t2w", "t2f"):
+        if suffix != skip:
+            save(folder / f"{case}-{suffix}.nii.gz", rng.random(SHAPE, dtype=np.float32) + 1)
+    seg = np.zeros(SHAPE, np.uint8)
+    seg[4:8, 4:7, 3:6] = 2
+    seg[5:7, 5:6, 4:5] = 3
+    save(folder / f"{case}-seg.nii.gz", seg)
+    return folder
+
+
+@pytest.mark.parametrize("verb", [["data", "phantom"], ["data", "check"], ["score"], ["demo"]])
+def test_every_verb_has_help_with_an_example(verb):
+    result = run(*verb, "--help")
+    assert result.returncode == 0
+    assert "Example" in result.stdout
+
+
+def test_version():
+    result = run("--version")
+    assert result.returncode == 0 and result.stdout.startswith("contraseg ")
+
+
+@pytest.mark.realdata
+def test_score_json_reproduces_published_values(shared_data):
+    root = shared_data / "metrics/brats-met-official"
+    with open(root / "published_global_metrics.csv") as f:
+        published = list(csv.DictReader(f))
+    for case in ("BraTS-MET-00132-000", "BraTS-MET-00630-001"):
+        result = run("score", "--pred", str(root / "pred" / f"{case}.nii.gz"),
+                     "--ref", str(root / "ref" / f"{case}-seg.nii.gz"),
+                     "--labels", "brats2023", "--json")
+        assert result.returncode == 0, result.stderr
+        scores = json.loads(result.stdout)
+        assert set(scores) == {"conventions", "regions"}
+        assert set(scores["regions"]) == {"WT", "TC", "ET"}
+        assert {"dice", "iou", "sensitivity", "specificity", "precision", "vs", "hd", "hd95",
+                "assd"} <= set(scores["regions"]["WT"])
+        for row in (r for r in published if r["ref_file"].startswith(case)):
+            region = scores["regions"][row["region"].upper()]
+            assert region["dice"] == pytest.approx(float(row["global_bin_dsc"]), abs=1e-6)
+            assert region["hd95"] == pytest.approx(
+                float(row["global_bin_hd95_voxel_units"]), abs=1e-6)
+
+
+def test_score_nan_policy_gives_strict_json(tmp_path):
+    empty = save(tmp_path / "empty.nii.gz", np.zeros(SHAPE, np.uint8))
+    result = run("score", "--pred", str(empty), "--ref", str(empty), "--empty", "nan", "--json")
+    assert result.returncode == 0, result.stderr
+    scores = json.loads(result.stdout)  # would raise on a bare NaN
+    assert scores["regions"]["ET"]["dice"] is None
+    assert scores["regions"]["ET"]["specificity"] == 1.0
+
+
+def test_score_text_table(tmp_path):
+    seg = np.zeros(SHAPE, np.uint8)
+    seg[2:6, 2:6, 2:6] = 1
+    ref = save(tmp_path / "ref.nii.gz", seg)
+    result = run("score", "--pred", str(ref), "--ref", str(ref))
+    assert result.returncode == 0
+    assert "dice" in result.stdout and "1.0000" in result.stdout
+
+
+# --- bad input: one line naming the file, exit 1, no traceback --------------------------------
+
+def test_score_truncated_file(tmp_path):
+    good = save(tmp_path / "good.nii.gz", np.zeros(SHAPE, np.uint8))
+    cut = tmp_path / "cut.nii.gz"
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    one_line_error(run("score", "--pred", str(cut), "--ref", str(good)), str(cut), "corrupt")
+
+
+def test_score_not_a_nifti(tmp_path):
+    good = save(tmp_path / "good.nii.gz", np.zeros(SHAPE, np.uint8))
+    fake = tmp_path / "fake.nii.gz"
+    fake.write_bytes(gzip.compress(b"this is a text file, not an image"))
+    one_line_error(run("score", "--pred", str(fake), "--ref", str(good)), str(fake))
+
+
+def test_score_shape_mismatch(tmp_path):
+    a = save(tmp_path / "a.nii.gz", np.zeros(SHAPE, np.uint8))
+    b = save(tmp_path / "b.nii.gz", np.zeros((12, 10, 9), np.uint8))
+    one_line_error(run("score", "--pred", str(a), "--ref", str(b)), str(a), "shape")
+
+
+def test_score_unknown_label_values(tmp_path):
+    seg = np.zeros(SHAPE, np.uint8)
+    seg[0, 0, 0] = 4  # 4 is not a BraTS 2023 value
+    bad = save(tmp_path / "bad.nii.gz", seg)
+    good = save(tmp_path / "good.nii.gz", np.zeros(SHAPE, np.uint8))
+    one_line_error(run("score", "--pred", str(bad), "--ref", str(good), "--labels", "brats2023"),
+                   str(bad), "[4]")
+
+
+def test_score_missing_file(tmp_path):
+    good = save(tmp_path / "good.nii.gz", np.zeros(SHAPE, np.uint8))
+    one_line_error(run("score", "--pred", str(tmp_path / "nope.nii.gz"), "--ref", str(good)),
+                   "nope.nii.gz")
+
+
+def test_score_bad_option_value(tmp_path):
+    good = save(tmp_path / "good.nii.gz", np.zeros(SHAPE, np.uint8))
+    one_line_error(run("score", "--pred", str(good), "--ref", str(good), "--hd95", "max"),
+                   "hd95")
+
+
+def problems(result: subprocess.CompletedProcess) -> list[str]:
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    return [line for line in result.stdout.splitlines() if line.startswith("problem:")]
+
+
+def test_check_clean_dataset_passes(tmp_path):
+    brats2023_case(tmp_path)
+    result = run("data", "check", str(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no problems found" in result.stdout
+
+
+def test_check_reports_each_problem_with_its_file(tmp_path):
+    ok = brats2023_case(tmp_path, "BraTS-GLI-00000-000")
+    missing = brats2023_case(tmp_path, "BraTS-GLI-00001-000", skip="t2w")
+    nan_case = brats2023_case(tmp_path, "BraTS-GLI-00002-000")
+    data = np.ones(SHAPE, np.float32)
+    data[1, 1, 1] = np.nan
+    save(nan_case / "BraTS-GLI-00002-000-t2f.nii.gz", data)
+    shape_case = brats2023_case(tmp_path, "BraTS-GLI-00003-000")
+    save(shape_case / "BraTS-GLI-00003-000-t1c.nii.gz", np.ones((12, 10, 7), np.float32))
+    label_case = brats2023_case(tmp_path, "BraTS-GLI-00004-000")
+    save(label_case / "BraTS-GLI-00004-000-seg.nii.gz", np.full(SHAPE, 7, np.uint8))
+    empty_case = brats2023_case(tmp_path, "BraTS-GLI-00005-000")
+    save(empty_case / "BraTS-GLI-00005-000-seg.nii.gz", np.zeros(SHAPE, np.uint8))
+    four_d = brats2023_case(tmp_path, "BraTS-GLI-00006-000")
+    save(four_d / "BraTS-GLI-00006-000-t1n.nii.gz", np.ones((*SHAPE, 2), np.float32))
+    cut_case = brats2023_case(tmp_path, "BraTS-GLI-00007-000")
+    t1c = cut_case / "BraTS-GLI-00007-000-t1c.nii.gz"
+    t1c.write_bytes(t1c.read_bytes()[:100])
+
+    found = problems(run("data", "check", str(tmp_path)))
+    expected = {
+        "missing t2": missing / "BraTS-GLI-00001-000-t2w.nii.gz",
+        "NaN": nan_case / "BraTS-GLI-00002-000-t2f.nii.gz",
+        "shape": shape_case / "BraTS-GLI-00003-000-t1c.nii.gz",
+        "[7]": label_case / "BraTS-GLI-00004-000-seg.nii.gz",
+        "empty": empty_case / "BraTS-GLI-00005-000-seg.nii.gz",
+        "4D": four_d / "BraTS-GLI-00006-000-t1n.nii.gz",
+        "corrupt": t1c,
+    }
+    for needle, path in expected.items():
+        assert any(needle in line and str(path) in line for line in found), (needle, found)
+    assert not any(str(ok) in line for line in found)
+    assert len(found) == len(expected)
+
+
+def test_check_json(tmp_path):
+    brats2023_case(tmp_path)
+    result = run("data", "check", str(tmp_path), "--json")
+    report = json.loads(result.stdout)
+    assert report["layout"] == "brats2023"
+    assert report["cases"][0]["label_values"] == [0, 2, 3]
+    assert report["cases"][0]["images"]["flair"]["shape"] == list(SHAPE)
+    assert report["problems"] == []
+
+
+def test_check_missing_folder():
+    one_line_error(run("data", "check", "/nonexistent/dataset"), "/nonexistent/dataset")
+
+
+@pytest.mark.realdata
+def test_check_clinical_scans_name_the_file_that_differs(shared_data):
+    case = shared_data / "real/clinical-raw/TCGA-FG-6692"
+    found = problems(run("data", "check", str(case)))
+    assert any(str(case / "flair.nii.gz") in p and "(208, 256, 26)" in p for p in found)
+    assert any(str(case / "t2.nii.gz") in p and "(224, 256, 26)" in p for p in found)
+    resampled = run("data", "check", str(case), "--resample-to", "t1")
+    assert resampled.returncode == 0, resampled.stdout
+
+
+def test_phantom_refuses_to_overwrite_and_writes_nothing_partial(tmp_path):
+    out = tmp_path / "ph"
+    first = run("data", "phantom", "--out", str(out), "--cases", "1", "--size", "32")
+    assert first.returncode == 0, first.stderr
+    before = sorted(p.name for p in (out / "Phantom-00000").iterdir())
+    assert len(before) == 6
+    again = run("data", "phantom", "--out", str(out), "--cases", "1", "--size", "32")
+    one_line_error(again, "Phantom-00000")
+    assert sorted(p.name for p in out.iterdir()) == ["Phantom-00000"]  # no temp leftovers
+
+
+def test_demo_end_to_end(tmp_path):
+    result = run("demo", "--out", str(tmp_path / "demo"), "--cases", "2", "--size", "48")
+    assert result.returncode == 0, result.stdout + result.stderr
+    scores = json.loads((tmp_path / "demo" / "scores.json").read_text())
+    assert set(scores["cases"]) == {"Phantom-00000", "Phantom-00001"}
+    pred = nib.load(tmp_path / "demo" / "predictions" / "Phantom-00000.nii.gz")
+    ref = nib.load(tmp_path / "demo" / "phantom" / "Phantom-00000" / "Phantom-00000-seg.nii.gz")
+    assert pred.shape == ref.shape
+    assert np.allclose(pred.affine, ref.affine)
+    # the placeholder finds the bright-FLAIR whole tumour of the phantom reasonably well
+    assert scores["mean"]["WT"]["dice"] > 0.5
