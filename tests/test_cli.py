@@ -56,7 +56,9 @@ def brats2023_case(root: Path, case: str = "BraTS-GLI-00000-000", skip: str = ""
     return folder
 
 
-@pytest.mark.parametrize("verb", [["data", "phantom"], ["data", "check"], ["score"], ["demo"]])
+@pytest.mark.parametrize(
+    "verb", [["data", "phantom"], ["data", "check"], ["score"], ["demo"], ["bench"]]
+)
 def test_every_verb_has_help_with_an_example(verb):
     result = run(*verb, "--help")
     assert result.returncode == 0

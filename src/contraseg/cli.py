@@ -179,6 +179,34 @@ def demo(
     run_demo(out, cases=cases, size=size, seed=seed, console=console)
 
 
+@app.command("bench")
+@user_errors
+def bench(
+    target: Annotated[
+        list[str] | None,
+        typer.Option("--target", help="metrics, phantom or preprocess (repeat; default: all)."),
+    ] = None,
+    repeats: Annotated[int, typer.Option(min=1, help="Runs per timing; the median is kept.")] = 3,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Time the foundation pieces: metrics on a 240x240x155 pair, phantom generation (8 cases at
+    96^3), case loading and preprocessing. Medians of `--repeats` runs, raw runs kept.
+
+    Example: `contraseg bench --target metrics --repeats 5 --json`
+    """
+    from contraseg.bench import TARGETS, run_bench
+
+    result = run_bench(list(target or TARGETS), repeats)
+    if as_json:
+        print(dumps(result))
+        return
+    for name, figures in result["results"].items():
+        for key, value in figures.items():
+            if isinstance(value, dict) and "median_s" in value:
+                console.print(f"{name:<11} {key:<24} median {value['median_s']:.4f} s "
+                              f"({repeats} runs)")
+
+
 def main() -> None:
     app()
 

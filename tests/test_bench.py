@@ -1,0 +1,37 @@
+"""`contraseg bench` produces complete, well-formed figures (never asserts on speed)."""
+
+from __future__ import annotations
+
+import statistics
+
+import pytest
+
+from contraseg.bench import bench_metrics, bench_phantom, bench_preprocess, run_bench
+from contraseg.errors import ConfigError
+
+
+def _is_timing(value: dict, repeats: int) -> bool:
+    runs = value["runs_s"]
+    return len(runs) == repeats and all(t > 0 for t in runs) and (
+        value["median_s"] == statistics.median(runs))
+
+
+def test_bench_metrics_on_a_small_pair():
+    result = bench_metrics(shape=(40, 40, 30), repeats=3)
+    assert result["shape"] == [40, 40, 30]
+    assert 0.005 * 40 * 40 * 30 < result["foreground_voxels"] < 0.1 * 40 * 40 * 30
+    assert _is_timing(result["dice_one_region"], 3)
+    assert _is_timing(result["all_metrics_one_region"], 3)
+
+
+def test_bench_phantom_and_preprocess_small():
+    assert _is_timing(bench_phantom(cases=1, size=32, repeats=1)["write"], 1)
+    result = bench_preprocess(size=32, repeats=1)
+    assert {"load_case", "preprocess", "invert_labels"} <= set(result)
+
+
+def test_run_bench_refuses_unknown_targets_and_bad_repeats():
+    with pytest.raises(ConfigError, match="nope"):
+        run_bench(["nope"], 1)
+    with pytest.raises(ConfigError, match="repeats"):
+        run_bench(["metrics"], 0)
