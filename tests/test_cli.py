@@ -247,3 +247,11 @@ def test_demo_end_to_end(tmp_path):
     assert np.allclose(pred.affine, ref.affine)
     # the placeholder finds the bright-FLAIR whole tumour of the phantom reasonably well
     assert scores["mean"]["WT"]["dice"] > 0.5
+
+
+def test_output_folder_that_is_a_file(tmp_path):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("not a folder")
+    one_line_error(run("data", "phantom", "--out", str(blocker), "--cases", "1", "--size", "32"),
+                   str(blocker))
+    assert blocker.read_text() == "not a folder"  # inputs and bystanders are never modified

@@ -36,15 +36,20 @@ F = TypeVar("F", bound=Callable)
 
 
 def user_errors(func: F) -> F:
-    """Turn a ContrasegError into one line on stderr and exit code 1."""
+    """Turn a ContrasegError or OSError into one line on stderr and exit code 1."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
-            return func(*args, **kwargs)
+            func(*args, **kwargs)
         except ContrasegError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(1) from None
+            message = str(exc)
+        except OSError as exc:  # a folder that is a file, no permission, disk full, ...
+            message = f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc)
+        else:
+            return None
+        err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
 
     return wrapper  # type: ignore[return-value]
 
