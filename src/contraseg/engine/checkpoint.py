@@ -1,0 +1,118 @@
+"""Checkpoints: one `.pt` file of plain data (tensors, numbers, strings, lists, dicts).
+
+Written atomically; read with `torch.load(weights_only=True)`, so a file carrying pickled
+objects is refused instead of executed. Each checkpoint carries what is needed to rebuild the
+method and use it correctly: method name, resolved config, modality names (channel order),
+label convention, preprocessing and spacing, versions, and for resuming the epoch, step,
+optimizer state and RNG state.
+
+A run folder holds `run.json` (the same metadata, readable), `config.yaml`, `log.jsonl`, and
+`checkpoints/last.pt` and `checkpoints/best.pt`.
+"""
+
+from __future__ import annotations
+
+import pickle
+import platform
+from pathlib import Path
+from typing import Any
+
+import monai
+import torch
+
+from contraseg import __version__
+from contraseg.errors import InputError
+from contraseg.utils.fs import atomic_path
+
+FORMAT = "contraseg.checkpoint"
+FORMAT_VERSION = 1
+META_KEYS = ("method", "config", "modalities", "label_convention", "preprocess", "spacing",
+             "versions", "epoch", "step")
+
+
+def versions() -> dict[str, str]:
+    return {"contraseg": __version__, "torch": torch.__version__, "monai": monai.__version__,
+            "python": platform.python_version()}
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
+    """Write `payload` (plain data only) atomically, stamped with the format and versions."""
+    missing = [k for k in META_KEYS if k not in payload and k != "versions"]
+    if missing:
+        raise ValueError(f"checkpoint payload lacks {missing}")
+    data = {"format": FORMAT, "format_version": FORMAT_VERSION, "versions": versions(),
+            **payload}
+    with atomic_path(path) as tmp:
+        torch.save(data, tmp)
+    return Path(path)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint safely; anything else is an InputError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "checkpoint not found")
+    try:
+        data = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe content"
+        raise InputError(path, "refused: holds pickled objects other than plain data "
+                               f"(torch.load weights_only: {first[:160]})") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise InputError(path, f"not a readable checkpoint ({str(exc).splitlines()[0][:160]})")\
+            from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise InputError(path, "not a contraseg checkpoint")
+    if data.get("format_version") != FORMAT_VERSION:
+        raise InputError(path, f"checkpoint format {data.get('format_version')} is not "
+                               f"supported by contraseg {__version__} (format {FORMAT_VERSION})")
+    return data
+
+
+def find_checkpoint(run: str | Path, which: str = "best") -> Path:
+    """`run` may be a run folder (its best or last checkpoint) or a checkpoint file."""
+    run = Path(run)
+    if run.is_file():
+        return run
+    if not run.is_dir():
+        raise InputError(run, "no such run folder or checkpoint file")
+    folder = run / "checkpoints"
+    for name in (which, "last" if which == "best" else "best"):
+        if (folder / f"{name}.pt").is_file():
+            return folder / f"{name}.pt"
+    raise InputError(run, "holds no checkpoint (checkpoints/best.pt or last.pt)")
+
+
+def check_modalities(meta: dict[str, Any], given: list[str] | tuple[str, ...], source: str) -> None:
+    """Refuse modality names the run was not trained with (inputs are matched by name)."""
+    known = list(meta["modalities"])
+    unknown = [m for m in given if m not in known]
+    if unknown:
+        raise InputError(source, f"modalities {unknown} are not among the run's "
+                                 f"{', '.join(known)} (method {meta['method']})")
+    if not given:
+        raise InputError(source, f"no input modality; the run uses {', '.join(known)}")
+
+
+def load_method(run: str | Path, which: str = "best", device: str | torch.device = "cpu"):
+    """Rebuild the method of a run (or checkpoint file) with its weights, in eval mode.
+
+    Returns (method, meta): meta is the checkpoint without the model and optimizer tensors.
+    """
+    from contraseg.data.labels import LabelConvention
+    from contraseg.models.registry import build_method
+
+    path = find_checkpoint(run, which)
+    data = load_checkpoint(path)
+    convention = LabelConvention.from_dict(data["label_convention"])
+    config = data["config"]
+    method = build_method(data["method"], tuple(data["modalities"]), convention.num_classes,
+                          config.get("model"), config.get("loss_weights"))
+    try:
+        method.load_state_dict(data["model"], strict=True)
+    except RuntimeError as exc:
+        raise InputError(path, f"weights do not fit method {data['method']} "
+                               f"({str(exc).splitlines()[0][:160]})") from None
+    meta = {k: v for k, v in data.items() if k not in ("model", "optimizer", "rng")}
+    meta["path"] = str(path)
+    return method.to(device).eval(), meta

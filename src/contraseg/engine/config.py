@@ -1,0 +1,196 @@
+"""Typed run configuration: defaults <- a method's preset (YAML) <- `--set key=value` overrides.
+
+Presets live in `contraseg/configs/<method>.yaml`, one mapping per preset name (`paper`: the
+publication's settings; `fast`: a CPU-sized run; `tiny`: tests and smoke runs). The resolved
+config is saved with every run and inside every checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import types
+import typing
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from typing import Any, Literal
+
+import yaml
+
+from contraseg.errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    patch_size: list[int] = field(default_factory=lambda: [128, 128, 128])
+    batch_size: int = 2
+    foreground_fraction: float = 0.33  # share of patches centred on a labelled voxel
+    modality_dropout: bool = True  # sample a modality subset per sample (uniform over subsets)
+    val_fraction: float = 0.2  # patient-wise, deterministic for the seed
+    labels: str | None = None  # label convention override (else the layout's)
+    resample_to: str | None = None  # modality whose grid the others are resampled onto
+    target_spacing: list[float] | None = None  # mm; None keeps the input spacing
+    orientation: str | None = "RAS"
+    cache_dir: str | None = None  # None: <run>/cache
+
+
+@dataclass
+class AugmentConfig:
+    flip_prob: float = 0.5  # per axis
+    rotate_prob: float = 0.2
+    rotate_degrees: float = 10.0
+    scale_prob: float = 0.2
+    scale: float = 0.1  # intensity x (1 + U(-scale, scale))
+    shift_prob: float = 0.2
+    shift: float = 0.1  # intensity + U(-shift, shift) (z-scored units)
+
+
+@dataclass
+class OptimConfig:
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = 2e-4
+    weight_decay: float = 1e-4
+    amsgrad: bool = True
+    momentum: float = 0.99  # sgd only
+    schedule: Literal["poly", "cosine", "constant"] = "poly"
+    poly_power: float = 0.9
+    warmup_steps: int = 0
+    grad_clip: float | None = None  # max gradient norm
+
+
+@dataclass
+class InferConfig:
+    overlap: float = 0.5
+    blend: Literal["gaussian", "constant"] = "gaussian"
+    sw_batch_size: int = 1
+    tta_flips: bool = False
+    et_min_voxels: int = 0  # BraTS peers: predicted ET under 500 voxels becomes necrosis
+    subset_chunk: int = 15  # subsets decoded together per window during evaluation
+
+
+@dataclass
+class TrainConfig:
+    method: str
+    preset: str = "paper"
+    model: dict[str, Any] = field(default_factory=dict)
+    loss_weights: dict[str, float] = field(default_factory=dict)
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    infer: InferConfig = field(default_factory=InferConfig)
+    epochs: int = 300
+    iters_per_epoch: int = 150
+    val_every: int = 10  # epochs; 0 disables validation
+    checkpoint_every: int = 1  # epochs
+    amp: Literal["none", "bf16", "fp16"] = "none"
+    seed: int = 0
+    deterministic: bool = True
+    device: str = "auto"  # auto, cpu, cuda, cuda:1, ...
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def total_steps(self) -> int:
+        return self.epochs * self.iters_per_epoch
+
+
+def preset_names(method: str) -> list[str]:
+    return sorted(_presets(method))
+
+
+def _presets(method: str) -> dict[str, dict]:
+    name = f"{method}.yaml"
+    source = resources.files("contraseg.configs").joinpath(name)
+    if not source.is_file():
+        raise ConfigError(f"no presets for method '{method}' (contraseg/configs/{name})")
+    return yaml.safe_load(source.read_text()) or {}
+
+
+def load_config(method: str, preset: str = "fast", overrides: list[str] | None = None
+                ) -> TrainConfig:
+    """The resolved config of `method` under `preset`, with `key=value` overrides applied."""
+    presets = _presets(method)
+    if preset not in presets:
+        raise ConfigError(f"method '{method}' has no preset '{preset}' "
+                          f"(presets: {', '.join(sorted(presets))})")
+    values: dict[str, Any] = copy.deepcopy(presets[preset] or {})
+    values.update(method=method, preset=preset)
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. optim.lr=1e-3")
+        _set_path(values, key.strip(), yaml.safe_load(raw))
+    return config_from_dict(values)
+
+
+def _set_path(values: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = values
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {key}: '{part}' is not a section")
+    node[parts[-1]] = value
+
+
+def config_from_dict(values: dict[str, Any]) -> TrainConfig:
+    """Build (and type-check) a TrainConfig from a plain dict such as a saved run's config."""
+    return _build(TrainConfig, values, "")
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str):
+    if not isinstance(values, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        where = prefix.rstrip(".") or "config"
+        raise ConfigError(f"{where}: unknown setting(s) {', '.join(prefix + u for u in unknown)} "
+                          f"(known: {', '.join(sorted(known))})")
+    kwargs = {}
+    for name, value in values.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, value, f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(value, hint, prefix + name)
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check `value` against a type hint, converting ints to floats where a float is wanted."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key}={value!r}: expected {hint}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key}={value!r}: expected one of {', '.join(map(str, args))}")
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key}={value!r}: expected a list")
+        return [_coerce(v, args[0], key) for v in value] if args else list(value)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}={value!r}: expected a mapping")
+        return dict(value)
+    if hint in (int, float) and isinstance(value, str):  # YAML 1.1 reads 1e-3 as a string
+        try:
+            value = hint(value)
+        except ValueError:
+            raise ConfigError(f"{key}={value!r}: expected {hint.__name__}") from None
+    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if hint is Any or (isinstance(hint, type) and isinstance(value, hint)
+                       and not (hint is int and isinstance(value, bool))):
+        return value
+    raise ConfigError(f"{key}={value!r}: expected {getattr(hint, '__name__', hint)}")

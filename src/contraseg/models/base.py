@@ -1,0 +1,121 @@
+"""The method contract every segmentation method implements (see ARCHITECTURE.md).
+
+A method is an `nn.Module` built from a typed config. It sees images (B, M, *S) whose missing
+channels are zeroed, and `available` (B, M) bool; it must never read a missing channel's values
+(filling them with noise or NaN must not change its output). Its objective is a dict of named
+terms; each has a weight in the config, so every ablation row of a paper is a config override.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+import torch
+from torch import Tensor, nn
+
+from contraseg.errors import ConfigError
+
+Spatial = Literal["3d", "2.5d", "2d"]
+
+
+@dataclass
+class Batch:
+    """One training or validation batch.
+
+    images: (B, M, *S) float, missing channels zeroed by the engine.
+    available: (B, M) bool, which modalities each sample may use.
+    target: (B, *S) long canonical classes (0 background), or None at inference.
+    epoch: the current epoch (some objectives switch terms on late, e.g. RFNet's fusion loss).
+    extras: method-specific inputs (e.g. CLFC's pseudo-normal image), by name.
+    """
+
+    images: Tensor
+    available: Tensor
+    target: Tensor | None = None
+    epoch: int = 0
+    extras: dict[str, Tensor] = field(default_factory=dict)
+
+    def to(self, device: torch.device | str) -> Batch:
+        move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
+        return Batch(move(self.images), move(self.available), move(self.target), self.epoch,
+                     {k: move(v) for k, v in self.extras.items()})
+
+
+def mask_missing(images: Tensor, available: Tensor) -> Tensor:
+    """Zero the channels that are not available (and anything NaN in them), without reading them.
+
+    `torch.where` selects, so a NaN in a missing channel never reaches the result.
+    """
+    keep = available.to(torch.bool).view(*available.shape, *([1] * (images.ndim - 2)))
+    return torch.where(keep, images, torch.zeros((), dtype=images.dtype, device=images.device))
+
+
+class Method(nn.Module):
+    """Base class: subclasses set `spatial`, implement `forward` and `losses`.
+
+    `loss_weights` maps every term name `losses` may return to its weight; the engine computes
+    the total as the weighted sum and logs every term. A term whose weight is 0 may be skipped by
+    the method (it still appears in the weights, so the ablation is visible in the config).
+    """
+
+    spatial: ClassVar[Spatial] = "3d"
+    loss_terms: ClassVar[tuple[str, ...]] = ("seg",)
+
+    def __init__(self, modalities: tuple[str, ...], num_classes: int,
+                 loss_weights: dict[str, float] | None = None):
+        super().__init__()
+        if not modalities:
+            raise ConfigError("a method needs at least one modality")
+        self.modalities = tuple(modalities)
+        self.num_classes = int(num_classes)
+        weights = {name: 1.0 for name in self.loss_terms}
+        unknown = sorted(set(loss_weights or {}) - set(weights))
+        if unknown:
+            raise ConfigError(f"{type(self).__name__} has no loss terms {unknown} "
+                              f"(its terms: {', '.join(self.loss_terms)})")
+        weights.update({k: float(v) for k, v in (loss_weights or {}).items()})
+        self.loss_weights = weights
+
+    @property
+    def num_modalities(self) -> int:
+        return len(self.modalities)
+
+    def forward(self, images: Tensor, available: Tensor) -> Tensor:  # pragma: no cover
+        """(B, M, *S) images, (B, M) availability -> (B, C, *S) logits."""
+        raise NotImplementedError
+
+    def losses(self, batch: Batch) -> dict[str, Tensor]:  # pragma: no cover
+        """Every named term of the objective (unweighted), as scalar tensors."""
+        raise NotImplementedError
+
+    def total_loss(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+        """The weighted sum of `losses` and the terms themselves (for logging)."""
+        terms = self.losses(batch)
+        unknown = sorted(set(terms) - set(self.loss_weights))
+        if unknown:
+            raise RuntimeError(f"{type(self).__name__}.losses returned unnamed terms {unknown}")
+        total = sum(self.loss_weights[name] * value for name, value in terms.items())
+        return total, terms
+
+    # Evaluation over many modality subsets: methods with per-modality encoders override these
+    # so that the encoders run once per window, not once per subset.
+    def encode(self, images: Tensor) -> object:
+        """Work that does not depend on which modalities are available (default: none)."""
+        return images
+
+    def decode(self, encoded: object, available: Tensor) -> Tensor:
+        """Logits for one availability pattern from `encode`'s output."""
+        return self(encoded, available)
+
+
+class LossModule(nn.Module):
+    """Wraps a method so that `forward(batch)` returns its weighted loss (what DDP needs:
+    gradient synchronisation hooks on `forward`, while methods expose `losses`)."""
+
+    def __init__(self, method: Method):
+        super().__init__()
+        self.method = method
+
+    def forward(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+        return self.method.total_loss(batch)

@@ -1,0 +1,67 @@
+"""`unet`: the concatenating 3D U-Net baseline of the missing-modality papers.
+
+All modalities are stacked as input channels; a missing one is zeroed (the engine samples a
+modality subset per sample during training: modality dropout), so one network serves every
+subset. The network is MONAI's DynUNet (nnU-Net's plain U-Net: two 3x3x3 conv + InstanceNorm +
+LeakyReLU per level, strided-conv downsampling, transposed-conv upsampling). Objective: soft
+Dice + cross-entropy, each its own term (`dice`, `ce`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch.nn.functional as F
+from monai.networks.nets import DynUNet
+from torch import Tensor
+
+from contraseg.losses.segmentation import soft_dice_loss
+from contraseg.models.base import Batch, Method, mask_missing
+from contraseg.models.registry import register
+
+
+@dataclass
+class UNetConfig:
+    """base_channels doubles at each of `depth` levels (capped at max_channels)."""
+
+    base_channels: int = 16
+    depth: int = 5
+    max_channels: int = 320
+    dropout: float = 0.0
+
+
+@register("unet", UNetConfig)
+class UNet(Method):
+    spatial = "3d"
+    loss_terms = ("dice", "ce")
+
+    def __init__(self, modalities, num_classes, config: UNetConfig, loss_weights=None):
+        super().__init__(modalities, num_classes, loss_weights)
+        self.config = config
+        filters = [min(config.base_channels * 2**i, config.max_channels)
+                   for i in range(config.depth)]
+        self.net = DynUNet(
+            spatial_dims=3,
+            in_channels=len(modalities),
+            out_channels=num_classes,
+            kernel_size=[3] * config.depth,
+            strides=[1] + [2] * (config.depth - 1),
+            upsample_kernel_size=[2] * (config.depth - 1),
+            filters=filters,
+            dropout=config.dropout or None,
+        )
+
+    @property
+    def size_divisor(self) -> int:
+        """Spatial sizes must be multiples of this (one halving per level below the first)."""
+        return 2 ** (self.config.depth - 1)
+
+    def forward(self, images: Tensor, available: Tensor) -> Tensor:
+        return self.net(mask_missing(images, available))
+
+    def losses(self, batch: Batch) -> dict[str, Tensor]:
+        logits = self(batch.images, batch.available)
+        return {
+            "dice": soft_dice_loss(logits, batch.target),
+            "ce": F.cross_entropy(logits.float(), batch.target),
+        }

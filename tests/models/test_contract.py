@@ -1,0 +1,109 @@
+"""The method contract, run over every registered method (ARCHITECTURE.md).
+
+- any modality subset gives finite logits of the right shape;
+- values in missing channels (noise, NaN) do not change the output, nor the training loss;
+- every trainable parameter receives a finite, non-zero gradient from the weighted loss.
+Methods are built from their `tiny` preset so the whole contract runs in seconds.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from contraseg.engine.config import load_config
+from contraseg.models.base import Batch, Method
+from contraseg.models.registry import build_method, list_methods
+
+MODALITIES = ("t1", "t1c", "t2", "flair")
+NUM_CLASSES = 4
+
+
+def tiny(name: str) -> tuple[Method, list[int]]:
+    config = load_config(name, "tiny")
+    torch.manual_seed(0)
+    method = build_method(name, MODALITIES, NUM_CLASSES, config.model, config.loss_weights)
+    return method, config.data.patch_size
+
+
+def all_subsets(m: int) -> torch.Tensor:
+    rows = [bits for bits in itertools.product([False, True], repeat=m) if any(bits)]
+    return torch.tensor(rows)
+
+
+def inputs(shape: list[int], batch: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    images = torch.randn(batch, len(MODALITIES), *shape, generator=gen)
+    target = torch.randint(0, NUM_CLASSES, (batch, *shape), generator=gen)
+    return images, target
+
+
+@pytest.fixture(params=list_methods())
+def method_and_shape(request):
+    return tiny(request.param)
+
+
+def test_registry_lists_the_baselines():
+    assert {"unet"} <= set(list_methods())
+
+
+def test_every_subset_gives_finite_logits_of_the_right_shape(method_and_shape):
+    method, shape = method_and_shape
+    method.eval()
+    subsets = all_subsets(len(MODALITIES))
+    assert len(subsets) == 15
+    images, _ = inputs(shape, len(subsets))
+    with torch.no_grad():
+        logits = method(images, subsets)
+    assert logits.shape == (len(subsets), NUM_CLASSES, *shape)
+    assert torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("filler", ["noise", "nan", "huge"])
+def test_missing_channels_are_never_read(method_and_shape, filler):
+    method, shape = method_and_shape
+    method.eval()
+    subsets = all_subsets(len(MODALITIES))[:-1]  # every subset that misses something
+    images, _ = inputs(shape, len(subsets))
+    zeroed = images * subsets[:, :, None, None, None]
+    fill = {"noise": torch.randn_like(images) * 5, "nan": torch.full_like(images, float("nan")),
+            "huge": torch.full_like(images, 1e30)}[filler]
+    filled = torch.where(subsets[:, :, None, None, None], images, fill)
+    with torch.no_grad():
+        assert torch.equal(method(zeroed, subsets), method(filled, subsets))
+        encoded = method.encode(filled)
+        assert torch.equal(method.decode(encoded, subsets), method(zeroed, subsets))
+
+
+def test_training_loss_ignores_missing_channels(method_and_shape):
+    method, shape = method_and_shape
+    method.train()
+    available = torch.tensor([[True, False, True, False], [False, True, False, False]])
+    images, target = inputs(shape, 2)
+    filled = torch.where(available[:, :, None, None, None], images, torch.nan)
+    zeroed = images * available[:, :, None, None, None]
+    losses = []
+    for x in (zeroed, filled):
+        torch.manual_seed(1)
+        total, terms = method.total_loss(Batch(x, available, target, epoch=10_000))
+        assert torch.isfinite(total)
+        losses.append(total.item())
+    assert losses[0] == losses[1]
+
+
+def test_every_parameter_gets_a_gradient(method_and_shape):
+    method, shape = method_and_shape
+    method.train()
+    images, target = inputs(shape, 2)
+    available = torch.ones(2, len(MODALITIES), dtype=torch.bool)
+    # a late epoch, so that terms switched on after a warm-up (RFNet's fusion loss) count
+    total, terms = method.total_loss(Batch(images, available, target, epoch=10_000))
+    assert set(terms) == set(method.loss_weights)
+    total.backward()
+    for name, param in method.named_parameters():
+        if param.requires_grad:
+            assert param.grad is not None, f"{name} gets no gradient"
+            assert torch.isfinite(param.grad).all(), f"{name} has a non-finite gradient"
+            assert param.grad.abs().sum() > 0, f"{name} has an all-zero gradient"
