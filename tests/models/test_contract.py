@@ -87,7 +87,8 @@ def test_training_loss_ignores_missing_channels(method_and_shape):
     losses = []
     for x in (zeroed, filled):
         torch.manual_seed(1)
-        total, terms = method.total_loss(Batch(x, available, target, epoch=10_000))
+        total, terms = method.total_loss(
+            Batch(x, available, target, present=available, epoch=10_000))
         assert torch.isfinite(total)
         losses.append(total.item())
     assert losses[0] == losses[1]

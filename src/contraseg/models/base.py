@@ -23,8 +23,13 @@ Spatial = Literal["3d", "2.5d", "2d"]
 class Batch:
     """One training or validation batch.
 
-    images: (B, M, *S) float, missing channels zeroed by the engine.
-    available: (B, M) bool, which modalities each sample may use.
+    images: (B, M, *S) float; channels of modalities absent from the data are zeroed by the
+        engine, channels dropped by modality dropout are NOT (some objectives use them).
+    available: (B, M) bool, the modalities the segmentation path may use (the sampled subset
+        during training); methods must mask the rest themselves (`mask_missing`).
+    present: (B, M) bool, the modalities that exist in the data (a superset of `available`).
+        Training-only auxiliary terms may use these (RFNet's and DC-Seg's per-modality
+        decoders); nothing may read a channel that is not present. None means `available`.
     target: (B, *S) long canonical classes (0 background), or None at inference.
     epoch: the current epoch (some objectives switch terms on late, e.g. RFNet's fusion loss).
     extras: method-specific inputs (e.g. CLFC's pseudo-normal image), by name.
@@ -33,13 +38,18 @@ class Batch:
     images: Tensor
     available: Tensor
     target: Tensor | None = None
+    present: Tensor | None = None
     epoch: int = 0
     extras: dict[str, Tensor] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if self.present is None:
+            self.present = self.available
+
     def to(self, device: torch.device | str) -> Batch:
         move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
-        return Batch(move(self.images), move(self.available), move(self.target), self.epoch,
-                     {k: move(v) for k, v in self.extras.items()})
+        return Batch(move(self.images), move(self.available), move(self.target),
+                     move(self.present), self.epoch, {k: move(v) for k, v in self.extras.items()})
 
 
 def mask_missing(images: Tensor, available: Tensor) -> Tensor:
