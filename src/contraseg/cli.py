@@ -165,6 +165,57 @@ def score(
         print_scores(result, console)
 
 
+@app.command("train")
+@user_errors
+def train(
+    out: Annotated[Path, typer.Option("--out", help="Run folder (config, log, checkpoints).")],
+    method: Annotated[
+        str | None, typer.Option(help="Method name (see `contraseg methods`).")] = None,
+    data: Annotated[
+        list[Path] | None,
+        typer.Option("--data", help="Dataset folder; repeat to train on several."),
+    ] = None,
+    preset: Annotated[str, typer.Option(help="paper (the publication's settings) or fast.")] = (
+        "fast"),
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a setting: key=value (repeat).")
+    ] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out.")] = False,
+    max_steps: Annotated[
+        int | None, typer.Option(min=0, help="Stop after this many steps in all.")] = None,
+    max_minutes: Annotated[
+        float | None, typer.Option(min=0, help="Stop after this many minutes.")] = None,
+) -> None:
+    """Train a method on one or more datasets; `--resume` continues a stopped or killed run.
+
+    Example: `contraseg train --method unet --data data/phantom --out runs/unet --preset fast
+    --set optim.lr=1e-3`. Several GPUs or CPU processes: `torchrun --nproc_per_node=2 -m
+    contraseg train ...`.
+    """
+    from contraseg.engine.runs import start_training
+
+    info = start_training(out, method=method, data=data or [], preset=preset,
+                          overrides=set_ or [], resume=resume, max_steps=max_steps,
+                          max_minutes=max_minutes, console=err_console)
+    if info:
+        console.print(f"run {info['status']} at step {info['step']}: {out}")
+
+
+@app.command("methods")
+def methods() -> None:
+    """List the registered methods and their presets.
+
+    Example: `contraseg methods`
+    """
+    from contraseg.engine.config import preset_names
+    from contraseg.models.registry import get_entry, list_methods
+
+    for name in list_methods():
+        doc = (get_entry(name).cls.__doc__ or "").strip().splitlines()
+        console.print(f"{name:<12} presets: {', '.join(preset_names(name)):<20} "
+                      f"{doc[0] if doc else ''}", highlight=False)
+
+
 @app.command("demo")
 @user_errors
 def demo(

@@ -31,8 +31,8 @@ META_KEYS = ("method", "config", "modalities", "label_convention", "preprocess",
 
 
 def versions() -> dict[str, str]:
-    return {"contraseg": __version__, "torch": torch.__version__, "monai": monai.__version__,
-            "python": platform.python_version()}
+    return {"contraseg": __version__, "torch": str(torch.__version__),
+            "monai": str(monai.__version__), "python": platform.python_version()}
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
@@ -55,9 +55,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe content"
+        reason = next((line.split("error:", 1)[1].split(" was not")[0].strip()
+                       for line in str(exc).splitlines() if "WeightsUnpickler error:" in line),
+                      "unsafe content")
         raise InputError(path, "refused: holds pickled objects other than plain data "
-                               f"(torch.load weights_only: {first[:160]})") from None
+                               f"(torch.load weights_only: {reason[:160]})") from None
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         raise InputError(path, f"not a readable checkpoint ({str(exc).splitlines()[0][:160]})")\
             from None

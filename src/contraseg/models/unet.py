@@ -32,6 +32,8 @@ class UNetConfig:
 
 @register("unet", UNetConfig)
 class UNet(Method):
+    """Concatenating 3D U-Net with modality dropout (the missing-modality baseline)."""
+
     spatial = "3d"
     loss_terms = ("dice", "ce")
 

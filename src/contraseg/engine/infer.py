@@ -1,0 +1,396 @@
+"""Inference: sliding-window logits for many modality subsets at once, flip test-time
+augmentation, the BraTS small-ET rule, and a `Predictor` that segments loaded cases, files or
+whole dataset folders with a trained run.
+
+Windows and subsets: `sliding_window_logits` runs MONAI's `sliding_window_inference` once; for
+each window the method's `encode` runs once and its `decode` once per availability pattern
+(batched `InferConfig.subset_chunk` patterns at a time), so K subsets cost one encoder pass per
+window. Windows are the training patch size (rounded up to the method's `size_divisor`); MONAI
+pads an image smaller than a window with zeros (the z-scored background value) and crops the
+result back, so any image size works.
+
+Flip TTA (nnU-Net's mirroring): softmax probabilities averaged over the 8 combinations of flips
+of the three spatial axes, each output flipped back before averaging.
+
+Predictions go back to the input grid: probabilities are inverted (crop, resampling,
+reorientation) with `invert_probabilities`, then argmax, the ET rule, and the label convention's
+raw values.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+from monai.inferers import sliding_window_inference
+from torch import Tensor
+
+from contraseg.data.cases import CaseSpec, ImageRef
+from contraseg.data.io import LoadedCase, load_case, save_nifti
+from contraseg.data.labels import BRAIN_CLASS_NAMES, LabelConvention
+from contraseg.data.layouts import canonical_modality, discover, strip_nifti_suffix
+from contraseg.data.preprocess import PreprocessSettings, invert_probabilities, preprocess
+from contraseg.engine.checkpoint import load_method
+from contraseg.engine.config import InferConfig, config_from_dict
+from contraseg.errors import ContrasegError, InputError
+from contraseg.models.base import Method
+from contraseg.utils.progress import progress_bar
+
+# --- sliding window over many availability patterns ----------------------------------------------
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """`auto` -> the first CUDA device when there is one, else the CPU."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def method_device(method: torch.nn.Module) -> torch.device:
+    """The device of the method's parameters (the CPU for a method without any)."""
+    first = next(method.parameters(), None)
+    return torch.device("cpu") if first is None else first.device
+
+
+def window_size(method: Method, roi_size: Sequence[int]) -> tuple[int, ...]:
+    """The ROI rounded up to a multiple of the method's `size_divisor` (1 when it has none)."""
+    divisor = int(getattr(method, "size_divisor", 1) or 1)
+    return tuple(-(-int(n) // divisor) * divisor for n in roi_size)
+
+
+def _tile(encoded: object, times: int) -> object:
+    """Repeat every tensor in `encoded` (nested tuples/lists/dicts) `times` along dim 0."""
+    if times == 1:
+        return encoded
+    if isinstance(encoded, Tensor):
+        return encoded.repeat(times, *([1] * (encoded.ndim - 1)))
+    if isinstance(encoded, Mapping):
+        return {key: _tile(value, times) for key, value in encoded.items()}
+    if isinstance(encoded, list | tuple):
+        return type(encoded)(_tile(value, times) for value in encoded)
+    return encoded
+
+
+def _decode_chunk(method: Method, encoded: object, rows: Tensor, batch: int) -> Tensor:
+    """Decode n patterns for a batch of B windows in one call: (B, n * C, *roi) logits."""
+    n = rows.shape[0]
+    available = rows.repeat_interleave(batch, dim=0)  # pattern-major, like `_tile`
+    logits = method.decode(_tile(encoded, n), available)  # (n * B, C, *roi)
+    return logits.unflatten(0, (n, batch)).transpose(0, 1).flatten(1, 2)
+
+
+def _subset_predictor(method: Method, availability: Tensor, chunk: int, bf16: bool
+                      ) -> Callable[[Tensor], Tensor]:
+    """The window predictor: one `encode`, then `decode` for every pattern, by chunks."""
+    device_type = method_device(method).type
+
+    def predict(window: Tensor) -> Tensor:
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
+            encoded = method.encode(window)
+            parts = [_decode_chunk(method, encoded, availability[i:i + chunk], window.shape[0])
+                     for i in range(0, availability.shape[0], chunk)]
+        return torch.cat(parts, dim=1).float()
+
+    return predict
+
+
+def _check_shapes(method: Method, image: Tensor, availability: Tensor, roi: Sequence[int]) -> None:
+    if image.ndim != 2 + len(roi) or image.shape[0] != 1:
+        raise ValueError(f"image must be (1, M, *S) with {len(roi)} spatial dims, "
+                         f"not {tuple(image.shape)}")
+    if availability.ndim != 2 or availability.shape[1] != image.shape[1]:
+        raise ValueError(f"availability must be (K, {image.shape[1]}), "
+                         f"not {tuple(availability.shape)}")
+    if image.shape[1] != method.num_modalities:
+        raise ValueError(f"image has {image.shape[1]} channels; the method takes "
+                         f"{method.num_modalities} ({', '.join(method.modalities)})")
+
+
+def sliding_window_logits(
+    method: Method,
+    image: Tensor,
+    availability: Tensor,
+    cfg: InferConfig,
+    roi_size: Sequence[int],
+    *,
+    bf16: bool = False,
+    out_device: str | torch.device | None = None,
+) -> Tensor:
+    """Logits (K, C, *S) of one image (1, M, *S) for each availability row (K, M) bool.
+
+    Windows of `roi_size` (rounded up to `size_divisor`) overlap by `cfg.overlap`, blended with
+    `cfg.blend` weights (gaussian: sigma = roi / 8), `cfg.sw_batch_size` windows per call.
+    Channels of unavailable modalities are masked by the method itself, so the image may hold
+    all of them (evaluation over the 15 subsets of 4 modalities: one call, 15 logit maps).
+    Runs under `torch.inference_mode` in eval mode (the method's mode is restored after), on the
+    device of the method's parameters; the stitched result stays there unless `out_device` says
+    otherwise. `bf16` runs the method under bfloat16 autocast; stitching is float32.
+    """
+    roi = window_size(method, roi_size)
+    _check_shapes(method, image, availability, roi)
+    device = method_device(method)
+    rows = availability.to(device=device, dtype=torch.bool)
+    predictor = _subset_predictor(method, rows, max(1, int(cfg.subset_chunk)), bf16)
+    was_training = method.training
+    method.eval()
+    try:
+        with torch.inference_mode():
+            out = sliding_window_inference(
+                image.to(device=device, dtype=torch.float32), roi, int(cfg.sw_batch_size),
+                predictor, overlap=float(cfg.overlap), mode=cfg.blend, device=out_device,
+            )
+    finally:
+        method.train(was_training)
+    return torch.as_tensor(out)[0].unflatten(0, (rows.shape[0], -1))
+
+
+def flip_combinations(spatial_dims: int = 3) -> list[tuple[int, ...]]:
+    """The 2^d subsets of spatial axes of a (N, C, *S) tensor: (), (2,), (3,), ..., (2, 3, 4)."""
+    axes = range(2, 2 + spatial_dims)
+    return [dims for r in range(spatial_dims + 1) for dims in itertools.combinations(axes, r)]
+
+
+def sliding_window_probabilities(
+    method: Method,
+    image: Tensor,
+    availability: Tensor,
+    cfg: InferConfig,
+    roi_size: Sequence[int],
+    *,
+    bf16: bool = False,
+    out_device: str | torch.device | None = None,
+) -> Tensor:
+    """Softmax probabilities (K, C, *S); with `cfg.tta_flips`, the mean over all flips.
+
+    Each flipped pass flips the image, runs `sliding_window_logits`, takes the softmax and flips
+    it back (nnU-Net's mirroring; 8 passes in 3D).
+    """
+    flips = flip_combinations(image.ndim - 2) if cfg.tta_flips else [()]
+    total: Tensor | None = None
+    for dims in flips:
+        flipped = image.flip(dims) if dims else image
+        logits = sliding_window_logits(method, flipped, availability, cfg, roi_size, bf16=bf16,
+                                       out_device=out_device)
+        prob = torch.softmax(logits, dim=1)
+        prob = prob.flip(dims) if dims else prob
+        total = prob if total is None else total.add_(prob)
+    return total / len(flips)
+
+
+# --- post-processing -----------------------------------------------------------------------------
+
+
+def has_enhancing_class(convention: LabelConvention) -> bool:
+    """Whether the convention uses the canonical brain classes (3 = enhancing, 1 = necrosis)."""
+    return tuple(convention.class_names[:4]) == BRAIN_CLASS_NAMES
+
+
+def postprocess_et(labels_canonical: np.ndarray, min_voxels: int, et_class: int = 3,
+                   replace_with: int = 1) -> np.ndarray:
+    """The BraTS peers' rule: predicted enhancing tumour of fewer than `min_voxels` voxels
+    (counted over the whole map) becomes `replace_with` (necrosis / non-enhancing core), so the
+    tumour core is unchanged and ET becomes empty. `min_voxels <= 0` disables it.
+
+    Only meaningful for canonical brain classes (`has_enhancing_class`); `Predictor` skips it
+    for other conventions. Returns a new array when it relabels, else the input itself.
+    """
+    if min_voxels <= 0:
+        return labels_canonical
+    enhancing = labels_canonical == et_class
+    count = int(enhancing.sum())
+    if count == 0 or count >= min_voxels:
+        return labels_canonical
+    out = labels_canonical.copy()
+    out[enhancing] = replace_with
+    return out
+
+
+# --- predicting cases with a trained run ---------------------------------------------------------
+
+
+@dataclass
+class PredictionResult:
+    """One case's prediction on its input grid.
+
+    labels: raw label values of the output convention; canonical: canonical classes (uint8);
+    probabilities: (C, *S) float32 when asked for, else None; used: the modalities given to the
+    method; et_relabelled: voxels the ET rule turned into necrosis (0 when it did not apply).
+    """
+
+    case_id: str
+    labels: np.ndarray
+    canonical: np.ndarray
+    affine: np.ndarray
+    header: nib.Nifti1Header
+    used: tuple[str, ...]
+    probabilities: np.ndarray | None = None
+    et_relabelled: int = 0
+
+
+@dataclass
+class CaseFailure:
+    """A case of a folder that could not be predicted, with the one-line reason."""
+
+    case_id: str
+    message: str
+
+
+def _raw_dtype(convention: LabelConvention) -> np.dtype:
+    return np.min_scalar_type(max([0, *convention.class_to_raw.values()]))
+
+
+@dataclass
+class Predictor:
+    """A trained method with everything needed to use it: modality names (channel order),
+    label convention, preprocessing, window size and inference settings."""
+
+    method: Method
+    modalities: tuple[str, ...]
+    convention: LabelConvention
+    preprocess: PreprocessSettings
+    roi_size: tuple[int, ...]
+    infer: InferConfig
+    bf16: bool = False
+    source: str = ""
+
+    @classmethod
+    def from_run(cls, run: str | Path, which: str = "best", device: str | torch.device = "auto",
+                 *, infer: InferConfig | None = None, bf16: bool = False) -> Predictor:
+        """Load a run folder (its `which` checkpoint) or a checkpoint file; `infer` overrides
+        the run's inference settings."""
+        method, meta = load_method(run, which, resolve_device(device))
+        config = config_from_dict(meta["config"])
+        return cls(method, tuple(meta["modalities"]),
+                   LabelConvention.from_dict(meta["label_convention"]),
+                   PreprocessSettings.from_dict(meta["preprocess"]),
+                   tuple(int(n) for n in config.data.patch_size), infer or config.infer, bf16,
+                   meta.get("path", str(run)))
+
+    def _check_names(self, loaded: LoadedCase) -> None:
+        """Refuse a modality the run does not know, naming its file."""
+        for name in loaded.modalities:
+            if name not in self.modalities:
+                raise InputError(loaded.sources.get(name, loaded.case_id),
+                                 f"modality '{name}' is not one of the run's "
+                                 f"{', '.join(self.modalities)} (method {self.method_name})")
+        if not loaded.modalities:
+            raise InputError(loaded.case_id, "no input modality")
+
+    @property
+    def method_name(self) -> str:
+        return getattr(self.method, "method_name", type(self.method).__name__)
+
+    def _channels(self, image: np.ndarray, names: Sequence[str]) -> tuple[Tensor, Tensor]:
+        """(1, M_run, *S) image in the run's channel order (absent ones zero) and (1, M_run)."""
+        full = np.zeros((len(self.modalities), *image.shape[1:]), dtype=np.float32)
+        for channel, name in zip(image, names, strict=True):
+            full[self.modalities.index(name)] = channel
+        available = torch.tensor([[m in names for m in self.modalities]])
+        return torch.from_numpy(full)[None], available
+
+    def predict_loaded(self, loaded: LoadedCase, *, probabilities: bool = False,
+                       convention: LabelConvention | None = None) -> PredictionResult:
+        """Segment one case whose modalities (by name) are a subset of the run's.
+
+        The case is preprocessed with the run's settings; the probabilities are inverted onto
+        the input grid, then argmax, the ET rule (brain conventions only) and the raw values
+        of `convention` (default: the run's).
+        """
+        self._check_names(loaded)
+        pre = preprocess(loaded, self.preprocess)
+        image, available = self._channels(pre.image, pre.modalities)
+        prob = sliding_window_probabilities(self.method, image, available, self.infer,
+                                            self.roi_size, bf16=self.bf16)
+        prob = invert_probabilities(prob[0].cpu().numpy(), pre.record)
+        canonical = prob.argmax(0).astype(np.uint8)
+        before = canonical
+        if has_enhancing_class(self.convention):
+            canonical = postprocess_et(canonical, self.infer.et_min_voxels)
+        out = convention or self.convention
+        return PredictionResult(
+            loaded.case_id, out.to_raw(canonical, dtype=_raw_dtype(out)), canonical,
+            loaded.affine, loaded.header, tuple(loaded.modalities),
+            prob if probabilities else None, int((before != canonical).sum()))
+
+    def _case_from_files(self, files: Mapping[str, str | Path], case_id: str) -> CaseSpec:
+        images: dict[str, ImageRef] = {}
+        for name, path in files.items():
+            modality = canonical_modality(name)
+            if modality not in self.modalities:
+                raise InputError(path, f"modality '{name}' is not one of the run's "
+                                       f"{', '.join(self.modalities)} (method {self.method_name})")
+            if modality in images:
+                raise InputError(path, f"'{name}' is {modality} again "
+                                       f"(already given as {images[modality].path})")
+            images[modality] = ImageRef(Path(path))
+        if not images:
+            raise InputError(case_id, f"no input image; the run uses {', '.join(self.modalities)}")
+        return CaseSpec(case_id, images)
+
+    def predict_files(self, files: Mapping[str, str | Path], out_path: str | Path,
+                      resample_to: str | None = None, *,
+                      convention: LabelConvention | None = None) -> Path:
+        """Segment one case given as {modality name: NIfTI file} and write the label map.
+
+        Names may be synonyms (`T1ce`, `FLAIR`, `t2f`, ...). Without `resample_to` every file
+        must share the first file's grid; with it, all are resampled onto that modality's
+        grid. The label map is written atomically in that grid and affine.
+        """
+        out_path = Path(out_path)
+        case = self._case_from_files(files, strip_nifti_suffix(out_path.name))
+        reference = canonical_modality(resample_to) if resample_to else None
+        loaded = load_case(case, resample_to=reference, with_label=False)
+        result = self.predict_loaded(loaded, convention=convention)
+        return save_nifti(result.labels, result.affine, out_path, header=result.header)
+
+    def _output_convention(self, found: LabelConvention | None) -> LabelConvention:
+        """The dataset's convention when it has the run's classes, else the run's."""
+        if found is not None and tuple(found.class_names) == tuple(self.convention.class_names):
+            return found
+        return self.convention
+
+    def predict_case(self, case: CaseSpec, out_path: str | Path, *,
+                     resample_to: str | None = None,
+                     convention: LabelConvention | None = None) -> Path:
+        """Segment a discovered case with the run's modalities it has (others are not read)."""
+        images = {m: ref for m, ref in case.images.items() if m in self.modalities}
+        if not images:
+            where = next(iter(case.images.values())).path.parent if case.images else case.case_id
+            raise InputError(where, f"case {case.case_id} has none of the run's modalities "
+                                    f"{', '.join(self.modalities)}")
+        case = replace(case, images=images, missing={}, label=None)
+        loaded = load_case(case, resample_to=resample_to, with_label=False)
+        result = self.predict_loaded(loaded, convention=convention)
+        return save_nifti(result.labels, result.affine, out_path, header=result.header)
+
+    def predict_folder(self, data_dir: str | Path, out_dir: str | Path, *, progress: bool = True,
+                       labels: str | None = None, resample_to: str | None = None
+                       ) -> list[CaseFailure]:
+        """Segment every case `discover` finds, one at a time, into `<out_dir>/<case>.nii.gz`.
+
+        A case missing some modalities is predicted from those it has; modalities the run does
+        not know are not read. Labels use the dataset's convention when it has the run's classes
+        (`labels` overrides it), else the run's. A case that fails is reported as a
+        CaseFailure with its one-line error, and the others go on.
+        """
+        spec = discover(data_dir, labels=labels)
+        output = self._output_convention(spec.convention)
+        failures: list[CaseFailure] = []
+        bar = progress_bar() if progress else nullcontext()
+        with bar:
+            task = bar.add_task("predict", total=len(spec.cases)) if progress else None
+            for case in spec.cases:
+                try:
+                    self.predict_case(case, Path(out_dir) / f"{case.case_id}.nii.gz",
+                                      resample_to=resample_to, convention=output)
+                except ContrasegError as error:
+                    failures.append(CaseFailure(case.case_id, str(error)))
+                if progress:
+                    bar.advance(task)
+        return failures

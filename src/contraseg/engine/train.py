@@ -1,0 +1,381 @@
+"""`contraseg train`: the training loop shared by every method.
+
+One step = one batch per rank drawn by the PatchSampler from a generator seeded with
+(seed, step, rank), the method's weighted loss under optional autocast, backward, optional
+gradient clipping, an optimiser step and a per-step lr schedule. Because every source of
+randomness is derived from the step, a run stopped (or killed) after a checkpoint and resumed
+with `--resume` ends with the same weights as an uninterrupted run (CPU, deterministic).
+
+The run folder: config.yaml (resolved), run.json (data, split, modalities, convention, status),
+log.jsonl (one line per epoch), tensorboard/, checkpoints/last.pt and best.pt.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+from rich.text import Text
+
+from contraseg.data.cache import CaseCache
+from contraseg.data.dataset import (
+    PatchSampler,
+    TrainCase,
+    build_augmentation,
+    common_convention,
+    to_train_case,
+)
+from contraseg.data.labels import LabelConvention
+from contraseg.data.layouts import discover, order_modalities
+from contraseg.data.preprocess import PreprocessSettings
+from contraseg.engine import distributed
+from contraseg.engine.checkpoint import load_checkpoint, save_checkpoint
+from contraseg.engine.config import TrainConfig, config_from_dict
+from contraseg.engine.optim import make_optimizer, make_scheduler
+from contraseg.errors import ConfigError, InputError
+from contraseg.models.base import Batch, LossModule, Method
+from contraseg.models.registry import build_method
+from contraseg.utils.fs import atomic_path
+
+RESUMABLE_CHANGES = {"epochs", "val_every", "checkpoint_every", "device"}
+
+
+@dataclass
+class TrainData:
+    modalities: tuple[str, ...]
+    convention: LabelConvention
+    preprocess: PreprocessSettings
+    train: list[TrainCase]
+    val: list[TrainCase]
+    split: dict[str, list[str]] = field(default_factory=dict)
+
+
+def split_cases(ids: list[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """Deterministic patient-wise split: a seeded permutation, the first part for validation."""
+    order = [ids[i] for i in np.random.default_rng([seed, 7919]).permutation(len(ids))]
+    n_val = int(round(len(ids) * val_fraction))
+    if val_fraction > 0 and len(ids) >= 2:
+        n_val = min(max(n_val, 1), len(ids) - 1)
+    return sorted(order[n_val:]), sorted(order[:n_val])
+
+
+def preprocess_settings(config: TrainConfig) -> PreprocessSettings:
+    spacing = config.data.target_spacing
+    return PreprocessSettings(orientation=config.data.orientation,
+                              target_spacing=tuple(spacing) if spacing else None)
+
+
+def prepare_data(config: TrainConfig, data_dirs: list[Path], cache_dir: Path,
+                 split: dict[str, list[str]] | None = None, console: Console | None = None
+                 ) -> TrainData:
+    """Discover, split and preprocess (cached) every labelled case of every data folder."""
+    specs = [discover(d, labels=config.data.labels) for d in data_dirs]
+    convention = common_convention(specs)
+    modalities = order_modalities({m for s in specs for m in s.modalities})
+    keyed = {f"{s.root.name}/{c.case_id}": (c, s) for s in specs for c in s.cases
+             if c.label is not None}
+    if len(keyed) < 1:
+        raise InputError(data_dirs[0], "no labelled case to train on")
+    if split is None:
+        train_ids, val_ids = split_cases(sorted(keyed), config.data.val_fraction, config.seed)
+        split = {"train": train_ids, "val": val_ids}
+    settings, cache = preprocess_settings(config), CaseCache(cache_dir)
+    load = lambda key: to_train_case(*keyed[key], modalities, cache, settings,  # noqa: E731
+                                     resample_to=config.data.resample_to, seed=config.seed)
+    if console:
+        console.print(f"preparing {len(keyed)} cases ({len(split['train'])} train, "
+                      f"{len(split['val'])} validation) on modalities {', '.join(modalities)}")
+    return TrainData(modalities, convention, settings, [load(k) for k in split["train"]],
+                     [load(k) for k in split["val"]], split)
+
+
+def validate(method: Method, cases: list[TrainCase], config: TrainConfig,
+             convention: LabelConvention) -> dict[str, float]:
+    """Mean Dice per region over the validation cases, with every present modality."""
+    from contraseg.engine.infer import sliding_window_logits
+    from contraseg.evaluation.metrics import confusion_counts, overlap_metrics
+
+    device = next(method.parameters()).device
+    dice: dict[str, list[float]] = {region: [] for region in convention.regions}
+    method.eval()
+    for case in cases:
+        image = torch.from_numpy(case.image)[None].to(device)
+        available = torch.from_numpy(case.present)[None].to(device)
+        logits = sliding_window_logits(method, image, available, config.infer,
+                                       config.data.patch_size)
+        pred = logits[0].argmax(0).cpu().numpy()
+        pred_regions = convention.region_masks(pred)
+        for region, ref in convention.region_masks(case.label).items():
+            scores = overlap_metrics(confusion_counts(pred_regions[region], ref))
+            dice[region].append(scores["dice"])
+    method.train()
+    means = {f"dice_{r}": float(np.mean(v)) for r, v in dice.items()}
+    means["dice_mean"] = float(np.mean(list(means.values())))
+    return means
+
+
+class Trainer:
+    """Owns one run: its folder, data, method, optimiser, schedule and loop."""
+
+    def __init__(self, config: TrainConfig, data_dirs: list[Path], out: Path, *,
+                 resume: bool = False, console: Console | None = None):
+        self.config, self.out, self.resume = config, Path(out), resume
+        self.console = console or Console(stderr=True)
+        self.ctx = distributed.setup(config.device)
+        self._check_run_folder()
+        self.data_dirs = [Path(d).resolve() for d in data_dirs]
+        run_info = self._read_run_info() if resume else {}
+        cache_dir = Path(config.data.cache_dir) if config.data.cache_dir else self.out / "cache"
+        self.data = prepare_data(config, self.data_dirs, cache_dir, run_info.get("split"),
+                                 self.console if self.ctx.is_main else None)
+        self._seed_everything()
+        self.method = build_method(config.method, self.data.modalities,
+                                   self.data.convention.num_classes, config.model,
+                                   config.loss_weights).to(self.ctx.device)
+        self.loss_module = self._wrap(LossModule(self.method))
+        self.optimizer = make_optimizer(self.method.parameters(), config.optim)
+        self.scheduler = make_scheduler(self.optimizer, config.optim, config.total_steps)
+        self.sampler = PatchSampler(self.data.train, config.data.patch_size,
+                                    config.data.foreground_fraction, config.data.modality_dropout,
+                                    build_augmentation(config.augment))
+        self.step, self.best = 0, -float("inf")
+        if resume:
+            self._load_last()
+        self.writer = None
+
+    # --- set-up ----------------------------------------------------------------------------
+    def _check_run_folder(self) -> None:
+        last = self.out / "checkpoints" / "last.pt"
+        if self.resume and not last.is_file():
+            raise InputError(self.out, "nothing to resume (no checkpoints/last.pt)")
+        if not self.resume and last.exists():
+            raise InputError(self.out, "already holds a run; pass --resume to continue it or "
+                                       "choose another --out")
+
+    def _read_run_info(self) -> dict[str, Any]:
+        info = json.loads((self.out / "run.json").read_text())
+        saved = config_from_dict(info["config"]).to_dict()
+        changed = _diff(saved, self.config.to_dict())
+        refused = sorted(k for k in changed if k.split(".")[0] not in RESUMABLE_CHANGES)
+        if refused:
+            raise ConfigError(f"--resume with settings that differ from the run's: "
+                              f"{', '.join(refused)} (only {', '.join(sorted(RESUMABLE_CHANGES))} "
+                              "may change)")
+        return info
+
+    def _seed_everything(self) -> None:
+        torch.manual_seed(self.config.seed)
+        if self.config.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+
+    def _wrap(self, module: torch.nn.Module) -> torch.nn.Module:
+        if not self.ctx.distributed:
+            return module
+        ids = [self.ctx.device.index] if self.ctx.device.type == "cuda" else None
+        return torch.nn.parallel.DistributedDataParallel(module, device_ids=ids)
+
+    def _load_last(self) -> None:
+        data = load_checkpoint(self.out / "checkpoints" / "last.pt", self.ctx.device)
+        if data["method"] != self.config.method or list(data["modalities"]) != list(
+                self.data.modalities):
+            raise InputError(self.out / "checkpoints" / "last.pt",
+                             f"checkpoint is {data['method']} on {data['modalities']}, the run "
+                             f"asks for {self.config.method} on {list(self.data.modalities)}")
+        self.method.load_state_dict(data["model"])
+        self.optimizer.load_state_dict(data["optimizer"])
+        self.scheduler.load_state_dict(data["scheduler"])
+        self.step, self.best = int(data["step"]), float(data.get("best", -float("inf")))
+
+    # --- the loop --------------------------------------------------------------------------
+    def run(self, max_steps: int | None = None, max_minutes: float | None = None) -> dict:
+        """Train until the configured steps, `max_steps` or `max_minutes`; returns run.json."""
+        if self.ctx.is_main:
+            self._write_run_files(status="running")
+        start, total = time.monotonic(), self.config.total_steps
+        stop_at = min(total, max_steps) if max_steps is not None else total
+        epoch_terms: dict[str, list[float]] = {}
+        with self._progress() as bar:
+            task = bar.add_task("train", total=total, completed=self.step, terms="")
+            while self.step < stop_at:
+                terms = self._train_step()
+                for name, value in terms.items():
+                    epoch_terms.setdefault(name, []).append(value)
+                bar.update(task, advance=1, terms=_fmt_terms(terms))
+                if self.step % self.config.iters_per_epoch == 0:
+                    self._end_epoch(epoch_terms)
+                    epoch_terms = {}
+                if max_minutes is not None and time.monotonic() - start > 60 * max_minutes:
+                    break
+        finished = self.step >= total
+        if self.step % self.config.iters_per_epoch:  # stopped mid-epoch: keep what was done
+            self._save("last")
+        return self._finish(finished, time.monotonic() - start)
+
+    def _train_step(self) -> dict[str, float]:
+        rng = np.random.default_rng([self.config.seed, self.step, self.ctx.rank])
+        torch.manual_seed(int(rng.integers(2**62)))
+        arrays = self.sampler.sample(rng, self.config.data.batch_size)
+        batch = Batch(torch.from_numpy(arrays["images"]), torch.from_numpy(arrays["available"]),
+                      torch.from_numpy(arrays["target"]),
+                      torch.from_numpy(arrays["present"]),
+                      epoch=self.step // self.config.iters_per_epoch).to(self.ctx.device)
+        with self._autocast():
+            total, terms = self.loss_module(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        if self.config.optim.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.method.parameters(), self.config.optim.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        values = {name: float(value.detach()) for name, value in terms.items()}
+        values["total"] = float(total.detach())
+        self._log_scalars({f"loss/{k}": v for k, v in values.items()}
+                          | {"lr": self.scheduler.get_last_lr()[0]})
+        return values
+
+    def _autocast(self):
+        if self.config.amp == "none":
+            return nullcontext()
+        if self.config.amp == "fp16" and self.ctx.device.type != "cuda":
+            raise ConfigError("amp=fp16 needs a CUDA device; use amp=bf16 on the CPU")
+        dtype = torch.bfloat16 if self.config.amp == "bf16" else torch.float16
+        return torch.autocast(self.ctx.device.type, dtype=dtype)
+
+    def _end_epoch(self, epoch_terms: dict[str, list[float]]) -> None:
+        epoch = self.step // self.config.iters_per_epoch
+        record: dict[str, Any] = {
+            "epoch": epoch, "step": self.step, "lr": self.scheduler.get_last_lr()[0],
+            "loss": {k: float(np.mean(v)) for k, v in epoch_terms.items()},
+        }
+        every = self.config.val_every
+        if every and self.data.val and (epoch % every == 0 or self.step >= self.config.total_steps):
+            if self.ctx.is_main:
+                record["val"] = validate(self.method, self.data.val, self.config,
+                                         self.data.convention)
+                self._log_scalars({f"val/{k}": v for k, v in record["val"].items()})
+                if record["val"]["dice_mean"] > self.best:
+                    self.best = record["val"]["dice_mean"]
+                    self._save("best")
+            self.ctx.barrier()
+        if self.ctx.is_main:
+            if epoch % self.config.checkpoint_every == 0 or self.step >= self.config.total_steps:
+                self._save("last")
+            with open(self.out / "log.jsonl", "a") as log:
+                log.write(json.dumps(record) + "\n")
+            if not self.console.is_terminal:
+                self.console.print(_epoch_line(record), highlight=False)
+
+    # --- outputs ---------------------------------------------------------------------------
+    def _payload(self) -> dict[str, Any]:
+        spacing = self.config.data.target_spacing
+        return {
+            "method": self.config.method, "config": self.config.to_dict(),
+            "modalities": list(self.data.modalities),
+            "label_convention": self.data.convention.to_dict(),
+            "preprocess": self.data.preprocess.to_dict(),
+            "spacing": list(spacing) if spacing else None,
+            "epoch": self.step // self.config.iters_per_epoch, "step": self.step,
+            "best": self.best, "model": self.method.state_dict(),
+        }
+
+    def _save(self, which: str) -> None:
+        if not self.ctx.is_main:
+            return
+        payload = self._payload()
+        if which == "last":
+            payload |= {"optimizer": self.optimizer.state_dict(),
+                        "scheduler": self.scheduler.state_dict(),
+                        "rng": {"torch": torch.get_rng_state()}}
+        save_checkpoint(self.out / "checkpoints" / f"{which}.pt", payload)
+
+    def _write_run_files(self, status: str, **extra: Any) -> dict:
+        info = {
+            "status": status, "method": self.config.method, "config": self.config.to_dict(),
+            "data": [str(d) for d in self.data_dirs], "split": self.data.split,
+            "modalities": list(self.data.modalities),
+            "label_convention": self.data.convention.to_dict(),
+            "preprocess": self.data.preprocess.to_dict(), "world_size": self.ctx.world_size,
+            "step": self.step, "best": self.best if self.best > -float("inf") else None,
+            **extra,
+        }
+        self.out.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.out / "config.yaml") as tmp:
+            tmp.write_text(yaml.safe_dump(self.config.to_dict(), sort_keys=False))
+        with atomic_path(self.out / "run.json") as tmp:
+            tmp.write_text(json.dumps(info, indent=2))
+        return info
+
+    def _finish(self, finished: bool, seconds: float) -> dict:
+        checksums = distributed.gather_floats(
+            self.ctx, distributed.parameter_checksum(self.method))
+        info: dict = {}
+        if self.ctx.is_main:
+            if not (self.out / "checkpoints" / "best.pt").exists():
+                self._save("best")  # no validation ran: the last weights are the best we have
+            info = self._write_run_files("finished" if finished else "stopped",
+                                         train_seconds=seconds, rank_checksums=checksums)
+            if self.writer is not None:
+                self.writer.close()
+        self.ctx.barrier()
+        distributed.teardown(self.ctx)
+        return info
+
+    def _log_scalars(self, values: dict[str, float]) -> None:
+        if not self.ctx.is_main:
+            return
+        if self.writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.out / "tensorboard"))
+        for key, value in values.items():
+            self.writer.add_scalar(key, value, self.step)
+
+    def _progress(self) -> Progress:
+        return Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(),
+            TextColumn("{task.completed}/{task.total}"), TextColumn("{task.fields[terms]}"),
+            SpeedColumn(), TimeRemainingColumn(),
+            console=self.console, disable=not (self.ctx.is_main and self.console.is_terminal),
+        )
+
+
+class SpeedColumn(ProgressColumn):
+    """Steps per second (rich's task.speed is None until it has two samples)."""
+
+    def render(self, task) -> Text:
+        return Text(f"{task.speed:.2f} it/s" if task.speed else "- it/s")
+
+
+def _fmt_terms(terms: dict[str, float]) -> str:
+    return " ".join(f"{k} {v:.3f}" for k, v in terms.items())
+
+
+def _epoch_line(record: dict[str, Any]) -> str:
+    line = f"epoch {record['epoch']} step {record['step']} lr {record['lr']:.2e} " + _fmt_terms(
+        record["loss"])
+    if "val" in record:
+        line += " | val " + " ".join(f"{k} {v:.3f}" for k, v in record["val"].items())
+    return line
+
+
+def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+    keys = sorted(set(a) | set(b))
+    out = []
+    for key in keys:
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict) and key not in ("model", "loss_weights"):
+            out += _diff(va, vb, f"{prefix}{key}.")
+        elif va != vb:
+            out.append(prefix + key)
+    return out
