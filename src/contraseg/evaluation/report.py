@@ -1,0 +1,520 @@
+"""Evaluation reports: the per-case metrics CSV, DC-Seg Table 1 style summaries, Markdown and a
+self-contained HTML report with a heatmap and overlay pictures.
+
+Aggregation (stated in every report, see :data:`AGGREGATION`): a table cell is the mean over
+cases of the per-case values of one subset and region, NaN values skipped, with the sample
+standard deviation (ddof=1, NaN below two values); the last row ("average") is the unweighted
+mean of the subset means, as in DC-Seg's Table 1. Ratio metrics (Dice, IoU, sensitivity, ...)
+are shown in percent, distances in the units the conventions state.
+
+Pictures are drawn with matplotlib's object API (``matplotlib.figure.Figure``, Agg canvas): no
+pyplot, no display, no global backend switch.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import math
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from contraseg.errors import ConfigError, InputError
+from contraseg.evaluation.protocol import (
+    Subset,
+    all_subsets,
+    subset_from_name,
+    subset_markers,
+    subset_name,
+)
+from contraseg.utils.fs import atomic_path
+from contraseg.utils.jsonio import dumps, json_safe
+
+MetricRow = dict[str, str | float]
+KEY_COLUMNS = ("case", "subset", "region")
+RATIO_METRICS = ("dice", "iou", "sensitivity", "specificity", "precision", "vs")
+DISTANCE_METRICS = ("hd", "hd95", "assd")
+POSTPROC_SUFFIX = "_postproc"
+AGGREGATION = (
+    "Each cell is the mean over cases of one subset and region (NaN values skipped) and, after "
+    "'±', the sample standard deviation (ddof=1); summary.json holds each cell's case count n. "
+    "The 'average' row is the unweighted mean of the subset means (DC-Seg Table 1). Ratio metrics "
+    "are shown in percent (x100)."
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# The metrics CSV
+
+
+def metric_columns(rows: Sequence[Mapping]) -> list[str]:
+    """The metric columns of the rows (every key but case/subset/region), in first-seen order."""
+    seen: dict[str, None] = {}
+    for row in rows:
+        seen.update((key, None) for key in row if key not in KEY_COLUMNS)
+    return list(seen)
+
+
+def _format_float(value: object) -> str:
+    """Shortest text that reads back to the same float ('nan' and 'inf' included)."""
+    return "" if value is None else repr(float(value))
+
+
+def write_metrics_csv(rows: Sequence[Mapping], path: str | Path) -> Path:
+    """Write rows (case, subset, region, metrics...) atomically; a missing metric is an empty cell.
+
+    Floats keep full precision (``repr``), so reading the file back gives the same values.
+    """
+    columns = metric_columns(rows)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        with tmp.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow([*KEY_COLUMNS, *columns])
+            for row in rows:
+                missing = [k for k in KEY_COLUMNS if k not in row]
+                if missing:
+                    raise ValueError(f"metric row {dict(row)} lacks {missing}")
+                keys = [str(row[k]) for k in KEY_COLUMNS]
+                writer.writerow(keys + [_format_float(row.get(c)) for c in columns])
+    return path
+
+
+def _parse_cell(path: Path, line: int, column: str, text: str) -> float:
+    if text.strip() == "":
+        return math.nan
+    try:
+        return float(text)
+    except ValueError:
+        problem = f"line {line}, column '{column}': '{text}' is not a number"
+        raise InputError(path, problem) from None
+
+
+def read_metrics_csv(path: str | Path) -> list[MetricRow]:
+    """Rows of a metrics CSV: case/subset/region as text, every other column as float.
+
+    Empty cells read as NaN. Raises InputError for a missing file, missing key columns, a
+    ragged line, a non-numeric value or a repeated (case, subset, region).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "no such metrics file")
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, [])
+        missing = [k for k in KEY_COLUMNS if k not in header]
+        if missing:
+            raise InputError(path, f"missing column(s) {', '.join(missing)} in the header")
+        return _read_body(path, reader, header)
+
+
+def _read_body(path: Path, reader, header: list[str]) -> list[MetricRow]:
+    rows: list[MetricRow] = []
+    seen: set[tuple[str, ...]] = set()
+    for line, cells in enumerate(reader, start=2):
+        if not cells:
+            continue
+        if len(cells) != len(header):
+            raise InputError(path, f"line {line} has {len(cells)} fields, header {len(header)}")
+        row: MetricRow = {}
+        for column, text in zip(header, cells, strict=True):
+            row[column] = text if column in KEY_COLUMNS else _parse_cell(path, line, column, text)
+        key = tuple(str(row[k]) for k in KEY_COLUMNS)
+        if key in seen:
+            raise InputError(path, f"line {line} repeats case/subset/region {key}")
+        seen.add(key)
+        rows.append(row)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# Table 1 style summary
+
+
+@dataclass(frozen=True)
+class SummaryRow:
+    """One row of a summary table: a subset (or the average over subsets) across regions."""
+
+    name: str
+    subset: Subset | None
+    markers: str
+    mean: dict[str, float]
+    std: dict[str, float]
+    n: dict[str, int]
+
+
+@dataclass(frozen=True)
+class SummaryTable:
+    """DC-Seg Table 1 layout: a row per subset (all_subsets order), a column per region, and the
+    mean over subsets last (`average`, whose std is that of the subset means)."""
+
+    metric: str
+    modalities: tuple[str, ...]
+    regions: tuple[str, ...]
+    n_cases: int
+    rows: tuple[SummaryRow, ...]
+    average: SummaryRow
+
+    def records(self) -> list[SummaryRow]:
+        """The subset rows followed by the average row."""
+        return [*self.rows, self.average]
+
+    def to_dict(self) -> dict:
+        """JSON-ready form (NaN becomes null)."""
+        rows = [
+            {"name": r.name, "markers": r.markers, "mean": r.mean, "std": r.std, "n": r.n}
+            for r in self.records()
+        ]
+        return json_safe({"metric": self.metric, "modalities": list(self.modalities),
+                          "regions": list(self.regions), "n_cases": self.n_cases, "rows": rows})
+
+
+def _stats(values: list[float]) -> tuple[float, float, int]:
+    arr = np.asarray(values, dtype=np.float64)
+    arr = arr[~np.isnan(arr)]
+    mean = float(arr.mean()) if arr.size else math.nan
+    std = float(arr.std(ddof=1)) if arr.size > 1 else math.nan
+    return mean, std, int(arr.size)
+
+
+def _summary_row(name, subset, markers, values: Mapping[str, list[float]], regions) -> SummaryRow:
+    stats = {region: _stats(values.get(region, [])) for region in regions}
+    return SummaryRow(
+        name, subset, markers,
+        mean={r: s[0] for r, s in stats.items()},
+        std={r: s[1] for r, s in stats.items()},
+        n={r: s[2] for r, s in stats.items()},
+    )
+
+
+def _group(rows, metric, mods) -> dict[Subset, dict[str, list[float]]]:
+    groups: dict[Subset, dict[str, list[float]]] = {}
+    for row in rows:
+        subset = subset_from_name(str(row["subset"]), mods)
+        value = row.get(metric)
+        value = math.nan if value is None else float(value)
+        groups.setdefault(subset, {}).setdefault(str(row["region"]), []).append(value)
+    return groups
+
+
+def summary_table(
+    rows: Sequence[Mapping],
+    metric: str = "dice",
+    modalities: Sequence[str] = ("flair", "t1", "t1c", "t2"),
+    regions: Sequence[str] | None = None,
+) -> SummaryTable:
+    """Mean (and std) over cases of `metric` per subset and region, plus the mean over subsets.
+
+    Only subsets present in the rows appear, in :func:`all_subsets` order; regions are taken
+    in first-seen order unless given. Raises ConfigError for no rows, an absent metric or a
+    subset name that is not made of `modalities`.
+    """
+    if not rows:
+        raise ConfigError("there are no metric rows to summarise")
+    if not any(metric in row for row in rows):
+        raise ConfigError(f"metric '{metric}' is not among {', '.join(metric_columns(rows))}")
+    mods = tuple(modalities)
+    regions = tuple(regions or dict.fromkeys(str(r["region"]) for r in rows))
+    groups = _group(rows, metric, mods)
+    table_rows = tuple(
+        _summary_row(subset_name(s), s, subset_markers(s, mods), groups[s], regions)
+        for s in all_subsets(mods) if s in groups
+    )
+    subset_means = {r: [row.mean[r] for row in table_rows] for r in regions}
+    average = _summary_row("average", None, "", subset_means, regions)
+    n_cases = len({str(row["case"]) for row in rows})
+    return SummaryTable(metric, mods, regions, n_cases, table_rows, average)
+
+
+# ---------------------------------------------------------------------------------------------
+# Formatting shared by Markdown and HTML
+
+
+def _base(metric: str) -> str:
+    return metric.removesuffix(POSTPROC_SUFFIX)
+
+
+def metric_label(metric: str, units: str = "voxel") -> str:
+    """Heading of a metric: 'Dice (%)', 'HD95 (voxel)', 'Dice after post-processing (%)'."""
+    base = _base(metric)
+    name = {"dice": "Dice", "iou": "IoU", "vs": "VS"}.get(base, base.upper())
+    if base in ("sensitivity", "specificity", "precision"):
+        name = base.capitalize()
+    if metric.endswith(POSTPROC_SUFFIX):
+        name += " after post-processing"
+    unit = "%" if base in RATIO_METRICS else units if base in DISTANCE_METRICS else ""
+    return f"{name} ({unit})" if unit else name
+
+
+def format_value(metric: str, value: float) -> str:
+    """A table number: ratios in percent with 2 decimals, others with 2 decimals; NaN is '-'."""
+    if value is None or math.isnan(value):
+        return "-"
+    scale = 100.0 if _base(metric) in RATIO_METRICS else 1.0
+    return f"{value * scale:.2f}"
+
+
+def table_cells(table: SummaryTable) -> tuple[list[str], list[list[str]]]:
+    """Header and body of a summary table: one marker column per modality, subset, regions."""
+    header = [*table.modalities, "subset", *table.regions]
+    body = []
+    for row in table.records():
+        marks = list(row.markers) if row.subset is not None else [""] * len(table.modalities)
+        cells = []
+        for region in table.regions:
+            text = format_value(table.metric, row.mean[region])
+            if row.subset is not None and not math.isnan(row.std[region]):
+                text += f" ± {format_value(table.metric, row.std[region])}"
+            cells.append(text)
+        body.append([*marks, row.name, *cells])
+    return header, body
+
+
+def _flatten(conventions: Mapping, prefix: str = "") -> list[tuple[str, str]]:
+    items = []
+    for key, value in conventions.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            items.extend(_flatten(value, f"{name}."))
+        elif isinstance(value, list | tuple):
+            items.append((name, ", ".join(str(v) for v in value)))
+        else:
+            items.append((name, "null" if value is None else str(value)))
+    return items
+
+
+# ---------------------------------------------------------------------------------------------
+# Pictures
+
+
+def _save_png(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
+    return path
+
+
+def heatmap_figure(table: SummaryTable, path: str | Path, units: str = "voxel") -> Path:
+    """Heatmap of the subset means (rows = subsets, columns = regions), with the values."""
+    means = np.array([[row.mean[r] for r in table.regions] for row in table.rows], dtype=float)
+    ratio = _base(table.metric) in RATIO_METRICS  # shown in percent, as in the tables
+    fig = Figure(figsize=(1.4 * len(table.regions) + 3.0, 0.32 * len(table.rows) + 1.6))
+    ax = fig.add_subplot()
+    image = ax.imshow(means * 100 if ratio else means, aspect="auto",
+                      cmap="viridis" if ratio else "viridis_r",
+                      vmin=0.0 if ratio else None, vmax=100.0 if ratio else None)
+    ax.set_xticks(range(len(table.regions)), labels=list(table.regions))
+    ax.set_yticks(range(len(table.rows)), labels=[r.name for r in table.rows], fontsize=8)
+    for (i, j), value in np.ndenumerate(means):
+        red, green, blue, _ = image.cmap(image.norm(value * 100 if ratio else value))
+        dark = 0.299 * red + 0.587 * green + 0.114 * blue < 0.5
+        ax.text(j, i, format_value(table.metric, value), ha="center", va="center", fontsize=7,
+                color="white" if dark else "black")
+    ax.set_title(f"{metric_label(table.metric, units)}: mean over {table.n_cases} cases")
+    fig.colorbar(image, ax=ax)
+    return _save_png(fig, path)
+
+
+def _window(image: np.ndarray) -> np.ndarray:
+    """Grey levels clipped to the 1st-99th percentile of the image (flat images stay flat)."""
+    image = np.asarray(image, dtype=np.float64)
+    low, high = np.percentile(image, (1, 99))
+    return np.clip((image - low) / (high - low), 0, 1) if high > low else np.zeros_like(image)
+
+
+def _default_classes(pred: np.ndarray, ref: np.ndarray) -> dict[str, tuple[int, ...]]:
+    values = np.union1d(np.unique(pred), np.unique(ref))
+    return {f"label {int(v)}": (int(v),) for v in values if v != 0}
+
+
+def overlay_figure(
+    images: Mapping[str, np.ndarray],
+    pred_2d: np.ndarray,
+    ref_2d: np.ndarray,
+    path: str | Path,
+    title: str = "",
+    classes: Mapping[str, Sequence[int]] | None = None,
+) -> Path:
+    """One grey panel per modality with prediction (solid) and reference (dashed) contours.
+
+    `classes` maps a legend name to the label values forming its mask (e.g. regions
+    ``{"WT": (1, 2, 3), "TC": (1, 3), "ET": (3,)}``); by default each non-zero label value.
+    Arrays are indexed [x, y] (NIfTI order) and drawn transposed with the origin at the bottom.
+    """
+    pred, ref = np.asarray(pred_2d), np.asarray(ref_2d)
+    shapes = {np.shape(img) for img in images.values()} | {pred.shape, ref.shape}
+    if len(shapes) != 1 or pred.ndim != 2 or not images:
+        raise ValueError(f"overlay needs 2D images and label maps of one shape, got {shapes}")
+    classes = dict(classes) if classes is not None else _default_classes(pred, ref)
+    colours = [f"C{i % 10}" for i in range(len(classes))]
+    fig = Figure(figsize=(3.0 * len(images), 3.4))
+    for k, (name, image) in enumerate(images.items()):
+        ax = fig.add_subplot(1, len(images), k + 1)
+        ax.imshow(_window(image).T, cmap="gray", origin="lower", vmin=0, vmax=1)
+        for colour, values in zip(colours, classes.values(), strict=True):
+            _contour(ax, np.isin(pred, values), colour, "solid")
+            _contour(ax, np.isin(ref, values), colour, "dashed")
+        ax.set_title(name)
+        ax.set_axis_off()
+    handles = [Line2D([], [], color=c, label=n) for c, n in zip(colours, classes, strict=True)]
+    handles += [Line2D([], [], color="k", ls="solid", label="prediction"),
+                Line2D([], [], color="k", ls="dashed", label="reference")]
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
+    fig.suptitle(title)
+    return _save_png(fig, path)
+
+
+def _contour(ax, mask: np.ndarray, colour: str, style: str) -> None:
+    if mask.any() and not mask.all():  # a constant mask has no contour
+        ax.contour(mask.T.astype(float), levels=[0.5], colors=[colour], linestyles=style,
+                   linewidths=1.2, origin="lower")
+
+
+def pick_axial_slice(ref_3d: np.ndarray, axis: int = 2) -> int:
+    """Index along `axis` of the slice with the most non-zero reference voxels (the first such
+    slice on ties); the middle slice when the reference is empty. Axis 2 is axial in RAS-like
+    NIfTI (BraTS)."""
+    ref = np.asarray(ref_3d) != 0
+    counts = ref.sum(axis=tuple(a for a in range(ref.ndim) if a != axis % ref.ndim))
+    return int(np.argmax(counts)) if counts.any() else ref.shape[axis] // 2
+
+
+def axial_slice(
+    images_3d: Mapping[str, np.ndarray],
+    pred_3d: np.ndarray,
+    ref_3d: np.ndarray,
+    axis: int = 2,
+    index: int | None = None,
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, int]:
+    """2D slices for :func:`overlay_figure` at `index` (default :func:`pick_axial_slice`)."""
+    index = pick_axial_slice(ref_3d, axis) if index is None else index
+
+    def take(array: np.ndarray) -> np.ndarray:
+        return np.take(np.asarray(array), index, axis=axis)
+
+    return {k: take(v) for k, v in images_3d.items()}, take(pred_3d), take(ref_3d), index
+
+
+# ---------------------------------------------------------------------------------------------
+# Markdown and HTML
+
+
+def _markdown_table(header: list[str], body: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(":-:" for _ in header) + "|"]
+    return lines + ["| " + " | ".join(row) + " |" for row in body]
+
+
+def _markdown(title, tables, units, conventions, notes, heatmap, overlays) -> str:
+    lines = [f"# {title}", ""]
+    lines += [f"- **{k}**: {v}" for k, v in notes.items()] + [""]
+    for table in tables:
+        lines += [f"## {metric_label(table.metric, units)}", "",
+                  f"Mean over {table.n_cases} cases (● available, ○ missing).", ""]
+        lines += _markdown_table(*table_cells(table)) + [""]
+    lines += ["## Heatmap", "", f"![heatmap]({heatmap})", "", "## Metric conventions", ""]
+    lines += [f"- {AGGREGATION}"] + [f"- **{k}**: {v}" for k, v in _flatten(conventions)]
+    if overlays:
+        lines += ["", "## Overlays", ""] + [f"![{p.stem}](overlays/{p.name})" for p in overlays]
+    return "\n".join(lines) + "\n"
+
+
+def _html_table(header: list[str], body: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in body
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+
+
+def _png_tag(path: Path, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+_STYLE = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+          "td,th{border:1px solid #ccc;padding:2px 8px;text-align:center}"
+          "tbody tr:last-child{font-weight:bold}img{max-width:100%}")
+
+
+def _html(title, tables, units, conventions, notes, heatmap, overlays) -> str:
+    esc = html.escape
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{esc(title)}</title>",
+             f"<style>{_STYLE}</style></head><body><h1>{esc(title)}</h1><ul>"]
+    parts += [f"<li><b>{esc(k)}</b>: {esc(str(v))}</li>" for k, v in notes.items()] + ["</ul>"]
+    for table in tables:
+        parts += [f"<h2>{esc(metric_label(table.metric, units))}</h2>",
+                  f"<p>Mean over {table.n_cases} cases (● available, ○ missing).</p>",
+                  _html_table(*table_cells(table))]
+    parts += ["<h2>Heatmap</h2>", _png_tag(heatmap, "heatmap"), "<h2>Metric conventions</h2>",
+              f"<p>{esc(AGGREGATION)}</p><ul>"]
+    parts += [f"<li><b>{esc(k)}</b>: {esc(v)}</li>" for k, v in _flatten(conventions)] + ["</ul>"]
+    if overlays:
+        parts += ["<h2>Overlays</h2>"] + [f"<p>{_png_tag(p, p.stem)}</p>" for p in overlays]
+    return "".join(parts) + "</body></html>\n"
+
+
+def _write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def _copy_overlays(out_dir: Path, overlays: Sequence[str | Path]) -> list[Path]:
+    copies = []
+    for source in map(Path, overlays):
+        if not source.is_file():
+            raise InputError(source, "overlay picture not found")
+        target = out_dir / "overlays" / source.name
+        if source.resolve() != target.resolve():
+            with atomic_path(target) as tmp:
+                shutil.copyfile(source, tmp)
+        copies.append(target)
+    return copies
+
+
+def _report_tables(rows, modalities, metrics) -> list[SummaryTable]:
+    columns = metric_columns(rows)
+    wanted = list(metrics) + [
+        f"{m}{POSTPROC_SUFFIX}" for m in metrics if f"{m}{POSTPROC_SUFFIX}" in columns
+    ]
+    return [summary_table(rows, m, modalities) for m in wanted]
+
+
+def write_report(
+    out_dir: str | Path,
+    rows: Sequence[Mapping],
+    modalities: Sequence[str],
+    conventions: Mapping,
+    notes: Mapping[str, object] | None = None,
+    overlays: Sequence[str | Path] = (),
+    metrics: Sequence[str] = ("dice", "hd95"),
+    title: str = "contraseg evaluation",
+) -> Path:
+    """Write metrics.csv, summary.json, summary.md, heatmap.png and report.html into `out_dir`.
+
+    `conventions` is e.g. ``MetricSettings.to_dict()`` (its "units" labels distance columns);
+    `notes` free-form facts (method, checkpoint, data). Each metric gets a Table 1 style table,
+    plus its "_postproc" variant when the rows have one. The heatmap shows the first metric.
+    Overlay PNGs are copied to out_dir/overlays and embedded. Every file is written atomically.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    notes = {str(k): str(v) for k, v in (notes or {}).items()}
+    units = str(conventions.get("units", "voxel"))
+    tables = _report_tables(rows, modalities, metrics)
+    write_metrics_csv(rows, out_dir / "metrics.csv")
+    heatmap = heatmap_figure(tables[0], out_dir / "heatmap.png", units)
+    copies = _copy_overlays(out_dir, overlays)
+    summary = {"tables": [t.to_dict() for t in tables], "aggregation": AGGREGATION,
+               "conventions": dict(conventions), "notes": notes}
+    _write_text(out_dir / "summary.json", dumps(summary) + "\n")
+    args = (title, tables, units, conventions, notes)
+    _write_text(out_dir / "summary.md", _markdown(*args, heatmap.name, copies))
+    _write_text(out_dir / "report.html", _html(*args, heatmap, copies))
+    return out_dir / "report.html"

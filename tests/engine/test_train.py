@@ -1,0 +1,188 @@
+"""The training engine end to end on a tiny phantom: runs, resume equality, DDP, refusals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from contraseg.data.phantom import write_phantom
+from contraseg.engine.checkpoint import load_checkpoint
+from contraseg.engine.config import load_config
+from contraseg.engine.runs import start_training
+from contraseg.errors import ConfigError, InputError
+from tests.conftest import REPO
+
+TINY = ["val_every=0", "epochs=3"]
+
+
+@pytest.fixture(scope="module")
+def phantom(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("data") / "ph"
+    write_phantom(out, cases=4, size=32, seed=3)
+    return out
+
+
+def train(out: Path, data: Path, overrides=TINY, **kwargs) -> dict:
+    return start_training(out, method=kwargs.pop("method", "unet"), data=[data], preset="tiny",
+                          overrides=list(overrides), resume=kwargs.pop("resume", False),
+                          max_steps=kwargs.pop("max_steps", None), max_minutes=None,
+                          console=None, **kwargs)
+
+
+def weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(run / "checkpoints" / "last.pt")["model"]
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        assert torch.equal(wa[key], wb[key]), key
+
+
+def test_run_folder_contents(tmp_path, phantom):
+    info = train(tmp_path / "run", phantom, ["epochs=2", "val_every=1"])
+    run = tmp_path / "run"
+    assert info["status"] == "finished" and info["step"] == 4
+    assert {p.name for p in run.iterdir()} >= {"config.yaml", "run.json", "log.jsonl",
+                                               "checkpoints", "tensorboard"}
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [1, 2]
+    assert set(log[0]["loss"]) == {"dice", "ce", "total"}
+    assert 0.0 <= log[-1]["val"]["dice_mean"] <= 1.0
+    ckpt = load_checkpoint(run / "checkpoints" / "best.pt")
+    assert ckpt["method"] == "unet" and ckpt["modalities"] == ["t1", "t1c", "t2", "flair"]
+    assert ckpt["label_convention"]["name"] == "brats2023"
+    assert ckpt["config"]["preset"] == "tiny" and ckpt["step"] in (2, 4)
+    assert set(info["split"]) == {"train", "val"} and len(info["split"]["val"]) == 1
+
+
+def test_stopped_and_resumed_equals_uninterrupted(tmp_path, phantom):
+    train(tmp_path / "full", phantom)
+    stopped = train(tmp_path / "part", phantom, max_steps=3)  # mid-epoch 2
+    assert stopped["status"] == "stopped" and stopped["step"] == 3
+    resumed = start_training(tmp_path / "part", method=None, data=[], preset="tiny",
+                             overrides=[], resume=True, max_steps=None, max_minutes=None,
+                             console=None)
+    assert resumed["status"] == "finished" and resumed["step"] == 6
+    assert_same_weights(tmp_path / "full", tmp_path / "part")
+
+
+def _cli(*args: str, **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    return subprocess.Popen([sys.executable, "-m", "contraseg", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def test_killed_and_resumed_equals_uninterrupted(tmp_path, phantom):
+    """SIGKILL a real training process after its first checkpoint, resume, compare."""
+    args = ["--method", "unet", "--data", str(phantom), "--preset", "tiny",
+            "--set", "val_every=0", "--set", "epochs=4"]
+    assert _cli("train", "--out", str(tmp_path / "full"), *args).wait() == 0
+    proc = _cli("train", "--out", str(tmp_path / "killed"), *args)
+    last = tmp_path / "killed" / "checkpoints" / "last.pt"
+    deadline = time.monotonic() + 120
+    while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    step = load_checkpoint(last)["step"]
+    resumed = _cli("train", "--out", str(tmp_path / "killed"), "--resume")
+    assert resumed.wait() == 0, resumed.stderr.read()
+    assert_same_weights(tmp_path / "full", tmp_path / "killed")
+    assert step <= 8
+
+
+def test_two_process_gloo_ddp_keeps_ranks_identical(tmp_path, phantom):
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+           "--master_port", str(29500 + os.getpid() % 1000), "-m", "contraseg", "train",
+           "--method", "unet", "--data", str(phantom), "--out", str(tmp_path / "ddp"),
+           "--preset", "tiny", "--set", "val_every=0", "--set", "device=cpu"]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    info = json.loads((tmp_path / "ddp" / "run.json").read_text())
+    assert info["world_size"] == 2
+    checksums = info["rank_checksums"]
+    assert len(checksums) == 2 and checksums[0] == checksums[1]
+    # the ranks trained on different patches: the result differs from a 1-process run
+    single = train(tmp_path / "single", phantom, ["val_every=0"])
+    assert single["rank_checksums"][0] != checksums[0]
+
+
+def test_existing_run_is_not_overwritten(tmp_path, phantom):
+    train(tmp_path / "run", phantom, ["epochs=1", "val_every=0"])
+    with pytest.raises(InputError, match="--resume"):
+        train(tmp_path / "run", phantom, ["epochs=1", "val_every=0"])
+
+
+def test_resume_refuses_changed_settings(tmp_path, phantom):
+    train(tmp_path / "run", phantom, ["epochs=1", "val_every=0"], max_steps=1)
+    with pytest.raises(ConfigError, match="optim.lr"):
+        start_training(tmp_path / "run", method=None, data=[], preset="tiny",
+                       overrides=["optim.lr=0.5"], resume=True, max_steps=None,
+                       max_minutes=None, console=None)
+    with pytest.raises(ConfigError, match="trains unet"):
+        start_training(tmp_path / "run", method="rfnet", data=[], preset="tiny", overrides=[],
+                       resume=True, max_steps=None, max_minutes=None, console=None)
+
+
+def test_resume_without_a_run(tmp_path):
+    with pytest.raises(InputError, match="nothing to resume"):
+        start_training(tmp_path / "none", method=None, data=[], preset="tiny", overrides=[],
+                       resume=True, max_steps=None, max_minutes=None, console=None)
+
+
+class Payload:
+    """Any class: unpickling it would run code chosen by whoever wrote the file."""
+
+
+def test_pickled_object_in_a_checkpoint_is_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "contraseg.checkpoint", "x": Payload()}, path)
+    with pytest.raises(InputError, match="refused") as info:
+        load_checkpoint(path)
+    assert str(path) in str(info.value)
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint at all")
+    with pytest.raises(InputError, match="junk.pt"):
+        load_checkpoint(tmp_path / "junk.pt")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "plain.pt")
+    with pytest.raises(InputError, match="not a contraseg checkpoint"):
+        load_checkpoint(tmp_path / "plain.pt")
+
+
+def test_bf16_autocast_trains_on_cpu(tmp_path, phantom):
+    info = train(tmp_path / "bf16", phantom, ["epochs=1", "val_every=0", "amp=bf16"])
+    assert info["status"] == "finished"
+    assert all(torch.isfinite(w).all() for w in weights(tmp_path / "bf16").values())
+
+
+def test_fp16_on_cpu_is_refused(tmp_path, phantom):
+    with pytest.raises(ConfigError, match="fp16"):
+        train(tmp_path / "fp16", phantom, ["epochs=1", "val_every=0", "amp=fp16"])
+
+
+def test_loss_goes_down_on_the_phantom(tmp_path, phantom):
+    """A real (small) optimisation: the mean loss of the last epoch is below the first."""
+    train(tmp_path / "run", phantom, ["epochs=6", "iters_per_epoch=4", "val_every=0",
+                                       "optim.lr=3e-3"])
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["loss"]["total"] < log[0]["loss"]["total"]
+
+
+def test_config_presets_and_overrides():
+    config = load_config("unet", "paper", ["optim.lr=1e-3", "data.patch_size=[96,96,96]"])
+    assert config.optim.lr == 1e-3 and config.data.patch_size == [96, 96, 96]
+    assert config.epochs == 300 and config.iters_per_epoch == 150
+    with pytest.raises(ConfigError, match="unknown setting"):
+        load_config("unet", "paper", ["optim.lrr=1"])
+    with pytest.raises(ConfigError, match="no preset"):
+        load_config("unet", "slow")

@@ -1,0 +1,231 @@
+"""Metrics CSV round trip, Table 1 style summaries on hand-made rows, reports and pictures."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import re
+
+import numpy as np
+import pytest
+
+from contraseg.errors import ConfigError, InputError
+from contraseg.evaluation.metrics import MetricSettings
+from contraseg.evaluation.report import (
+    AGGREGATION,
+    axial_slice,
+    format_value,
+    metric_label,
+    overlay_figure,
+    pick_axial_slice,
+    read_metrics_csv,
+    summary_table,
+    write_metrics_csv,
+    write_report,
+)
+
+MODS = ("flair", "t1", "t1c", "t2")
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+# case -> subset -> region -> (dice, hd95); the subsets are listed out of protocol order.
+VALUES = {
+    "c1": {"flair+t1+t1c+t2": {"WT": (0.95, 2.0), "TC": (0.85, 4.0)},
+           "t1c": {"WT": (0.8, 6.0), "TC": (0.6, 8.0)},
+           "flair+t1c": {"WT": (0.9, 3.0), "TC": (0.7, 5.0)}},
+    "c2": {"flair+t1+t1c+t2": {"WT": (0.85, 4.0), "TC": (0.75, 6.0)},
+           "t1c": {"WT": (0.6, 10.0), "TC": (0.4, 12.0)},
+           "flair+t1c": {"WT": (0.7, 5.0), "TC": (0.5, 9.0)}},
+}
+
+
+def make_rows() -> list[dict]:
+    return [
+        {"case": case, "subset": subset, "region": region, "dice": dice, "hd95": hd95}
+        for case, subsets in VALUES.items()
+        for subset, regions in subsets.items()
+        for region, (dice, hd95) in regions.items()
+    ]
+
+
+def is_png(data: bytes) -> bool:
+    return data.startswith(PNG_SIGNATURE)
+
+
+# ---------------------------------------------------------------------------------------------
+# CSV
+
+
+def test_csv_round_trip_keeps_every_float(tmp_path) -> None:
+    rows = [
+        {"case": "a", "subset": "t1", "region": "WT", "dice": 0.1 + 0.2, "hd95": math.nan},
+        {"case": "b", "subset": "t1", "region": "ET", "dice": 1 / 3, "hd95": math.inf,
+         "dice_postproc": 2 / 7},
+    ]
+    path = write_metrics_csv(rows, tmp_path / "sub" / "metrics.csv")
+    back = read_metrics_csv(path)
+    assert [list(r) for r in back] == [["case", "subset", "region", "dice", "hd95",
+                                        "dice_postproc"]] * 2
+    assert back[0]["dice"] == 0.1 + 0.2 and back[1]["dice"] == 1 / 3
+    assert math.isnan(back[0]["hd95"]) and back[1]["hd95"] == math.inf
+    assert math.isnan(back[0]["dice_postproc"]) and back[1]["dice_postproc"] == 2 / 7
+    assert [p.name for p in path.parent.iterdir()] == ["metrics.csv"]  # no temporary left
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("case,subset,dice\na,t1,0.5\n", "missing column"),
+        ("case,subset,region,dice\na,t1,WT,abc\n", "line 2, column 'dice'"),
+        ("case,subset,region,dice\na,t1,WT,0.5\na,t1,WT,0.6\n", "repeats"),
+        ("case,subset,region,dice\na,t1,WT\n", "3 fields"),
+    ],
+)
+def test_read_metrics_csv_errors_name_the_file(tmp_path, text, problem) -> None:
+    path = tmp_path / "metrics.csv"
+    path.write_text(text)
+    with pytest.raises(InputError, match=problem) as info:
+        read_metrics_csv(path)
+    assert info.value.path == path
+
+
+def test_read_missing_metrics_file(tmp_path) -> None:
+    with pytest.raises(InputError, match="no such metrics file"):
+        read_metrics_csv(tmp_path / "nope.csv")
+
+
+# ---------------------------------------------------------------------------------------------
+# Summary table
+
+
+def test_summary_means_by_hand() -> None:
+    table = summary_table(make_rows(), "dice", MODS)
+    assert table.regions == ("WT", "TC") and table.n_cases == 2
+    assert [r.name for r in table.rows] == ["t1c", "flair+t1c", "flair+t1+t1c+t2"]
+    assert [r.markers for r in table.rows] == ["○○●○", "●○●○", "●●●●"]
+    expected = {"t1c": (0.7, 0.5), "flair+t1c": (0.8, 0.6), "flair+t1+t1c+t2": (0.9, 0.8)}
+    for row in table.rows:
+        assert row.mean["WT"] == pytest.approx(expected[row.name][0])
+        assert row.mean["TC"] == pytest.approx(expected[row.name][1])
+        assert row.n == {"WT": 2, "TC": 2}
+    assert table.rows[0].std["WT"] == pytest.approx(math.sqrt(0.02))  # (0.8, 0.6), ddof=1
+    assert table.average.name == "average" and table.average.subset is None
+    assert table.average.mean["WT"] == pytest.approx((0.7 + 0.8 + 0.9) / 3)
+    assert table.average.mean["TC"] == pytest.approx((0.5 + 0.6 + 0.8) / 3)
+    assert table.records()[-1] is table.average
+
+
+def test_summary_hd95_and_region_order() -> None:
+    table = summary_table(make_rows(), "hd95", MODS, regions=["TC", "WT"])
+    assert table.regions == ("TC", "WT")
+    assert table.rows[0].mean == {"TC": 10.0, "WT": 8.0}
+    assert table.average.mean["WT"] == pytest.approx((8.0 + 4.0 + 3.0) / 3)
+
+
+def test_summary_skips_nan_values() -> None:
+    rows = make_rows() + [{"case": "c3", "subset": "t1c", "region": "WT", "dice": math.nan}]
+    row = summary_table(rows, "dice", MODS).rows[0]
+    assert row.mean["WT"] == pytest.approx(0.7) and row.n["WT"] == 2
+
+
+def test_summary_errors() -> None:
+    with pytest.raises(ConfigError, match="'iou'"):
+        summary_table(make_rows(), "iou", MODS)
+    with pytest.raises(ConfigError, match="unknown modality subset 'flair\\+t1\\+t1c\\+t2'"):
+        summary_table(make_rows(), "dice", ("flair", "t1", "t2"))
+    with pytest.raises(ConfigError):
+        summary_table([], "dice", MODS)
+
+
+def test_formatting() -> None:
+    assert format_value("dice", 0.86721) == "86.72"
+    assert format_value("hd95", 3.14159) == "3.14"
+    assert format_value("dice", math.nan) == "-"
+    assert metric_label("hd95", "mm") == "HD95 (mm)"
+    assert metric_label("dice_postproc") == "Dice after post-processing (%)"
+
+
+def test_summary_to_dict_is_strict_json() -> None:
+    rows = make_rows() + [{"case": "c1", "subset": "t2", "region": "WT", "dice": 0.5}]
+    data = json.loads(json.dumps(summary_table(rows, "dice", MODS).to_dict(), allow_nan=False))
+    t2 = next(r for r in data["rows"] if r["name"] == "t2")
+    assert t2["std"]["WT"] is None and t2["mean"]["TC"] is None and t2["n"]["TC"] == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Report files
+
+
+def test_write_report(tmp_path) -> None:
+    conventions = MetricSettings().to_dict()
+    rows = make_rows() + [
+        {"case": "c1", "subset": "t1c", "region": "ET", "dice": 0.5, "hd95": 7.0,
+         "dice_postproc": 0.6}
+    ]
+    overlay = _overlay(tmp_path / "pics" / "c1.png")
+    out = tmp_path / "report"
+    html_path = write_report(out, rows, MODS, conventions, {"method": "dc-seg"}, [overlay])
+    assert html_path == out / "report.html"
+    assert sorted(p.name for p in out.iterdir()) == [
+        "heatmap.png", "metrics.csv", "overlays", "report.html", "summary.json", "summary.md"]
+    page = html_path.read_text()
+    assert "<td>80.00 ± 14.14</td>" in page  # Dice of flair+t1c, WT
+    assert "<td>8.00 ± 2.83</td>" in page  # HD95 of t1c, WT
+    assert "Dice after post-processing (%)" in page and "HD95 (voxel)" in page
+    assert conventions["hd95"] in page and "dc-seg" in page
+    images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    assert len(images) == 2 and all(is_png(base64.b64decode(i)) for i in images)
+    markdown = (out / "summary.md").read_text()
+    assert "| ○ | ○ | ● | ○ | t1c | 70.00 ± 14.14 | 50.00 ± 14.14 | 50.00 |" in markdown
+    assert "|  |  |  |  | average | 80.00 | 63.33 | 50.00 |" in markdown
+    assert AGGREGATION in markdown and "overlays/c1.png" in markdown
+    assert is_png((out / "heatmap.png").read_bytes())
+    assert (out / "overlays" / "c1.png").read_bytes() == overlay.read_bytes()
+    assert read_metrics_csv(out / "metrics.csv")[0]["dice"] == rows[0]["dice"]
+
+
+def test_write_report_missing_overlay(tmp_path) -> None:
+    with pytest.raises(InputError, match="overlay"):
+        write_report(tmp_path / "r", make_rows(), MODS, {}, overlays=[tmp_path / "none.png"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Pictures
+
+
+def _overlay(path):
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:48, :48]
+    ref = np.where((xx - 24) ** 2 + (yy - 22) ** 2 < 100, 2, 0)
+    ref[(xx - 24) ** 2 + (yy - 22) ** 2 < 16] = 3
+    pred = np.where((xx - 26) ** 2 + (yy - 24) ** 2 < 90, 2, 0)
+    images = {m: rng.normal(size=(48, 48)) for m in ("flair", "t1c")}
+    return overlay_figure(images, pred, ref, path, "case c1, slice 40",
+                          classes={"WT": (2, 3), "ET": (3,)})
+
+
+def test_overlay_figure_is_a_png(tmp_path) -> None:
+    path = _overlay(tmp_path / "o.png")
+    data = path.read_bytes()
+    assert is_png(data) and len(data) > 10_000
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    assert width > 300 and height > 200
+
+
+def test_overlay_figure_rejects_mismatched_shapes(tmp_path) -> None:
+    with pytest.raises(ValueError):
+        overlay_figure({"t1": np.zeros((4, 4))}, np.zeros((4, 5)), np.zeros((4, 4)),
+                       tmp_path / "x.png")
+
+
+def test_pick_axial_slice() -> None:
+    ref = np.zeros((8, 8, 10), dtype=np.uint8)
+    ref[2:4, 2:5, 3] = 1  # 6 voxels
+    ref[1:4, 1:4, 6] = 2  # 9 voxels: the largest cross-section
+    ref[0, 0, 8] = 3
+    assert pick_axial_slice(ref) == 6
+    assert pick_axial_slice(ref, axis=0) == 2
+    assert pick_axial_slice(np.zeros((8, 8, 10))) == 5
+    images, pred, ref2d, index = axial_slice({"t1": ref * 1.0}, ref, ref)
+    assert index == 6 and pred.shape == (8, 8) and ref2d.sum() == 18
+    assert images["t1"].shape == (8, 8)
