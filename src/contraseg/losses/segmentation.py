@@ -24,3 +24,35 @@ def soft_dice_loss(logits: Tensor, target: Tensor, eps: float = 1e-7) -> Tensor:
     intersection = (probs * truth).sum(dims)
     denominator = probs.sum(dims) + truth.sum(dims)
     return 1.0 - (2.0 * intersection / (denominator + eps)).mean()
+
+
+def weighted_cross_entropy(probs: Tensor, target: Tensor, min_prob: float = 0.005) -> Tensor:
+    """RFNet's class-weighted cross-entropy on probabilities (B, C, *S).
+
+    loss = -1/(B V) sum_b sum_v sum_c w_bc y_bcv log(clamp(p_bcv, min_prob, 1)), with per-sample
+    weights w_bc = 1 - (voxels of class c in sample b) / V and V the voxels per sample. As in the
+    authors' `softmax_weighted_loss`, the sum is divided by the voxel count B V (a plain mean),
+    not by the summed weights as `F.cross_entropy(weight=...)` does. The weights depend on the
+    target only (no gradient); clamped probabilities get no gradient.
+    """
+    probs = probs.float()
+    truth = one_hot(target, probs.shape[1])
+    dims = tuple(range(2, probs.ndim))
+    weights = 1.0 - truth.sum(dims, keepdim=True) / truth.sum((1, *dims), keepdim=True)
+    log_probs = torch.log(probs.clamp(min=min_prob, max=1.0))
+    return -(weights * truth * log_probs).sum(1).mean()
+
+
+def soft_dice_loss_from_probs(probs: Tensor, target: Tensor, eps: float = 1e-7) -> Tensor:
+    """`soft_dice_loss` on probabilities instead of logits (RFNet's `dice_loss`): needed where
+    the prediction is not a softmax of logits, e.g. RFNet's upsampled region probability maps.
+
+    1 - mean over classes (background included) of 2 sum(p y) / (sum p + sum y + eps), the sums
+    running over the whole batch and space per class.
+    """
+    probs = probs.float()
+    truth = one_hot(target, probs.shape[1])
+    dims = (0, *range(2, probs.ndim))
+    intersection = (probs * truth).sum(dims)
+    denominator = probs.sum(dims) + truth.sum(dims)
+    return 1.0 - (2.0 * intersection / (denominator + eps)).mean()
