@@ -6,8 +6,10 @@ figure is the median of `repeats` runs, and the raw runs are kept beside it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
+import resource
 import statistics
 import tempfile
 import time
@@ -15,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import torch
 from scipy import ndimage
 
 from contraseg import __version__
@@ -87,6 +90,97 @@ def bench_preprocess(size: int = 96, repeats: int = 3) -> dict:
         }
 
 
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
+
+
+def bench_method(name: str, *, device: str = "cpu", patch: int | None = None,
+                 batch: int | None = None, amp: str = "none", preset: str = "fast",
+                 steps: int = 5, case_shape: tuple[int, int, int] = (240, 240, 155),
+                 subsets: bool = True) -> dict:
+    """Training step time and voxels/s, inference time for one BraTS-sized case (all
+    modalities, and all 15 subsets in one pass), peak memory and parameter count."""
+    from contraseg.engine.config import load_config
+    from contraseg.engine.distributed import resolve_device
+    from contraseg.engine.infer import sliding_window_logits
+    from contraseg.engine.optim import make_optimizer
+    from contraseg.evaluation.protocol import all_subsets, availability
+    from contraseg.models.base import Batch
+    from contraseg.models.registry import build_method
+
+    overrides = [f"amp={amp}"]
+    if patch:
+        overrides.append(f"data.patch_size=[{patch},{patch},{patch}]")
+    if batch:
+        overrides.append(f"data.batch_size={batch}")
+    config = load_config(name, preset, overrides)
+    dev = resolve_device(device)
+    modalities = ("t1", "t1c", "t2", "flair")
+    torch.manual_seed(0)
+    method = build_method(name, modalities, 4, config.model, config.loss_weights).to(dev)
+    optimizer = make_optimizer(method.parameters(), config.optim)
+    shape, size = config.data.patch_size, config.data.batch_size
+    gen = torch.Generator().manual_seed(0)
+    example = Batch(torch.randn(size, 4, *shape, generator=gen),
+                    torch.ones(size, 4, dtype=torch.bool),
+                    torch.randint(0, 4, (size, *shape), generator=gen), epoch=10_000).to(dev)
+    autocast = (torch.autocast(dev.type, dtype=torch.bfloat16) if amp == "bf16"
+                else contextlib.nullcontext())
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+
+    def step() -> None:
+        with autocast:
+            total, _ = method.total_loss(example)
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+        _sync(dev)
+
+    step()  # warm-up (allocations, kernels)
+    train = _timed(step, steps)
+    image = torch.randn(1, 4, *case_shape, generator=gen)
+    rows = torch.ones(1, 4, dtype=torch.bool)
+
+    def infer(rows: torch.Tensor) -> Callable[[], None]:
+        return lambda: (sliding_window_logits(method, image, rows, config.infer, shape,
+                                              bf16=amp == "bf16"), _sync(dev))
+
+    result = {
+        "method": name, "preset": preset, "device": str(dev), "amp": amp,
+        "patch_size": list(shape), "batch_size": size,
+        "parameters": sum(p.numel() for p in method.parameters()),
+        "train_step": train,
+        "train_voxels_per_s": size * int(np.prod(shape)) / train["median_s"],
+        "infer_case_shape": list(case_shape), "infer_overlap": config.infer.overlap,
+        "infer_case_all_modalities": _timed(infer(rows), 1),
+    }
+    if subsets:
+        every = torch.tensor([availability(s, modalities) for s in all_subsets(modalities)])
+        result["infer_case_15_subsets"] = _timed(infer(every), 1)
+    result["peak_rss_mb"] = _peak_rss_mb()
+    if dev.type == "cuda":
+        result["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
+        result["cuda_device"] = torch.cuda.get_device_name(dev)
+    return result
+
+
+def machine() -> dict:
+    return {"cpus": os.cpu_count(), "python": platform.python_version(),
+            "platform": platform.platform(), "numpy": np.__version__,
+            "torch": str(torch.__version__), "torch_threads": torch.get_num_threads(),
+            "cuda": torch.version.cuda, "cuda_available": torch.cuda.is_available()}
+
+
+def run_method_bench(name: str, **kwargs) -> dict:
+    return {"contraseg": __version__, "machine": machine(), "results": bench_method(name, **kwargs)}
+
+
 def run_bench(targets: list[str], repeats: int) -> dict:
     """Run the named targets; the result states the machine it ran on."""
     unknown = sorted(set(targets) - set(TARGETS))
@@ -97,8 +191,7 @@ def run_bench(targets: list[str], repeats: int) -> dict:
     runners = {"metrics": bench_metrics, "phantom": bench_phantom, "preprocess": bench_preprocess}
     return {
         "contraseg": __version__,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "platform": platform.platform(), "numpy": np.__version__},
+        "machine": machine(),
         "repeats": repeats,
         "results": {t: runners[t](repeats=repeats) for t in targets},
     }

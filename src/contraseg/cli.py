@@ -201,6 +201,100 @@ def train(
         console.print(f"run {info['status']} at step {info['step']}: {out}")
 
 
+@app.command("predict")
+@user_errors
+def predict(
+    run: Annotated[Path, typer.Option("--run", help="Run folder (or a checkpoint file).")],
+    out: Annotated[Path, typer.Option("--out", help="Output .nii.gz (or folder with --data).")],
+    inputs: Annotated[
+        list[str] | None,
+        typer.Argument(help="NAME=FILE pairs (t1c=a.nii.gz) or one case folder."),
+    ] = None,
+    t1: Annotated[Path | None, typer.Option(help="T1 image.")] = None,
+    t1c: Annotated[Path | None, typer.Option(help="T1c (contrast-enhanced T1) image.")] = None,
+    t2: Annotated[Path | None, typer.Option(help="T2 image.")] = None,
+    flair: Annotated[Path | None, typer.Option(help="FLAIR image.")] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="Batch mode: segment every case of this dataset folder.")
+    ] = None,
+    resample_to: Annotated[
+        str | None, typer.Option(help="Resample the inputs onto this modality's grid.")] = None,
+    which: Annotated[str, typer.Option(help="best or last checkpoint.")] = "best",
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    overlap: Annotated[float | None, typer.Option(help="Sliding-window overlap (0-1).")] = None,
+    tta: Annotated[bool | None, typer.Option(help="Average over the 8 flips.")] = None,
+    et_min_voxels: Annotated[
+        int | None, typer.Option(help="Predicted ET under this size becomes necrosis (0: off).")
+    ] = None,
+) -> None:
+    """Segment a patient from any subset of the run's modalities, matched by name.
+
+    The output is written on the input's grid and affine, with the dataset's raw label values.
+
+    Examples: `contraseg predict --run runs/unet --out seg.nii.gz --t1c a.nii.gz --flair
+    b.nii.gz`; `contraseg predict --run runs/unet --out seg.nii.gz data/BraTS-GLI-00001-000`;
+    `contraseg predict --run runs/unet --data /data/test --out predictions/`
+    """
+    from contraseg.engine.predict import run_predict
+
+    written = run_predict(run, out, inputs=inputs or [],
+                          named={"t1": t1, "t1c": t1c, "t2": t2, "flair": flair}, data=data,
+                          resample_to=resample_to, which=which, device=device,
+                          overrides={"overlap": overlap, "tta_flips": tta,
+                                     "et_min_voxels": et_min_voxels}, console=err_console)
+    console.print(f"wrote {written}")
+
+
+@app.command("evaluate")
+@user_errors
+def evaluate(
+    run: Annotated[Path, typer.Option("--run", help="Run folder (or a checkpoint file).")],
+    data: Annotated[Path, typer.Option("--data", help="Labelled dataset folder.")],
+    out: Annotated[Path, typer.Option("--out", help="Report folder.")],
+    subsets: Annotated[
+        str, typer.Option(help="all, full, singles, or names like flair,t1c+flair.")] = "all",
+    labels: Annotated[str | None, typer.Option(help="Label convention of --data.")] = None,
+    units: Annotated[str, typer.Option(help="Distance units: voxel (BraTS) or mm.")] = "voxel",
+    hd95: Annotated[str, typer.Option(help="HD95 definition: brats or monai.")] = "brats",
+    which: Annotated[str, typer.Option(help="best or last checkpoint.")] = "best",
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    overlays: Annotated[int, typer.Option(min=0, help="Cases with overlay pictures.")] = 2,
+) -> None:
+    """Score a run on every modality subset: metrics.csv (case, subset, region, metrics), a
+    summary in the layout of DC-Seg's Table 1 (Markdown and HTML with a heatmap) and overlays.
+
+    Example: `contraseg evaluate --run runs/unet --data data/test --out reports/unet`
+    """
+    from contraseg.engine.evaluate import evaluate_run
+
+    report = evaluate_run(run, data, out, subsets=subsets, which=which, device=device,
+                          labels=labels, units=units, hd95=hd95, overlays=overlays,
+                          console=err_console)
+    console.print(f"report: {report}")
+
+
+@app.command("compare")
+@user_errors
+def compare(
+    report_a: Annotated[Path, typer.Argument(help="First report folder (or metrics.csv).")],
+    report_b: Annotated[Path, typer.Argument(help="Second report folder (or metrics.csv).")],
+    metric: Annotated[str, typer.Option(help="Metric column to compare.")] = "dice",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Paired Wilcoxon signed-rank test between two reports, per subset and region (B - A),
+    with Holm-corrected p-values.
+
+    Example: `contraseg compare reports/unet reports/rfnet --metric dice`
+    """
+    from contraseg.evaluation.stats import compare_reports, print_comparison
+
+    result = compare_reports(report_a, report_b, metric=metric)
+    if as_json:
+        print(dumps(result.to_dict()))
+    else:
+        print_comparison(result, console)
+
+
 @app.command("methods")
 def methods() -> None:
     """List the registered methods and their presets.
@@ -222,45 +316,28 @@ def demo(
     out: Annotated[Path, typer.Option("--out", help="Folder for everything the demo writes.")] = (
         Path("demo-out")
     ),
-    cases: Annotated[int, typer.Option(min=1, help="Phantom subjects.")] = 8,
-    size: Annotated[int, typer.Option(min=32, help="Phantom volume edge, voxels.")] = 96,
+    cases: Annotated[int, typer.Option(min=2, help="Training phantoms.")] = 8,
+    test_cases: Annotated[int, typer.Option(min=1, help="Held-out test phantoms.")] = 4,
+    size: Annotated[int, typer.Option(min=32, help="Phantom volume edge, voxels.")] = 64,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    method: Annotated[
+        str | None, typer.Option(help="Method to train (default: the best available).")
+    ] = None,
+    max_minutes: Annotated[
+        float | None, typer.Option(min=0, help="Cap the training time.")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a setting: key=value (repeat).")
+    ] = None,
 ) -> None:
-    """The whole loop on the synthetic phantom: generate, check, preprocess, segment, score.
+    """The whole loop on the synthetic phantom: generate, check, train the fast preset of the
+    best available method, evaluate all 15 modality subsets, write an HTML report.
 
     Example: `contraseg demo --out demo-out`
     """
     from contraseg.demo import run_demo
 
-    run_demo(out, cases=cases, size=size, seed=seed, console=console)
-
-
-@app.command("bench")
-@user_errors
-def bench(
-    target: Annotated[
-        list[str] | None,
-        typer.Option("--target", help="metrics, phantom or preprocess (repeat; default: all)."),
-    ] = None,
-    repeats: Annotated[int, typer.Option(min=1, help="Runs per timing; the median is kept.")] = 3,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-) -> None:
-    """Time the foundation pieces: metrics on a 240x240x155 pair, phantom generation (8 cases at
-    96^3), case loading and preprocessing. Medians of `--repeats` runs, raw runs kept.
-
-    Example: `contraseg bench --target metrics --repeats 5 --json`
-    """
-    from contraseg.bench import TARGETS, run_bench
-
-    result = run_bench(list(target or TARGETS), repeats)
-    if as_json:
-        print(dumps(result))
-        return
-    for name, figures in result["results"].items():
-        for key, value in figures.items():
-            if isinstance(value, dict) and "median_s" in value:
-                console.print(f"{name:<11} {key:<24} median {value['median_s']:.4f} s "
-                              f"({repeats} runs)")
+    run_demo(out, cases=cases, test_cases=test_cases, size=size, seed=seed, method=method,
+             max_minutes=max_minutes, overrides=set_ or [], console=console)
 
 
 def main() -> None:

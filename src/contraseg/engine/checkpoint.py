@@ -117,4 +117,6 @@ def load_method(run: str | Path, which: str = "best", device: str | torch.device
                                f"({str(exc).splitlines()[0][:160]})") from None
     meta = {k: v for k, v in data.items() if k not in ("model", "optimizer", "rng")}
     meta["path"] = str(path)
+    if config.get("channels_last", True) and method.spatial == "3d":
+        method.to(memory_format=torch.channels_last_3d)
     return method.to(device).eval(), meta

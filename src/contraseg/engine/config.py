@@ -85,6 +85,7 @@ class TrainConfig:
     amp: Literal["none", "bf16", "fp16"] = "none"
     seed: int = 0
     deterministic: bool = True
+    channels_last: bool = True  # 3D methods: channels-last-3d tensors (1.3-2.5x faster on CPU)
     device: str = "auto"  # auto, cpu, cuda, cuda:1, ...
 
     def to_dict(self) -> dict[str, Any]:

@@ -272,13 +272,15 @@ class Predictor:
                    tuple(int(n) for n in config.data.patch_size), infer or config.infer, bf16,
                    meta.get("path", str(run)))
 
+    def _unknown(self, source: str | Path, name: str) -> InputError:
+        return InputError(source, f"modality '{name}' is not one of the run's "
+                                  f"{', '.join(self.modalities)} (method {self.method_name})")
+
     def _check_names(self, loaded: LoadedCase) -> None:
         """Refuse a modality the run does not know, naming its file."""
         for name in loaded.modalities:
             if name not in self.modalities:
-                raise InputError(loaded.sources.get(name, loaded.case_id),
-                                 f"modality '{name}' is not one of the run's "
-                                 f"{', '.join(self.modalities)} (method {self.method_name})")
+                raise self._unknown(loaded.sources.get(name, loaded.case_id), name)
         if not loaded.modalities:
             raise InputError(loaded.case_id, "no input modality")
 
@@ -286,7 +288,7 @@ class Predictor:
     def method_name(self) -> str:
         return getattr(self.method, "method_name", type(self.method).__name__)
 
-    def _channels(self, image: np.ndarray, names: Sequence[str]) -> tuple[Tensor, Tensor]:
+    def channels(self, image: np.ndarray, names: Sequence[str]) -> tuple[Tensor, Tensor]:
         """(1, M_run, *S) image in the run's channel order (absent ones zero) and (1, M_run)."""
         full = np.zeros((len(self.modalities), *image.shape[1:]), dtype=np.float32)
         for channel, name in zip(image, names, strict=True):
@@ -304,13 +306,13 @@ class Predictor:
         """
         self._check_names(loaded)
         pre = preprocess(loaded, self.preprocess)
-        image, available = self._channels(pre.image, pre.modalities)
+        image, available = self.channels(pre.image, pre.modalities)
         prob = sliding_window_probabilities(self.method, image, available, self.infer,
                                             self.roi_size, bf16=self.bf16)
         prob = invert_probabilities(prob[0].cpu().numpy(), pre.record)
         canonical = prob.argmax(0).astype(np.uint8)
         before = canonical
-        if has_enhancing_class(self.convention):
+        if has_enhancing_class(self.convention):  # counted on the input grid, like BraTS peers
             canonical = postprocess_et(canonical, self.infer.et_min_voxels)
         out = convention or self.convention
         return PredictionResult(
@@ -323,8 +325,7 @@ class Predictor:
         for name, path in files.items():
             modality = canonical_modality(name)
             if modality not in self.modalities:
-                raise InputError(path, f"modality '{name}' is not one of the run's "
-                                       f"{', '.join(self.modalities)} (method {self.method_name})")
+                raise self._unknown(path, name)
             if modality in images:
                 raise InputError(path, f"'{name}' is {modality} again "
                                        f"(already given as {images[modality].path})")
@@ -365,7 +366,8 @@ class Predictor:
             raise InputError(where, f"case {case.case_id} has none of the run's modalities "
                                     f"{', '.join(self.modalities)}")
         case = replace(case, images=images, missing={}, label=None)
-        loaded = load_case(case, resample_to=resample_to, with_label=False)
+        reference = canonical_modality(resample_to) if resample_to else None
+        loaded = load_case(case, resample_to=reference, with_label=False)
         result = self.predict_loaded(loaded, convention=convention)
         return save_nifti(result.labels, result.affine, out_path, header=result.header)
 

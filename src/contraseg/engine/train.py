@@ -123,6 +123,13 @@ def validate(method: Method, cases: list[TrainCase], config: TrainConfig,
     return means
 
 
+def memory_format(method: Method, channels_last: bool) -> torch.memory_format:
+    """channels-last-3d for 3D methods when asked (oneDNN and cuDNN run 3D convs faster so)."""
+    if channels_last and method.spatial == "3d":
+        return torch.channels_last_3d
+    return torch.contiguous_format
+
+
 class Trainer:
     """Owns one run: its folder, data, method, optimiser, schedule and loop."""
 
@@ -141,6 +148,8 @@ class Trainer:
         self.method = build_method(config.method, self.data.modalities,
                                    self.data.convention.num_classes, config.model,
                                    config.loss_weights).to(self.ctx.device)
+        self.memory_format = memory_format(self.method, config.channels_last)
+        self.method.to(memory_format=self.memory_format)
         self.loss_module = self._wrap(LossModule(self.method))
         self.optimizer = make_optimizer(self.method.parameters(), config.optim)
         self.scheduler = make_scheduler(self.optimizer, config.optim, config.total_steps)
@@ -229,6 +238,7 @@ class Trainer:
                       torch.from_numpy(arrays["target"]),
                       torch.from_numpy(arrays["present"]),
                       epoch=self.step // self.config.iters_per_epoch).to(self.ctx.device)
+        batch.images = batch.images.contiguous(memory_format=self.memory_format)
         with self._autocast():
             total, terms = self.loss_module(batch)
         self.optimizer.zero_grad(set_to_none=True)

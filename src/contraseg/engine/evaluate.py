@@ -1,0 +1,128 @@
+"""`contraseg evaluate`: a run over every modality subset of a labelled dataset.
+
+For each case the image is preprocessed once and one sliding-window pass decodes all requested
+subsets (per-modality encoders run once per window, not once per subset). Each subset's
+prediction goes back to the input grid and is scored against the case's label for every region,
+raw and after the BraTS small-ET rule. Rows go to REPORT/metrics.csv (case, subset, region,
+metrics); the report (DC-Seg Table 1 layout, heatmap, overlays) is written beside it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+
+from contraseg.data.cases import CaseSpec
+from contraseg.data.io import load_case
+from contraseg.data.labels import LabelConvention
+from contraseg.data.layouts import discover
+from contraseg.data.preprocess import GridRecord, invert_labels, invert_probabilities, preprocess
+from contraseg.engine.infer import (
+    Predictor,
+    has_enhancing_class,
+    postprocess_et,
+    sliding_window_probabilities,
+)
+from contraseg.errors import InputError
+from contraseg.evaluation.metrics import MetricSettings, region_metrics
+from contraseg.evaluation.protocol import availability, parse_subsets, subset_name
+from contraseg.evaluation.report import axial_slice, overlay_figure, write_report
+from contraseg.utils.progress import progress_bar
+
+PEERS_ET_MIN_VOXELS = 500  # the post-processing RFNet, mmFormer and DC-Seg report ET with
+
+
+def _to_input_grid(prob: np.ndarray, record: GridRecord) -> np.ndarray:
+    """Canonical labels on the input grid from (C, ...) probabilities on the preprocessed grid."""
+    if record.resampled:  # linear resampling of probabilities beats nearest on labels
+        return invert_probabilities(prob, record).argmax(0).astype(np.uint8)
+    return invert_labels(prob.argmax(0).astype(np.uint8), record)
+
+
+def evaluate_case(predictor: Predictor, case: CaseSpec, convention: LabelConvention,
+                  subsets: list[tuple[str, ...]], units: str, hd95: str,
+                  et_min_voxels: int) -> tuple[list[dict], dict]:
+    """Rows (subset x region) for one case, and the full-subset prediction for pictures.
+
+    A case lacking a modality (BraTS 2015: FLAIR and T1c only) is scored on the subsets it can
+    provide; distances use the case's own spacing when `units` is mm.
+    """
+    loaded = load_case(CaseSpec(case.case_id, case.images, case.label, case.brain_mask))
+    if loaded.label is None:
+        raise InputError(case.case_id, "has no label to evaluate against")
+    settings = MetricSettings(units, hd95, "brats", loaded.spacing)
+    reference = convention.to_canonical(loaded.label)
+    pre = preprocess(loaded, predictor.preprocess)
+    image, present = predictor.channels(pre.image, pre.modalities)
+    feasible = [s for s in subsets if set(s) <= set(pre.modalities)]
+    rows_avail = torch.tensor([availability(s, predictor.modalities) for s in feasible])
+    prob = sliding_window_probabilities(predictor.method, image, rows_avail, predictor.infer,
+                                        predictor.roi_size, bf16=predictor.bf16)
+    prob = prob.cpu().numpy()
+    brain = has_enhancing_class(predictor.convention)
+    rows, pictures = [], {}
+    for k, subset in enumerate(feasible):
+        pred = _to_input_grid(prob[k], pre.record)
+        scores = region_metrics(pred, reference, predictor.convention, settings.distance_spacing,
+                                settings.hd95_definition, settings.empty_policy)
+        post = postprocess_et(pred, et_min_voxels) if brain else pred
+        post_scores = (scores if post is pred else region_metrics(
+            post, reference, predictor.convention, settings.distance_spacing,
+            settings.hd95_definition, settings.empty_policy))
+        for region, values in scores.items():
+            rows.append({"case": case.case_id, "subset": subset_name(subset), "region": region,
+                         **values, "dice_postproc": post_scores[region]["dice"],
+                         "hd95_postproc": post_scores[region]["hd95"]})
+        if len(subset) == len(pre.modalities):
+            pictures = {"images": dict(zip(pre.modalities, loaded.image, strict=True)),
+                        "pred": pred, "ref": reference}
+    return rows, pictures
+
+
+def evaluate_run(run: Path, data: Path, out: Path, *, subsets: str = "all", which: str = "best",
+                 device: str = "auto", labels: str | None = None, units: str = "voxel",
+                 hd95: str = "brats", overlays: int = 2, console: Console | None = None,
+                 progress: Callable[[int], None] | None = None) -> Path:
+    """Evaluate `run` on every labelled case of `data`; returns the report's HTML path."""
+    predictor = Predictor.from_run(run, which, device)
+    spec = discover(data, labels=labels)
+    if spec.convention is None:
+        raise InputError(data, "label convention unknown; pass --labels")
+    chosen = parse_subsets(subsets, predictor.modalities)
+    cases = [c for c in spec.cases if c.label is not None]
+    if not cases:
+        raise InputError(data, "no labelled case to evaluate")
+    settings = MetricSettings(units, hd95, "brats", (1.0, 1.0, 1.0))  # spacing: per case
+    et_min = predictor.infer.et_min_voxels or PEERS_ET_MIN_VOXELS
+    rows, overlay_paths = [], []
+    with progress_bar(console=console) as bar:
+        task = bar.add_task("evaluate", total=len(cases))
+        for i, case in enumerate(cases):
+            case_rows, pictures = evaluate_case(predictor, case, spec.convention, chosen,
+                                                units, hd95, et_min)
+            rows += case_rows
+            if pictures and len(overlay_paths) < overlays:
+                overlay_paths.append(_overlay(out, case.case_id, pictures, predictor))
+            bar.advance(task)
+            if progress:
+                progress(i + 1)
+    conventions = {**settings.to_dict(), "spacing": "per case, from its reference image"
+                   if units == "mm" else None,
+                   "et_postprocessing": f"predicted ET under {et_min} voxels becomes necrosis "
+                                        "(columns *_postproc)"}
+    notes = {"method": predictor.method_name, "checkpoint": predictor.source,
+             "data": str(data), "cases": str(len(cases)),
+             "subsets": ", ".join(subset_name(s) for s in chosen)}
+    return write_report(out, rows, predictor.modalities, conventions, notes, overlay_paths)
+
+
+def _overlay(out: Path, case_id: str, pictures: dict, predictor: Predictor) -> Path:
+    images, pred, ref, index = axial_slice(pictures["images"], pictures["pred"], pictures["ref"])
+    path = out / "overlays" / f"{case_id}.png"
+    return overlay_figure(images, pred, ref, path,
+                          title=f"{case_id}, slice {index}: all modalities",
+                          classes=dict(predictor.convention.regions))

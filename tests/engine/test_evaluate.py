@@ -1,0 +1,137 @@
+"""evaluate / predict / compare on a tiny trained run, through the command line."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from contraseg.data.phantom import write_phantom
+from contraseg.engine.runs import start_training
+from tests.conftest import REPO
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "contraseg", *args], capture_output=True,
+                          text=True, env=env)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("eval")
+    write_phantom(root / "ph", cases=3, size=32, seed=5)
+    start_training(root / "run", method="unet", data=[root / "ph"], preset="tiny",
+                   overrides=["epochs=1", "val_every=0"], resume=False, max_steps=None,
+                   max_minutes=None, console=None)
+    return root / "run", root / "ph"
+
+
+def test_evaluate_writes_every_subset_region_and_case(trained, tmp_path):
+    run, data = trained
+    result = cli("evaluate", "--run", str(run), "--data", str(data), "--out", str(tmp_path / "r"))
+    assert result.returncode == 0, result.stderr
+    with open(tmp_path / "r" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0])[:3] == ["case", "subset", "region"]
+    assert {"dice", "hd95", "assd", "vs", "sensitivity", "specificity", "dice_postproc"} <= set(
+        rows[0])
+    assert len(rows) == 3 * 15 * 3  # cases x subsets x regions
+    assert len({r["subset"] for r in rows}) == 15 and "t1+t1c+t2+flair" in {
+        r["subset"] for r in rows}
+    assert all(0.0 <= float(r["dice"]) <= 1.0 for r in rows)
+    html = (tmp_path / "r" / "report.html").read_text()
+    assert "data:image/png;base64" in html and "hd95" in html.lower()
+    assert len(list((tmp_path / "r" / "overlays").glob("*.png"))) == 2
+    assert (tmp_path / "r" / "summary.md").is_file()
+
+
+def test_evaluate_selected_subsets(trained, tmp_path):
+    run, data = trained
+    result = cli("evaluate", "--run", str(run), "--data", str(data), "--out", str(tmp_path / "r"),
+                 "--subsets", "flair,t1c+flair", "--overlays", "0")
+    assert result.returncode == 0, result.stderr
+    with open(tmp_path / "r" / "metrics.csv") as f:
+        subsets = {r["subset"] for r in csv.DictReader(f)}
+    assert subsets == {"flair", "t1c+flair"}
+    bad = cli("evaluate", "--run", str(run), "--data", str(data), "--out", str(tmp_path / "x"),
+              "--subsets", "flair,adc")
+    assert bad.returncode == 1 and "adc" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_compare_two_reports(trained, tmp_path):
+    run, data = trained
+    for which in ("best", "last"):
+        assert cli("evaluate", "--run", str(run), "--data", str(data), "--out",
+                   str(tmp_path / which), "--which", which, "--overlays", "0").returncode == 0
+    result = cli("compare", str(tmp_path / "best"), str(tmp_path / "last"), "--json")
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["n_paired"] == 3 * 15 * 3
+
+
+def _case_files(data: Path, case: str) -> dict[str, Path]:
+    folder = data / case
+    return {m: folder / f"{case}-{s}.nii.gz"
+            for m, s in (("t1", "t1n"), ("t1c", "t1c"), ("t2", "t2w"), ("flair", "t2f"))}
+
+
+def test_predict_from_a_subset_of_modalities(trained, tmp_path):
+    run, data = trained
+    files = _case_files(data, "Phantom-00001")
+    before = {m: p.read_bytes() for m, p in files.items()}
+    out = tmp_path / "pred.nii.gz"
+    result = cli("predict", "--run", str(run), "--out", str(out),
+                 "--t1c", str(files["t1c"]), "--flair", str(files["flair"]))
+    assert result.returncode == 0, result.stderr
+    pred, ref = nib.load(out), nib.load(files["flair"])
+    assert pred.shape == ref.shape and np.allclose(pred.affine, ref.affine)
+    assert set(np.unique(np.asarray(pred.dataobj))) <= {0, 1, 2, 3}
+    assert all(files[m].read_bytes() == before[m] for m in files)  # inputs untouched
+
+
+def test_predict_a_case_folder_and_a_dataset(trained, tmp_path):
+    run, data = trained
+    one = cli("predict", "--run", str(run), "--out", str(tmp_path / "one.nii.gz"),
+              str(data / "Phantom-00002"))
+    assert one.returncode == 0, one.stderr
+    many = cli("predict", "--run", str(run), "--data", str(data), "--out", str(tmp_path / "all"))
+    assert many.returncode == 0, many.stderr
+    assert sorted(p.name for p in (tmp_path / "all").iterdir()) == [
+        f"Phantom-0000{i}.nii.gz" for i in range(3)]
+
+
+def test_predict_refuses_unknown_modalities_and_other_grids(trained, tmp_path):
+    run, data = trained
+    files = _case_files(data, "Phantom-00000")
+    unknown = cli("predict", "--run", str(run), "--out", str(tmp_path / "x.nii.gz"),
+                  f"adc={files['t1']}")
+    assert unknown.returncode == 1 and "adc" in unknown.stderr
+    assert str(files["t1"]) in unknown.stderr and "Traceback" not in unknown.stderr
+    small = tmp_path / "small.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((20, 20, 20), np.float32), np.eye(4)), small)
+    grid = cli("predict", "--run", str(run), "--out", str(tmp_path / "y.nii.gz"),
+               "--t1c", str(files["t1c"]), "--flair", str(small))
+    assert grid.returncode == 1 and str(small) in grid.stderr and "shape" in grid.stderr
+    assert not (tmp_path / "x.nii.gz").exists() and not (tmp_path / "y.nii.gz").exists()
+
+
+class Evil:
+    """Any class: a checkpoint that names one is refused by weights_only loading."""
+
+
+def test_predict_refuses_a_tampered_checkpoint(trained, tmp_path):
+    import torch
+
+    fake = tmp_path / "fake.pt"
+    torch.save({"format": "contraseg.checkpoint", "payload": Evil()}, fake)
+    result = cli("predict", "--run", str(fake), "--out", str(tmp_path / "z.nii.gz"),
+                 "t1=" + str(_case_files(trained[1], "Phantom-00000")["t1"]))
+    assert result.returncode == 1 and "refused" in result.stderr and str(fake) in result.stderr
