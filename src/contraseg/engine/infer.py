@@ -38,18 +38,12 @@ from contraseg.data.layouts import canonical_modality, discover, strip_nifti_suf
 from contraseg.data.preprocess import PreprocessSettings, invert_probabilities, preprocess
 from contraseg.engine.checkpoint import load_method
 from contraseg.engine.config import InferConfig, config_from_dict
+from contraseg.engine.distributed import resolve_device
 from contraseg.errors import ContrasegError, InputError
 from contraseg.models.base import Method
 from contraseg.utils.progress import progress_bar
 
 # --- sliding window over many availability patterns ----------------------------------------------
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """`auto` -> the first CUDA device when there is one, else the CPU."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def method_device(method: torch.nn.Module) -> torch.device:
@@ -264,7 +258,7 @@ class Predictor:
                  *, infer: InferConfig | None = None, bf16: bool = False) -> Predictor:
         """Load a run folder (its `which` checkpoint) or a checkpoint file; `infer` overrides
         the run's inference settings."""
-        method, meta = load_method(run, which, resolve_device(device))
+        method, meta = load_method(run, which, resolve_device(str(device)))
         config = config_from_dict(meta["config"])
         return cls(method, tuple(meta["modalities"]),
                    LabelConvention.from_dict(meta["label_convention"]),
