@@ -6,7 +6,13 @@ import statistics
 
 import pytest
 
-from contraseg.bench import bench_metrics, bench_phantom, bench_preprocess, run_bench
+from contraseg.bench import (
+    bench_method,
+    bench_metrics,
+    bench_phantom,
+    bench_preprocess,
+    run_bench,
+)
 from contraseg.errors import ConfigError
 
 
@@ -35,3 +41,14 @@ def test_run_bench_refuses_unknown_targets_and_bad_repeats():
         run_bench(["nope"], 1)
     with pytest.raises(ConfigError, match="repeats"):
         run_bench(["metrics"], 0)
+
+
+@pytest.mark.parametrize("method", ["unet", "rfnet"])
+def test_bench_method_reports_every_figure(method):
+    result = bench_method(method, preset="tiny", steps=2, case_shape=(20, 20, 20))
+    assert result["parameters"] > 0 and result["patch_size"] == [16, 16, 16]
+    assert _is_timing(result["train_step"], 2)
+    assert result["train_voxels_per_s"] > 0
+    for key in ("infer_case_all_modalities", "infer_case_15_subsets"):
+        assert _is_timing(result[key], 1)
+    assert result["peak_rss_mb"] > 0

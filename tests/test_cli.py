@@ -57,7 +57,9 @@ def brats2023_case(root: Path, case: str = "BraTS-GLI-00000-000", skip: str = ""
 
 
 @pytest.mark.parametrize(
-    "verb", [["data", "phantom"], ["data", "check"], ["score"], ["demo"], ["bench"]]
+    "verb",
+    [["data", "phantom"], ["data", "check"], ["score"], ["demo"], ["bench"], ["train"],
+     ["predict"], ["evaluate"], ["compare"], ["methods"]],
 )
 def test_every_verb_has_help_with_an_example(verb):
     result = run(*verb, "--help")

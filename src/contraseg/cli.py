@@ -219,6 +219,11 @@ def predict(
     ] = None,
     resample_to: Annotated[
         str | None, typer.Option(help="Resample the inputs onto this modality's grid.")] = None,
+    labels: Annotated[
+        str | None,
+        typer.Option(help="Label values to write (brats2020, brats2023, ...); default: the "
+                          "input folder's convention, else the run's."),
+    ] = None,
     which: Annotated[str, typer.Option(help="best or last checkpoint.")] = "best",
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     overlap: Annotated[float | None, typer.Option(help="Sliding-window overlap (0-1).")] = None,
@@ -241,7 +246,8 @@ def predict(
                           named={"t1": t1, "t1c": t1c, "t2": t2, "flair": flair}, data=data,
                           resample_to=resample_to, which=which, device=device,
                           overrides={"overlap": overlap, "tta_flips": tta,
-                                     "et_min_voxels": et_min_voxels}, console=err_console)
+                                     "et_min_voxels": et_min_voxels}, console=err_console,
+                          labels=labels)
     console.print(f"wrote {written}")
 
 
@@ -339,6 +345,48 @@ def demo(
 
     run_demo(out, cases=cases, test_cases=test_cases, size=size, seed=seed, method=method,
              max_minutes=max_minutes, overrides=set_ or [], console=console)
+
+
+@app.command("bench")
+@user_errors
+def bench(
+    method: Annotated[
+        str | None, typer.Option(help="Time this method: training step and inference.")
+    ] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto (with --method).")] = "cpu",
+    patch: Annotated[int | None, typer.Option(help="Cubic patch edge (default: preset).")] = None,
+    batch: Annotated[int | None, typer.Option(help="Batch size (default: preset).")] = None,
+    amp: Annotated[str, typer.Option(help="none or bf16 (fp16 on CUDA).")] = "none",
+    preset: Annotated[str, typer.Option(help="Preset the method is built from.")] = "fast",
+    target: Annotated[
+        list[str] | None,
+        typer.Option("--target", help="metrics, phantom or preprocess (repeat; default: all)."),
+    ] = None,
+    repeats: Annotated[int, typer.Option(min=1, help="Runs per timing; the median is kept.")] = 3,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Timings as JSON. With `--method`: training step time and voxels/s, inference on one
+    240x240x155 case (all modalities, and all 15 subsets in one pass), peak memory, parameter
+    count. Without: the foundation pieces (metrics, phantom, preprocessing).
+
+    Example: `contraseg bench --method rfnet --device cpu --patch 64 --batch 2 --json`
+    """
+    from contraseg.bench import TARGETS, run_bench, run_method_bench
+
+    if method is not None:
+        result = run_method_bench(method, device=device, patch=patch, batch=batch, amp=amp,
+                                  preset=preset, steps=repeats)
+    else:
+        result = run_bench(list(target or TARGETS), repeats)
+    if as_json:
+        print(dumps(result))
+        return
+    results = {method: result["results"]} if method else result["results"]
+    for name, figures in results.items():
+        for key, value in figures.items():
+            if isinstance(value, dict) and "median_s" in value:
+                console.print(f"{name:<11} {key:<26} median {value['median_s']:.4f} s "
+                              f"({len(value['runs_s'])} runs)")
 
 
 def main() -> None:

@@ -135,3 +135,22 @@ def test_predict_refuses_a_tampered_checkpoint(trained, tmp_path):
     result = cli("predict", "--run", str(fake), "--out", str(tmp_path / "z.nii.gz"),
                  "t1=" + str(_case_files(trained[1], "Phantom-00000")["t1"]))
     assert result.returncode == 1 and "refused" in result.stderr and str(fake) in result.stderr
+
+
+def test_output_labels_follow_the_input_convention(trained, tmp_path):
+    from contraseg.data.labels import custom_convention, get_convention
+    from contraseg.engine.infer import Predictor
+
+    run, data = trained
+    predictor = Predictor.from_run(run, device="cpu")
+    assert predictor.convention.name == "brats2023"
+    assert predictor.output_convention(get_convention("brats2020")).name == "brats2020"
+    assert predictor.output_convention(None) is predictor.convention
+    other = custom_convention({1: "tumour"})  # other classes: the run's values are kept
+    assert predictor.output_convention(other) is predictor.convention
+    out = tmp_path / "as2020.nii.gz"
+    flair = _case_files(data, "Phantom-00000")["flair"]
+    result = cli("predict", "--run", str(run), "--out", str(out), f"flair={flair}",
+                 "--labels", "brats2020")
+    assert result.returncode == 0, result.stderr
+    assert set(np.unique(np.asarray(nib.load(out).dataobj))) <= {0, 1, 2, 4}

@@ -344,7 +344,7 @@ class Predictor:
         result = self.predict_loaded(loaded, convention=convention)
         return save_nifti(result.labels, result.affine, out_path, header=result.header)
 
-    def _output_convention(self, found: LabelConvention | None) -> LabelConvention:
+    def output_convention(self, found: LabelConvention | None) -> LabelConvention:
         """The dataset's convention when it has the run's classes, else the run's."""
         if found is not None and tuple(found.class_names) == tuple(self.convention.class_names):
             return found
@@ -376,7 +376,7 @@ class Predictor:
         CaseFailure with its one-line error, and the others go on.
         """
         spec = discover(data_dir, labels=labels)
-        output = self._output_convention(spec.convention)
+        output = self.output_convention(spec.convention)
         failures: list[CaseFailure] = []
         bar = progress_bar() if progress else nullcontext()
         with bar:

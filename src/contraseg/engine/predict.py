@@ -8,6 +8,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from contraseg.data.labels import get_convention
 from contraseg.data.layouts import discover
 from contraseg.engine.infer import Predictor
 from contraseg.errors import ConfigError, ContrasegError, InputError
@@ -28,8 +29,12 @@ def _named_inputs(inputs: list[str], named: dict[str, Path | None]) -> dict[str,
 
 def run_predict(run: Path, out: Path, *, inputs: list[str], named: dict[str, Path | None],
                 data: Path | None, resample_to: str | None, which: str, device: str,
-                overrides: dict, console: Console) -> Path:
-    """Segment one case (files or a case folder) into `out`, or a dataset into folder `out`."""
+                overrides: dict, console: Console, labels: str | None = None) -> Path:
+    """Segment one case (files or a case folder) into `out`, or a dataset into folder `out`.
+
+    Labels are written with the raw values of `labels`, else of the case folder's or dataset's
+    own convention (when it has the run's classes), else of the run's.
+    """
     predictor = Predictor.from_run(run, which, device)
     changes = {k: v for k, v in overrides.items() if v is not None}
     if changes:
@@ -37,7 +42,7 @@ def run_predict(run: Path, out: Path, *, inputs: list[str], named: dict[str, Pat
     if data is not None:
         if inputs or any(named.values()):
             raise ConfigError("--data (batch mode) takes no other inputs")
-        failures = predictor.predict_folder(data, out, resample_to=resample_to)
+        failures = predictor.predict_folder(data, out, resample_to=resample_to, labels=labels)
         for failure in failures:
             console.print(f"[red]failed:[/] {failure.message}", highlight=False)
         if failures:
@@ -47,8 +52,11 @@ def run_predict(run: Path, out: Path, *, inputs: list[str], named: dict[str, Pat
         folder = Path(inputs[0])
         if not folder.is_dir():
             raise InputError(folder, "not a case folder (or give NAME=FILE pairs)")
-        spec = discover(folder)
+        spec = discover(folder, labels=labels)
         if len(spec.cases) != 1:
             raise InputError(folder, f"holds {len(spec.cases)} cases; use --data for batch mode")
-        return predictor.predict_case(spec.cases[0], out, resample_to=resample_to)
-    return predictor.predict_files(_named_inputs(inputs, named), out, resample_to=resample_to)
+        return predictor.predict_case(spec.cases[0], out, resample_to=resample_to,
+                                      convention=predictor.output_convention(spec.convention))
+    convention = predictor.output_convention(get_convention(labels)) if labels else None
+    return predictor.predict_files(_named_inputs(inputs, named), out, resample_to=resample_to,
+                                   convention=convention)
