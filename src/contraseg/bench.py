@@ -109,6 +109,7 @@ def bench_method(name: str, *, device: str = "cpu", patch: int | None = None,
     from contraseg.engine.distributed import resolve_device
     from contraseg.engine.infer import sliding_window_logits
     from contraseg.engine.optim import make_optimizer
+    from contraseg.engine.train import memory_format
     from contraseg.evaluation.protocol import all_subsets, availability
     from contraseg.models.base import Batch
     from contraseg.models.registry import build_method
@@ -123,12 +124,15 @@ def bench_method(name: str, *, device: str = "cpu", patch: int | None = None,
     modalities = ("t1", "t1c", "t2", "flair")
     torch.manual_seed(0)
     method = build_method(name, modalities, 4, config.model, config.loss_weights).to(dev)
+    layout = memory_format(method, config.channels_last)  # as the engine trains and predicts
+    method.to(memory_format=layout)
     optimizer = make_optimizer(method.parameters(), config.optim)
     shape, size = config.data.patch_size, config.data.batch_size
     gen = torch.Generator().manual_seed(0)
     example = Batch(torch.randn(size, 4, *shape, generator=gen),
                     torch.ones(size, 4, dtype=torch.bool),
                     torch.randint(0, 4, (size, *shape), generator=gen), epoch=10_000).to(dev)
+    example.images = example.images.contiguous(memory_format=layout)
     autocast = (torch.autocast(dev.type, dtype=torch.bfloat16) if amp == "bf16"
                 else contextlib.nullcontext())
     if dev.type == "cuda":
@@ -153,6 +157,7 @@ def bench_method(name: str, *, device: str = "cpu", patch: int | None = None,
 
     result = {
         "method": name, "preset": preset, "device": str(dev), "amp": amp,
+        "memory_format": str(layout).replace("torch.", ""),
         "patch_size": list(shape), "batch_size": size,
         "parameters": sum(p.numel() for p in method.parameters()),
         "train_step": train,

@@ -358,6 +358,9 @@ def bench(
     batch: Annotated[int | None, typer.Option(help="Batch size (default: preset).")] = None,
     amp: Annotated[str, typer.Option(help="none or bf16 (fp16 on CUDA).")] = "none",
     preset: Annotated[str, typer.Option(help="Preset the method is built from.")] = "fast",
+    subsets: Annotated[
+        bool, typer.Option(help="Also time all 15 subsets in one pass (slow on a CPU).")
+    ] = True,
     target: Annotated[
         list[str] | None,
         typer.Option("--target", help="metrics, phantom or preprocess (repeat; default: all)."),
@@ -375,7 +378,7 @@ def bench(
 
     if method is not None:
         result = run_method_bench(method, device=device, patch=patch, batch=batch, amp=amp,
-                                  preset=preset, steps=repeats)
+                                  preset=preset, steps=repeats, subsets=subsets)
     else:
         result = run_bench(list(target or TARGETS), repeats)
     if as_json:

@@ -186,3 +186,12 @@ def test_config_presets_and_overrides():
         load_config("unet", "paper", ["optim.lrr=1"])
     with pytest.raises(ConfigError, match="no preset"):
         load_config("unet", "slow")
+
+
+def test_resume_may_extend_the_epochs(tmp_path, phantom):
+    train(tmp_path / "run", phantom, ["epochs=1", "val_every=0"])
+    info = start_training(tmp_path / "run", method=None, data=[], preset="tiny",
+                          overrides=["epochs=2"], resume=True, max_steps=None, max_minutes=None,
+                          console=None)
+    assert info["status"] == "finished" and info["step"] == 4
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["config"]["epochs"] == 2

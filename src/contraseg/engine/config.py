@@ -117,7 +117,13 @@ def load_config(method: str, preset: str = "fast", overrides: list[str] | None =
                           f"(presets: {', '.join(sorted(presets))})")
     values: dict[str, Any] = copy.deepcopy(presets[preset] or {})
     values.update(method=method, preset=preset)
-    for item in overrides or []:
+    return apply_overrides(values, overrides or [])
+
+
+def apply_overrides(values: dict[str, Any], overrides: list[str]) -> TrainConfig:
+    """A TrainConfig from `values` (a plain dict, not modified) with `key=value` overrides."""
+    values = copy.deepcopy(values)
+    for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"--set {item!r}: expected key=value, e.g. optim.lr=1e-3")

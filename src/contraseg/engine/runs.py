@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from contraseg.engine.config import config_from_dict, load_config
+from contraseg.engine.config import apply_overrides, load_config
 from contraseg.errors import ConfigError, InputError
 
 
@@ -24,10 +24,8 @@ def start_training(out: Path, *, method: str | None, data: list[Path], preset: s
         info = json.loads(info_path.read_text())
         if method is not None and method != info["method"]:
             raise ConfigError(f"--method {method}: the run in {out} trains {info['method']}")
-        config = config_from_dict(info["config"])
-        if overrides:  # only settings a resumed run may change (checked by the Trainer)
-            config = load_config(info["method"], info["config"]["preset"], overrides)
-            config = config_from_dict({**info["config"], **_top_level(config, overrides)})
+        # only some settings may change on resume (epochs, ...): the Trainer checks which
+        config = apply_overrides(info["config"], overrides)
         data = data or [Path(d) for d in info["data"]]
     else:
         if method is None:
@@ -38,8 +36,3 @@ def start_training(out: Path, *, method: str | None, data: list[Path], preset: s
     trainer = Trainer(config, data, out, resume=resume, console=console)
     return trainer.run(max_steps=max_steps, max_minutes=max_minutes)
 
-
-def _top_level(config, overrides: list[str]) -> dict:
-    keys = {item.partition("=")[0].split(".")[0] for item in overrides}
-    full = config.to_dict()
-    return {k: full[k] for k in keys}
