@@ -126,10 +126,9 @@ def _check_label(volume: Volume, convention: LabelConvention | None, report: Cas
         report.problems.append(f"{volume.path}: label map is empty (no foreground voxel)")
     if convention is None:
         return
-    unknown = convention.unknown_values(values)
-    if unknown:
-        report.problems.append(f"{volume.path}: label values {unknown} are not in convention "
-                               f"{convention.name} {convention.raw_values}")
+    problem = convention.unknown_values_problem(values)
+    if problem:
+        report.problems.append(f"{volume.path}: {problem}")
 
 
 def _grid(info: dict) -> str:

@@ -51,14 +51,18 @@ class LabelConvention:
         """The raw values in `values` that this convention does not know."""
         return sorted(set(int(v) for v in values) - set(self.raw_values))
 
+    def unknown_values_problem(self, values: set[int] | np.ndarray) -> str | None:
+        """'label values [5] are not in convention ...' when some values are unknown, else None."""
+        unknown = self.unknown_values(values)
+        if not unknown:
+            return None
+        return f"label values {unknown} are not in convention {self.name} {self.raw_values}"
+
     def to_canonical(self, raw: np.ndarray) -> np.ndarray:
         """Map a raw label map to canonical classes (uint8). Unknown values raise ValueError."""
-        values = label_values(raw)
-        unknown = self.unknown_values(values)
-        if unknown:
-            raise ValueError(
-                f"label values {unknown} are not in convention {self.name} {self.raw_values}"
-            )
+        problem = self.unknown_values_problem(label_values(raw))
+        if problem:
+            raise ValueError(problem)
         lut = np.zeros(max(self.raw_values) + 1, dtype=np.uint8)
         for raw_value, cls in self.raw_to_class.items():
             lut[raw_value] = cls

@@ -33,10 +33,9 @@ def score_files(
     if mismatch:
         raise InputError(pred, mismatch)
     for volume in (pred_vol, ref_vol):
-        unknown = convention.unknown_values(label_values(volume.data))
-        if unknown:
-            raise InputError(volume.path, f"label values {unknown} are not in convention "
-                                          f"{convention.name} {convention.raw_values}")
+        problem = convention.unknown_values_problem(label_values(volume.data))
+        if problem:
+            raise InputError(volume.path, problem)
     return score_label_maps(pred_vol.data, ref_vol.data, convention, spacing=ref_vol.zooms,
                             units=units, hd95_definition=hd95, empty_policy=empty)
 
