@@ -109,9 +109,8 @@ def bench_method(name: str, *, device: str = "cpu", patch: int | None = None,
     from contraseg.engine.distributed import resolve_device
     from contraseg.engine.infer import sliding_window_logits
     from contraseg.engine.optim import make_optimizer
-    from contraseg.engine.train import memory_format
     from contraseg.evaluation.protocol import all_subsets, availability
-    from contraseg.models.base import Batch
+    from contraseg.models.base import Batch, memory_format
     from contraseg.models.registry import build_method
 
     overrides = [f"amp={amp}"]

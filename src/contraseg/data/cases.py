@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from contraseg.data.labels import LabelConvention
@@ -33,6 +33,11 @@ class CaseSpec:
     @property
     def modalities(self) -> tuple[str, ...]:
         return tuple(self.images)
+
+    def present_only(self) -> CaseSpec:
+        """The same case without its expected-but-absent files, so that loading reads what
+        exists (training and evaluation treat an absent modality as missing, not as an error)."""
+        return replace(self, missing={})
 
 
 @dataclass

@@ -61,8 +61,7 @@ def to_train_case(case: CaseSpec, spec: DatasetSpec, modalities: Sequence[str],
                   cache: CaseCache, settings: PreprocessSettings, *,
                   resample_to: str | None = None, seed: int = 0) -> TrainCase:
     """Preprocess (through the cache) and lay one labelled case out on `modalities`."""
-    present_case = CaseSpec(case.case_id, case.images, case.label, case.brain_mask, case.extras)
-    prep = cache.load_or_compute(present_case, settings, resample_to=resample_to)
+    prep = cache.load_or_compute(case.present_only(), settings, resample_to=resample_to)
     image = np.zeros((len(modalities), *prep.image.shape[1:]), dtype=np.float32)
     present = np.zeros(len(modalities), dtype=bool)
     for channel, name in enumerate(prep.modalities):

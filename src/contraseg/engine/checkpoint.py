@@ -102,6 +102,7 @@ def load_method(run: str | Path, which: str = "best", device: str | torch.device
     Returns (method, meta): meta is the checkpoint without the model and optimizer tensors.
     """
     from contraseg.data.labels import LabelConvention
+    from contraseg.models.base import memory_format
     from contraseg.models.registry import build_method
 
     path = find_checkpoint(run, which)
@@ -117,6 +118,5 @@ def load_method(run: str | Path, which: str = "best", device: str | torch.device
                                f"({str(exc).splitlines()[0][:160]})") from None
     meta = {k: v for k, v in data.items() if k not in ("model", "optimizer", "rng")}
     meta["path"] = str(path)
-    if config.get("channels_last", True) and method.spatial == "3d":
-        method.to(memory_format=torch.channels_last_3d)
+    method.to(memory_format=memory_format(method, config.get("channels_last", True)))
     return method.to(device).eval(), meta

@@ -9,7 +9,6 @@ metrics); the report (DC-Seg Table 1 layout, heatmap, overlays) is written besid
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +50,7 @@ def evaluate_case(predictor: Predictor, case: CaseSpec, convention: LabelConvent
     A case lacking a modality (BraTS 2015: FLAIR and T1c only) is scored on the subsets it can
     provide; distances use the case's own spacing when `units` is mm.
     """
-    loaded = load_case(CaseSpec(case.case_id, case.images, case.label, case.brain_mask))
+    loaded = load_case(case.present_only())
     if loaded.label is None:
         raise InputError(case.case_id, "has no label to evaluate against")
     settings = MetricSettings(units, hd95, "brats", loaded.spacing)
@@ -85,8 +84,8 @@ def evaluate_case(predictor: Predictor, case: CaseSpec, convention: LabelConvent
 
 def evaluate_run(run: Path, data: Path, out: Path, *, subsets: str = "all", which: str = "best",
                  device: str = "auto", labels: str | None = None, units: str = "voxel",
-                 hd95: str = "brats", overlays: int = 2, console: Console | None = None,
-                 progress: Callable[[int], None] | None = None) -> Path:
+                 hd95: str = "brats", overlays: int = 2, console: Console | None = None
+                 ) -> Path:
     """Evaluate `run` on every labelled case of `data`; returns the report's HTML path."""
     predictor = Predictor.from_run(run, which, device)
     spec = discover(data, labels=labels)
@@ -101,15 +100,13 @@ def evaluate_run(run: Path, data: Path, out: Path, *, subsets: str = "all", whic
     rows, overlay_paths = [], []
     with progress_bar(console=console) as bar:
         task = bar.add_task("evaluate", total=len(cases))
-        for i, case in enumerate(cases):
+        for case in cases:
             case_rows, pictures = evaluate_case(predictor, case, spec.convention, chosen,
                                                 units, hd95, et_min)
             rows += case_rows
             if pictures and len(overlay_paths) < overlays:
                 overlay_paths.append(_overlay(out, case.case_id, pictures, predictor))
             bar.advance(task)
-            if progress:
-                progress(i + 1)
     conventions = {**settings.to_dict(), "spacing": "per case, from its reference image"
                    if units == "mm" else None,
                    "et_postprocessing": f"predicted ET under {et_min} voxels becomes necrosis "

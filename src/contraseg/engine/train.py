@@ -42,7 +42,7 @@ from contraseg.engine.checkpoint import load_checkpoint, save_checkpoint
 from contraseg.engine.config import TrainConfig, config_from_dict
 from contraseg.engine.optim import make_optimizer, make_scheduler
 from contraseg.errors import ConfigError, InputError
-from contraseg.models.base import Batch, LossModule, Method
+from contraseg.models.base import Batch, LossModule, Method, memory_format
 from contraseg.models.registry import build_method
 from contraseg.utils.fs import atomic_path
 
@@ -121,13 +121,6 @@ def validate(method: Method, cases: list[TrainCase], config: TrainConfig,
     means = {f"dice_{r}": float(np.mean(v)) for r, v in dice.items()}
     means["dice_mean"] = float(np.mean(list(means.values())))
     return means
-
-
-def memory_format(method: Method, channels_last: bool) -> torch.memory_format:
-    """channels-last-3d for 3D methods when asked (oneDNN and cuDNN run 3D convs faster so)."""
-    if channels_last and method.spatial == "3d":
-        return torch.channels_last_3d
-    return torch.contiguous_format
 
 
 class Trainer:
