@@ -141,6 +141,10 @@ class Trainer:
         self.method = build_method(config.method, self.data.modalities,
                                    self.data.convention.num_classes, config.model,
                                    config.loss_weights).to(self.ctx.device)
+        if config.data.batch_size < self.method.min_batch_size:
+            raise ConfigError(f"{config.method} needs data.batch_size >= "
+                              f"{self.method.min_batch_size} (per process), got "
+                              f"{config.data.batch_size}")
         self.memory_format = memory_format(self.method, config.channels_last)
         self.method.to(memory_format=self.memory_format)
         self.loss_module = self._wrap(LossModule(self.method))

@@ -91,6 +91,11 @@ class Method(nn.Module):
     def num_modalities(self) -> int:
         return len(self.modalities)
 
+    @property
+    def min_batch_size(self) -> int:
+        """The smallest training batch (per process) the objective is defined for."""
+        return 1
+
     def forward(self, images: Tensor, available: Tensor) -> Tensor:  # pragma: no cover
         """(B, M, *S) images, (B, M) availability -> (B, C, *S) logits."""
         raise NotImplementedError

@@ -11,6 +11,7 @@ regulariser). The reusable pieces (`RegionProbabilityGenerator`, `RegionModality
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -134,11 +135,18 @@ class RegionAwareFusion(nn.Module):
         return torch.cat((merged, self.shortcut(features.flatten(1, 2))), dim=1)
 
 
+class FusionOutput(NamedTuple):
+    logits: Tensor
+    probs: list[Tensor]
+    bottleneck: Tensor
+
+
 class RegionFusionDecoder(nn.Module):
     """RFM at every stage + the U-Net decoder whose skips are the RFM outputs.
 
-    Returns the logits and every stage's PRM probabilities (shallow to deep). The RFM sees the
-    probabilities detached, as in the authors' code: the PRMs learn from the `prm` term only.
+    Returns the logits, every stage's PRM probabilities (shallow to deep) and the deepest fused
+    feature (DC-Seg's z). The RFM sees the probabilities detached, as in the authors' code: the
+    PRMs learn from the `prm` term only.
     """
 
     def __init__(self, num_modalities: int, num_classes: int, base_channels: int = 16,
@@ -158,15 +166,15 @@ class RegionFusionDecoder(nn.Module):
                                  for s in range(depth - 1))
         self.head = nn.Conv3d(base_channels, num_classes, kernel_size=1)
 
-    def forward(self, features: list[Tensor], available: Tensor) -> tuple[Tensor, list[Tensor]]:
+    def forward(self, features: list[Tensor], available: Tensor) -> FusionOutput:
         """features: per stage (B, M, C, *S), unavailable modalities zeroed; available (B, M)."""
         probs: list[Tensor] = [torch.softmax(self.prms[-1](features[-1]), dim=1)]
-        x = self.fusions[-1](features[-1], probs[0].detach(), available)
+        x = bottleneck = self.fusions[-1](features[-1], probs[0].detach(), available)
         for s in reversed(range(len(self.ups))):
             up = self.ups[s].up(x)
             probs.insert(0, torch.softmax(self.prms[s](features[s], up), dim=1))
             x = self.ups[s].merge(self.fusions[s](features[s], probs[0].detach(), available), up)
-        return self.head(x), probs
+        return FusionOutput(self.head(x), probs, bottleneck)
 
 
 def ce_dice(probs: Tensor, target: Tensor) -> Tensor:
@@ -236,18 +244,18 @@ class RFNet(Method):
     def decode(self, encoded: list[Tensor], available: Tensor) -> Tensor:
         """Logits (K, C, *S) for availability rows (K, M); features of batch 1 broadcast, so
         one window encoded once is decoded for K subsets at a time."""
-        return self._fuse(encoded, available)[0]
+        return self._fuse(encoded, available).logits
 
     def forward(self, images: Tensor, available: Tensor) -> Tensor:
         return self.decode(self.encode(mask_missing(images, available)), available)
 
-    def _fuse(self, encoded: list[Tensor], available: Tensor) -> tuple[Tensor, list[Tensor]]:
+    def _fuse(self, encoded: list[Tensor], available: Tensor) -> FusionOutput:
         available = available.to(torch.bool)
         return self.fusion([mask_missing(f, available) for f in encoded], available)
 
     def losses(self, batch: Batch) -> dict[str, Tensor]:
         encoded = self.encode(mask_missing(batch.images, batch.present))
-        logits, probs = self._fuse(encoded, batch.available)
+        logits, probs, _ = self._fuse(encoded, batch.available)
         fuse = ce_dice(torch.softmax(logits.float(), dim=1), batch.target)
         if batch.epoch < self.config.fusion_warmup_epochs:
             fuse = fuse * 0.0  # keeps the graph (every parameter used), contributes nothing

@@ -1,0 +1,111 @@
+"""Pairwise contrastive losses and the similarity matrices they need, computed batched.
+
+Items of a batch are indexed k = i * M + j (sample i, modality j), the flattening of a
+(N, M, ...) tensor. Every function returns or consumes (K, K) matrices; no Python loop runs over
+pairs.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def item_labels(num_samples: int, num_modalities: int, device=None) -> tuple[Tensor, Tensor]:
+    """Subject and modality index of each of the N*M items (k = i * M + j)."""
+    subjects = torch.arange(num_samples, device=device).repeat_interleave(num_modalities)
+    modalities = torch.arange(num_modalities, device=device).repeat(num_samples)
+    return subjects, modalities
+
+
+def same_label(labels: Tensor) -> Tensor:
+    """(K, K) bool: True where items k and k' share a label (DC-Seg's f(.,.) = +1)."""
+    return labels[:, None] == labels[None, :]
+
+
+def sigmoid_pairwise_loss(similarity: Tensor, positive: Tensor, temperature: Tensor | float,
+                          bias: Tensor | float = 0.0, valid: Tensor | None = None) -> Tensor:
+    """-mean over pairs of log sigmoid(f * (t * s + b)), f = +1 for positives, -1 otherwise.
+
+    DC-Seg Eq. 1/4 (b = 0): -1/(NM)^2 sum log 1 / (1 + exp(f * (-t * s))), SigLIP's loss with
+    several positives per anchor. `valid` (K, K) bool restricts the mean to the pairs whose
+    items both exist (absent modalities); every pair counts, the diagonal included, as in the
+    equation's sum over all (i, j, i', j').
+    """
+    sign = positive.to(similarity.dtype) * 2 - 1
+    terms = -F.logsigmoid(sign * (temperature * similarity + bias))
+    if valid is None:
+        return terms.mean()
+    return terms[valid].mean()
+
+
+def cosine_similarity_matrix(vectors: Tensor) -> Tensor:
+    """(K, D) -> (K, K) cosine similarities."""
+    unit = F.normalize(vectors.float(), dim=1)
+    return unit @ unit.T
+
+
+def gaussian_window(size: int, sigma: float, device=None) -> Tensor:
+    """Normalised 1D Gaussian of `size` taps (separable SSIM window)."""
+    x = torch.arange(size, dtype=torch.float32, device=device) - (size - 1) / 2
+    w = torch.exp(-(x**2) / (2 * sigma**2))
+    return w / w.sum()
+
+
+def separable_blur(x: Tensor, window: Tensor) -> Tensor:
+    """Valid (unpadded) convolution of x (..., *S) with `window` along each of the last
+    `spatial` dims. x is (B, C, *S); the window runs over every dim of S."""
+    spatial = x.ndim - 2
+    taps = window.numel()
+    for dim in range(2, 2 + spatial):
+        moved = x.movedim(dim, -1)
+        shape = moved.shape
+        out = F.conv1d(moved.reshape(-1, 1, shape[-1]), window.view(1, 1, taps))
+        x = out.reshape(*shape[:-1], out.shape[-1]).movedim(-1, dim)
+    return x
+
+
+def pairwise_ssim(maps: Tensor, window: int = 7, sigma: float = 1.5, c1: float = 1e-4,
+                  c2: float = 9e-4) -> Tensor:
+    """(K, C, *S) feature maps -> (K, K) SSIM, the channel-wise mean (DC-Seg Eq. 3).
+
+    window = 0: global statistics per channel (mu, sigma over the whole map: Eq. 3 as printed).
+    window > 0: the usual local SSIM with a separable Gaussian window of that many taps
+    (standard deviation `sigma`), valid positions only, averaged over space; a window larger
+    than the map is clipped to the map's smallest side. Computed in float32.
+    """
+    maps = maps.float()
+    if window <= 0:
+        return _global_ssim(maps, c1, c2)
+    size = min(window, *maps.shape[2:])
+    kernel = gaussian_window(size, sigma, maps.device)
+    k = maps.shape[0]
+    first, second = torch.triu_indices(k, k, device=maps.device)
+    mu = separable_blur(maps, kernel)  # (K, C, *S')
+    mean_sq = separable_blur(maps * maps, kernel)
+    mean_xy = separable_blur(maps[first] * maps[second], kernel)  # (P, C, *S')
+    mu_x, mu_y = mu[first], mu[second]
+    var_x, var_y = mean_sq[first] - mu_x**2, mean_sq[second] - mu_y**2
+    cov = mean_xy - mu_x * mu_y
+    ssim = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)
+            / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2)))
+    values = ssim.flatten(1).mean(1)
+    out = maps.new_zeros(k, k)
+    out[first, second] = values
+    out[second, first] = values
+    return out
+
+
+def _global_ssim(maps: Tensor, c1: float, c2: float) -> Tensor:
+    flat = maps.flatten(2)  # (K, C, V)
+    mu = flat.mean(2)  # (K, C)
+    centred = flat - mu[..., None]
+    cov = torch.einsum("kcv,lcv->ckl", centred, centred) / flat.shape[2]  # (C, K, K)
+    var = torch.diagonal(cov, dim1=1, dim2=2)  # (C, K)
+    mu_t = mu.T  # (C, K)
+    luminance = (2 * mu_t[:, :, None] * mu_t[:, None, :] + c1) / (
+        mu_t[:, :, None] ** 2 + mu_t[:, None, :] ** 2 + c1)
+    structure = (2 * cov + c2) / (var[:, :, None] + var[:, None, :] + c2)
+    return (luminance * structure).mean(0)
+

@@ -1,0 +1,116 @@
+"""DC-Seg's pairwise contrastive pieces against hand computation and MONAI's SSIM."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from contraseg.losses.contrastive import (
+    cosine_similarity_matrix,
+    item_labels,
+    pairwise_ssim,
+    same_label,
+    sigmoid_pairwise_loss,
+)
+
+
+def softplus(x: float) -> float:
+    return math.log1p(math.exp(x))
+
+
+def test_sigmoid_pairwise_loss_on_a_hand_built_matrix():
+    similarity = torch.tensor([[1.0, 0.5, -0.2], [0.5, 1.0, 0.3], [-0.2, 0.3, 1.0]])
+    positive = torch.tensor([[True, True, False], [True, True, False], [False, False, True]])
+    t, b = 2.0, -0.5
+    # -log sigmoid(f * (t s + b)) = softplus(-f * (t s + b))
+    expected = np.mean([softplus(-(1 if positive[r, c] else -1) * (t * similarity[r, c].item() + b))
+                        for r in range(3) for c in range(3)])
+    loss = sigmoid_pairwise_loss(similarity, positive, torch.tensor(t), b)
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    # Eq. 1 as printed (no bias): diagonal softplus(-2), etc.
+    no_bias = sigmoid_pairwise_loss(similarity, positive, t)
+    manual = (3 * softplus(-2.0) + 2 * softplus(-1.0) + 2 * softplus(-0.4) + 2 * softplus(0.6)) / 9
+    assert no_bias.item() == pytest.approx(manual, rel=1e-6)
+
+
+def test_separated_pairs_give_a_lower_loss_than_shuffled_ones():
+    subjects, _ = item_labels(3, 4)
+    positive = same_label(subjects)
+    separated = positive.float() * 2 - 1  # +1 for positives, -1 for negatives: the optimum
+    gen = torch.Generator().manual_seed(0)
+    order = torch.randperm(12, generator=gen)
+    shuffled = separated[order][:, order]
+    for t in (1.0, 10.0):
+        assert sigmoid_pairwise_loss(separated, positive, t) < sigmoid_pairwise_loss(
+            shuffled, positive, t)
+    # the closed-form minimum over s in [-1, 1] is softplus(-t) for every pair
+    t = 5.0
+    assert sigmoid_pairwise_loss(separated, positive, t).item() == pytest.approx(softplus(-t))
+    losses = [sigmoid_pairwise_loss(separated, positive, t).item() for t in (1, 2, 5, 20)]
+    assert losses == sorted(losses, reverse=True) and losses[-1] < 1e-8
+
+
+def test_pair_masks_for_two_samples_and_four_modalities():
+    subjects, modalities = item_labels(2, 4)
+    assert subjects.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
+    assert modalities.tolist() == [0, 1, 2, 3, 0, 1, 2, 3]
+    same_subject = same_label(subjects)
+    same_modality = same_label(modalities)
+    block = torch.ones(4, 4, dtype=torch.bool)
+    zeros = torch.zeros(4, 4, dtype=torch.bool)
+    assert torch.equal(same_subject, torch.cat([torch.cat([block, zeros], 1),
+                                                torch.cat([zeros, block], 1)], 0))
+    eye = torch.eye(4, dtype=torch.bool)
+    assert torch.equal(same_modality, torch.cat([torch.cat([eye, eye], 1),
+                                                 torch.cat([eye, eye], 1)], 0))
+    assert same_subject.sum() == 32 and same_modality.sum() == 16  # of 64 pairs
+
+
+@pytest.mark.parametrize("window", [0, 5])
+def test_ssim_of_identical_maps_is_one_and_of_noise_near_zero(window):
+    gen = torch.Generator().manual_seed(0)
+    maps = torch.randn(3, 4, 12, 12, 12, generator=gen)
+    maps = torch.stack([maps[0], maps[0].clone(), maps[1]])
+    ssim = pairwise_ssim(maps, window=window)
+    assert ssim.shape == (3, 3)
+    assert torch.allclose(torch.diagonal(ssim), torch.ones(3), atol=1e-5)
+    assert ssim[0, 1].item() == pytest.approx(1.0, abs=1e-5)
+    assert abs(ssim[0, 2].item()) < 0.05 and abs(ssim[1, 2].item()) < 0.05
+    assert torch.allclose(ssim, ssim.T)
+
+
+def test_global_ssim_by_hand():
+    x = np.array([1.0, 2.0, 3.0, 4.0])
+    y = np.array([2.0, 2.0, 4.0, 5.0])
+    c1, c2 = 1e-4, 9e-4
+    cov = np.mean((x - x.mean()) * (y - y.mean()))
+    expected = ((2 * x.mean() * y.mean() + c1) * (2 * cov + c2)
+                / ((x.mean() ** 2 + y.mean() ** 2 + c1) * (x.var() + y.var() + c2)))
+    maps = torch.tensor(np.stack([x, y]), dtype=torch.float32).view(2, 1, 2, 2, 1)
+    assert pairwise_ssim(maps, window=0)[0, 1].item() == pytest.approx(expected, rel=1e-5)
+    # channel-wise mean: a second channel identical in both maps adds a 1
+    two = torch.cat([maps, torch.ones_like(maps)], dim=1)
+    assert pairwise_ssim(two, window=0)[0, 1].item() == pytest.approx((expected + 1) / 2,
+                                                                       rel=1e-5)
+
+
+def test_windowed_ssim_matches_monai():
+    monai_metrics = pytest.importorskip("monai.metrics")
+    gen = torch.Generator().manual_seed(1)
+    base = torch.rand(1, 1, 14, 14, 14, generator=gen)
+    other = 0.6 * base + 0.4 * torch.rand(1, 1, 14, 14, 14, generator=gen)
+    metric = monai_metrics.SSIMMetric(spatial_dims=3, data_range=1.0, kernel_type="gaussian",
+                                      win_size=7, kernel_sigma=1.5, k1=0.01, k2=0.03)
+    reference = metric(base, other).item()
+    ours = pairwise_ssim(torch.cat([base, other]), window=7, sigma=1.5)[0, 1].item()
+    assert ours == pytest.approx(reference, rel=1e-5)  # measured: 3e-7
+
+
+def test_cosine_similarity_matrix():
+    vectors = torch.tensor([[1.0, 0.0], [2.0, 0.0], [0.0, 3.0], [-1.0, 0.0]])
+    expected = torch.tensor([[1.0, 1.0, 0.0, -1.0], [1.0, 1.0, 0.0, -1.0],
+                             [0.0, 0.0, 1.0, 0.0], [-1.0, -1.0, 0.0, 1.0]])
+    assert torch.allclose(cosine_similarity_matrix(vectors), expected)

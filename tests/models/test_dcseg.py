@@ -1,0 +1,129 @@
+"""DC-Seg: the wiring of its terms, ablations as overrides, batch and modality limits."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from contraseg.engine.config import load_config
+from contraseg.errors import ConfigError
+from contraseg.losses.contrastive import item_labels, pairwise_ssim, same_label
+from contraseg.models.base import Batch
+from contraseg.models.dcseg import DCSeg
+from contraseg.models.registry import build_method
+
+MODALITIES = ("t1", "t1c", "t2", "flair")
+
+
+def tiny(modalities=MODALITIES, weights=None, **model) -> tuple[DCSeg, list[int]]:
+    config = load_config("dc-seg", "tiny")
+    torch.manual_seed(0)
+    method = build_method("dc-seg", modalities, 4, {**config.model, **model},
+                          {**config.loss_weights, **(weights or {})})
+    return method, config.data.patch_size
+
+
+def inputs(shape, batch=2, m=4, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    images = torch.randn(batch, m, *shape, generator=gen)
+    return images, torch.randint(0, 4, (batch, *shape), generator=gen)
+
+
+def mask(rows) -> torch.Tensor:
+    return torch.tensor(rows, dtype=torch.bool)
+
+
+def test_paper_preset_is_the_paper():
+    config = load_config("dc-seg", "paper")
+    assert config.data.patch_size == [112, 112, 112] and config.data.batch_size == 2
+    assert config.optim.lr == 2e-4 and config.epochs == 500
+    assert {config.loss_weights[t] for t in ("ana", "mod", "rec")} == {0.4}
+    assert config.loss_weights["seg"] == config.loss_weights["reg"] == 1.0
+    assert config.model["modality_dim"] == 8 and config.infer.et_min_voxels == 500
+
+
+def test_anatomical_term_is_the_sigmoid_loss_of_ssim_between_present_items():
+    method, shape = tiny()
+    images, target = inputs(shape)
+    present = mask([[1, 1, 0, 1], [1, 1, 1, 1]])
+    with torch.no_grad():
+        terms = method.losses(Batch(images, present, target, present=present, epoch=9))
+        anatomy = method.encode(images * present[:, :, None, None, None])[-1]
+        items = present.flatten()
+        subjects, _ = item_labels(2, 4)
+        ssim = pairwise_ssim(anatomy.flatten(0, 1)[items], window=3)
+        sign = same_label(subjects[items]).float() * 2 - 1
+        t = method.log_temperature["ana"].exp()
+        expected = torch.nn.functional.softplus(-sign * t * ssim).mean()
+    assert ssim.shape == (7, 7)
+    assert terms["ana"].item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_every_term_is_named_and_weighted():
+    method, shape = tiny(weights=dict(seg=1.0, reg=0.5, prm=0.25, ana=0.4, mod=0.3, rec=0.2))
+    images, target = inputs(shape)
+    available = mask([[1, 0, 1, 1], [1, 1, 1, 1]])
+    with torch.no_grad():
+        total, terms = method.total_loss(Batch(images, available, target,
+                                               present=torch.ones_like(available), epoch=9))
+    assert set(terms) == {"seg", "reg", "prm", "ana", "mod", "rec"}
+    assert all(terms[name].item() > 0 for name in terms)
+    weighted = sum(method.loss_weights[name] * terms[name] for name in terms)
+    assert total.item() == pytest.approx(weighted.item(), rel=1e-6)
+
+
+def test_ablations_drop_their_terms_and_modules():
+    method, shape = tiny(weights=dict(ana=0.0, mod=0.0, rec=0.0))
+    assert not hasattr(method, "modality_encoders") and not hasattr(method, "reconstructors")
+    assert len(method.log_temperature) == 0 and method.min_batch_size == 1
+    images, target = inputs(shape, batch=1)
+    available = mask([[1, 1, 0, 1]])
+    terms = method.losses(Batch(images, available, target, epoch=9))
+    assert set(terms) == {"seg", "reg", "prm"}
+    only_rec, _ = tiny(weights=dict(ana=0.0, mod=0.0))
+    assert hasattr(only_rec, "modality_encoders") and hasattr(only_rec, "reconstructors")
+
+
+def test_a_batch_of_one_is_refused_while_a_contrastive_term_is_on():
+    method, shape = tiny()
+    assert method.min_batch_size == 2
+    images, target = inputs(shape, batch=1)
+    available = mask([[1, 1, 1, 1]])
+    with pytest.raises(ConfigError, match="batch_size >= 2"):
+        method.losses(Batch(images, available, target))
+
+
+def test_reconstruction_never_reads_an_absent_modality():
+    method, shape = tiny()
+    images, target = inputs(shape)
+    present = mask([[1, 1, 0, 1], [0, 1, 1, 1]])
+    available = mask([[1, 0, 0, 1], [0, 1, 1, 0]])
+    changed = images.clone()
+    changed[0, 2] = torch.nan
+    changed[1, 0] = 1e30
+    with torch.no_grad():
+        a = method.losses(Batch(images, available, target, present=present, epoch=9))
+        b = method.losses(Batch(changed, available, target, present=present, epoch=9))
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+def test_two_modalities_work_and_one_is_refused():
+    method, shape = tiny(("flair", "t1"))
+    images, target = inputs(shape, m=2)
+    available = mask([[1, 0], [1, 1]])
+    total, terms = method.total_loss(Batch(images, available, target, present=torch.ones_like(
+        available), epoch=9))
+    total.backward()
+    assert torch.isfinite(total) and terms["mod"].item() > 0
+    with torch.no_grad():
+        assert method(images, mask([[0, 1], [1, 0]])).shape == (2, 4, *shape)
+    with pytest.raises(ConfigError, match="at least two modalities"):
+        tiny(("flair",))
+
+
+def test_representations_have_one_row_per_modality():
+    method, shape = tiny()
+    images, _ = inputs(shape)
+    out = method.representations(images, torch.ones(2, 4, dtype=torch.bool))
+    assert out["anatomical"].shape[:2] == (2, 4) and out["modality"].shape == (2, 4, 8)
