@@ -265,9 +265,14 @@ def evaluate(
     which: Annotated[str, typer.Option(help="best or last checkpoint.")] = "best",
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     overlays: Annotated[int, typer.Option(min=0, help="Cases with overlay pictures.")] = 2,
+    figures: Annotated[bool, typer.Option(
+        "--figures", help="Also draw the PCA of disentangled representations (dc-seg).")] = False,
 ) -> None:
     """Score a run on every modality subset: metrics.csv (case, subset, region, metrics), a
     summary in the layout of DC-Seg's Table 1 (Markdown and HTML with a heatmap) and overlays.
+    With --figures, methods with disentangled representations (dc-seg) also get
+    figures/representations.png: their anatomical maps and modality codes projected by PCA,
+    like DC-Seg's Figure 3.
 
     Example: `contraseg evaluate --run runs/unet --data data/test --out reports/unet`
     """
@@ -275,7 +280,7 @@ def evaluate(
 
     report = evaluate_run(run, data, out, subsets=subsets, which=which, device=device,
                           labels=labels, units=units, hd95=hd95, overlays=overlays,
-                          console=err_console)
+                          figures=figures, console=err_console)
     console.print(f"report: {report}")
 
 

@@ -56,8 +56,10 @@ def test_evaluate_writes_every_subset_region_and_case(trained, tmp_path):
 def test_evaluate_selected_subsets(trained, tmp_path):
     run, data = trained
     result = cli("evaluate", "--run", str(run), "--data", str(data), "--out", str(tmp_path / "r"),
-                 "--subsets", "flair,t1c+flair", "--overlays", "0")
+                 "--subsets", "flair,t1c+flair", "--overlays", "0", "--figures")
     assert result.returncode == 0, result.stderr
+    assert "unet has no disentangled representations" in " ".join(result.stderr.split())
+    assert not (tmp_path / "r" / "figures").exists()
     with open(tmp_path / "r" / "metrics.csv") as f:
         subsets = {r["subset"] for r in csv.DictReader(f)}
     assert subsets == {"flair", "t1c+flair"}

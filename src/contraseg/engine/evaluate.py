@@ -23,13 +23,20 @@ from contraseg.data.preprocess import GridRecord, invert_labels, invert_probabil
 from contraseg.engine.infer import (
     Predictor,
     has_enhancing_class,
+    method_device,
     postprocess_et,
     sliding_window_probabilities,
+    window_size,
 )
 from contraseg.errors import InputError
 from contraseg.evaluation.metrics import MetricSettings, region_metrics
 from contraseg.evaluation.protocol import availability, parse_subsets, subset_name
 from contraseg.evaluation.report import axial_slice, overlay_figure, write_report
+from contraseg.evaluation.representations import (
+    RepresentationSet,
+    central_crop,
+    representation_figure,
+)
 from contraseg.utils.progress import progress_bar
 
 PEERS_ET_MIN_VOXELS = 500  # the post-processing RFNet, mmFormer and DC-Seg report ET with
@@ -45,7 +52,9 @@ def _to_input_grid(prob: np.ndarray, record: GridRecord) -> np.ndarray:
 def evaluate_case(predictor: Predictor, case: CaseSpec, convention: LabelConvention,
                   subsets: list[tuple[str, ...]], units: str, hd95: str,
                   et_min_voxels: int) -> tuple[list[dict], dict]:
-    """Rows (subset x region) for one case, and the full-subset prediction for pictures.
+    """Rows (subset x region) for one case, and pictures: the network input ("input": image
+    and present channels on the preprocessed grid) and, when the case has every modality the
+    run knows, the full-subset prediction ("images", "pred", "ref").
 
     A case lacking a modality (BraTS 2015: FLAIR and T1c only) is scored on the subsets it can
     provide; distances use the case's own spacing when `units` is mm.
@@ -63,7 +72,7 @@ def evaluate_case(predictor: Predictor, case: CaseSpec, convention: LabelConvent
                                         predictor.roi_size, bf16=predictor.bf16)
     prob = prob.cpu().numpy()
     brain = has_enhancing_class(predictor.convention)
-    rows, pictures = [], {}
+    rows, pictures = [], {"input": (image, present)}
     for k, subset in enumerate(feasible):
         pred = _to_input_grid(prob[k], pre.record)
         scores = region_metrics(pred, reference, predictor.convention, settings.distance_spacing,
@@ -77,16 +86,20 @@ def evaluate_case(predictor: Predictor, case: CaseSpec, convention: LabelConvent
                          **values, "dice_postproc": post_scores[region]["dice"],
                          "hd95_postproc": post_scores[region]["hd95"]})
         if len(subset) == len(pre.modalities):
-            pictures = {"images": dict(zip(pre.modalities, loaded.image, strict=True)),
+            pictures |= {"images": dict(zip(pre.modalities, loaded.image, strict=True)),
                         "pred": pred, "ref": reference}
     return rows, pictures
 
 
 def evaluate_run(run: Path, data: Path, out: Path, *, subsets: str = "all", which: str = "best",
                  device: str = "auto", labels: str | None = None, units: str = "voxel",
-                 hd95: str = "brats", overlays: int = 2, console: Console | None = None
-                 ) -> Path:
-    """Evaluate `run` on every labelled case of `data`; returns the report's HTML path."""
+                 hd95: str = "brats", overlays: int = 2, figures: bool = False,
+                 console: Console | None = None) -> Path:
+    """Evaluate `run` on every labelled case of `data`; returns the report's HTML path.
+
+    figures: also draw the PCA of the method's disentangled representations (DC-Seg's
+    Figure 3) from the central training-sized crop of every case, when the method has them.
+    """
     predictor = Predictor.from_run(run, which, device)
     spec = discover(data, labels=labels)
     if spec.convention is None:
@@ -98,13 +111,16 @@ def evaluate_run(run: Path, data: Path, out: Path, *, subsets: str = "all", whic
     settings = MetricSettings(units, hd95, "brats", (1.0, 1.0, 1.0))  # spacing: per case
     et_min = predictor.infer.et_min_voxels or PEERS_ET_MIN_VOXELS
     rows, overlay_paths = [], []
+    reps = _representation_set(predictor, figures, console)
     with progress_bar(console=console) as bar:
         task = bar.add_task("evaluate", total=len(cases))
         for case in cases:
             case_rows, pictures = evaluate_case(predictor, case, spec.convention, chosen,
                                                 units, hd95, et_min)
             rows += case_rows
-            if pictures and len(overlay_paths) < overlays:
+            if reps is not None:
+                _add_representations(reps, predictor, case.case_id, *pictures["input"])
+            if "pred" in pictures and len(overlay_paths) < overlays:
                 overlay_paths.append(_overlay(out, case.case_id, pictures, predictor))
             bar.advance(task)
     conventions = {**settings.to_dict(), "spacing": "per case, from its reference image"
@@ -114,7 +130,32 @@ def evaluate_run(run: Path, data: Path, out: Path, *, subsets: str = "all", whic
     notes = {"method": predictor.method_name, "checkpoint": predictor.source,
              "data": str(data), "cases": str(len(cases)),
              "subsets": ", ".join(subset_name(s) for s in chosen)}
-    return write_report(out, rows, predictor.modalities, conventions, notes, overlay_paths)
+    extra = [] if reps is None else [representation_figure(
+        reps, out / "figures" / "representations.png",
+        f"{predictor.method_name}: PCA of the representations of {len(cases)} cases")]
+    return write_report(out, rows, predictor.modalities, conventions, notes, overlay_paths,
+                        figures=extra)
+
+
+def _add_representations(reps: RepresentationSet, predictor: Predictor, case_id: str,
+                         image: torch.Tensor, present: torch.Tensor) -> None:
+    """image (1, M, *S), present (1, M): the case's central training-sized crop."""
+    device = method_device(predictor.method)
+    crop = central_crop(image[0], window_size(predictor.method, predictor.roi_size))[None]
+    reps.add(case_id, predictor.method.representations(crop.to(device), present.to(device)),
+             present[0])
+
+
+def _representation_set(predictor: Predictor, figures: bool, console: Console | None
+                        ) -> RepresentationSet | None:
+    if not figures:
+        return None
+    if not hasattr(predictor.method, "representations"):
+        if console is not None:
+            console.print(f"--figures: {predictor.method_name} has no disentangled "
+                          "representations to draw; skipped")
+        return None
+    return RepresentationSet(predictor.modalities)
 
 
 def _overlay(out: Path, case_id: str, pictures: dict, predictor: Predictor) -> Path:

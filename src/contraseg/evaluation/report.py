@@ -294,7 +294,7 @@ def _flatten(conventions: Mapping, prefix: str = "") -> list[tuple[str, str]]:
 # Pictures
 
 
-def _save_png(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
+def save_png(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
@@ -319,7 +319,7 @@ def heatmap_figure(table: SummaryTable, path: str | Path, units: str = "voxel") 
                 color="white" if dark else "black")
     ax.set_title(f"{metric_label(table.metric, units)}: mean over {table.n_cases} cases")
     fig.colorbar(image, ax=ax)
-    return _save_png(fig, path)
+    return save_png(fig, path)
 
 
 def _window(image: np.ndarray) -> np.ndarray:
@@ -368,7 +368,7 @@ def overlay_figure(
                 Line2D([], [], color="k", ls="dashed", label="reference")]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
     fig.suptitle(title)
-    return _save_png(fig, path)
+    return save_png(fig, path)
 
 
 def _contour(ax, mask: np.ndarray, colour: str, style: str) -> None:
@@ -411,7 +411,7 @@ def _markdown_table(header: list[str], body: list[list[str]]) -> list[str]:
     return lines + ["| " + " | ".join(row) + " |" for row in body]
 
 
-def _markdown(title, tables, units, conventions, notes, heatmap, overlays) -> str:
+def _markdown(title, tables, units, conventions, notes, heatmap, overlays, figures) -> str:
     lines = [f"# {title}", ""]
     lines += [f"- **{k}**: {v}" for k, v in notes.items()] + [""]
     for table in tables:
@@ -422,6 +422,8 @@ def _markdown(title, tables, units, conventions, notes, heatmap, overlays) -> st
     lines += [f"- {AGGREGATION}"] + [f"- **{k}**: {v}" for k, v in _flatten(conventions)]
     if overlays:
         lines += ["", "## Overlays", ""] + [f"![{p.stem}](overlays/{p.name})" for p in overlays]
+    if figures:
+        lines += ["", "## Figures", ""] + [f"![{p.stem}](figures/{p.name})" for p in figures]
     return "\n".join(lines) + "\n"
 
 
@@ -443,7 +445,7 @@ _STYLE = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse
           "tbody tr:last-child{font-weight:bold}img{max-width:100%}")
 
 
-def _html(title, tables, units, conventions, notes, heatmap, overlays) -> str:
+def _html(title, tables, units, conventions, notes, heatmap, overlays, figures) -> str:
     esc = html.escape
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{esc(title)}</title>",
              f"<style>{_STYLE}</style></head><body><h1>{esc(title)}</h1><ul>"]
@@ -457,6 +459,8 @@ def _html(title, tables, units, conventions, notes, heatmap, overlays) -> str:
     parts += [f"<li><b>{esc(k)}</b>: {esc(v)}</li>" for k, v in _flatten(conventions)] + ["</ul>"]
     if overlays:
         parts += ["<h2>Overlays</h2>"] + [f"<p>{_png_tag(p, p.stem)}</p>" for p in overlays]
+    if figures:
+        parts += ["<h2>Figures</h2>"] + [f"<p>{_png_tag(p, p.stem)}</p>" for p in figures]
     return "".join(parts) + "</body></html>\n"
 
 
@@ -465,12 +469,12 @@ def _write_text(path: Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
-def _copy_overlays(out_dir: Path, overlays: Sequence[str | Path]) -> list[Path]:
+def _copy_pictures(out_dir: Path, pictures: Sequence[str | Path], folder: str) -> list[Path]:
     copies = []
-    for source in map(Path, overlays):
+    for source in map(Path, pictures):
         if not source.is_file():
-            raise InputError(source, "overlay picture not found")
-        target = out_dir / "overlays" / source.name
+            raise InputError(source, "picture not found")
+        target = out_dir / folder / source.name
         if source.resolve() != target.resolve():
             with atomic_path(target) as tmp:
                 shutil.copyfile(source, tmp)
@@ -495,13 +499,15 @@ def write_report(
     overlays: Sequence[str | Path] = (),
     metrics: Sequence[str] = ("dice", "hd95"),
     title: str = "contraseg evaluation",
+    figures: Sequence[str | Path] = (),
 ) -> Path:
     """Write metrics.csv, summary.json, summary.md, heatmap.png and report.html into `out_dir`.
 
     `conventions` is e.g. ``MetricSettings.to_dict()`` (its "units" labels distance columns);
     `notes` free-form facts (method, checkpoint, data). Each metric gets a Table 1 style table,
     plus its "_postproc" variant when the rows have one. The heatmap shows the first metric.
-    Overlay PNGs are copied to out_dir/overlays and embedded. Every file is written atomically.
+    Overlay PNGs are copied to out_dir/overlays, other figures to out_dir/figures, and embedded.
+    Every file is written atomically.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -510,11 +516,12 @@ def write_report(
     tables = _report_tables(rows, modalities, metrics)
     write_metrics_csv(rows, out_dir / "metrics.csv")
     heatmap = heatmap_figure(tables[0], out_dir / "heatmap.png", units)
-    copies = _copy_overlays(out_dir, overlays)
+    copies = _copy_pictures(out_dir, overlays, "overlays")
+    figure_copies = _copy_pictures(out_dir, figures, "figures")
     summary = {"tables": [t.to_dict() for t in tables], "aggregation": AGGREGATION,
                "conventions": dict(conventions), "notes": notes}
     _write_text(out_dir / "summary.json", dumps(summary) + "\n")
     args = (title, tables, units, conventions, notes)
-    _write_text(out_dir / "summary.md", _markdown(*args, heatmap.name, copies))
-    _write_text(out_dir / "report.html", _html(*args, heatmap, copies))
+    _write_text(out_dir / "summary.md", _markdown(*args, heatmap.name, copies, figure_copies))
+    _write_text(out_dir / "report.html", _html(*args, heatmap, copies, figure_copies))
     return out_dir / "report.html"
