@@ -104,7 +104,8 @@ def bench_method(name: str, *, device: str = "cpu", patch: int | None = None,
                  steps: int = 5, case_shape: tuple[int, int, int] = (240, 240, 155),
                  subsets: bool = True) -> dict:
     """Training step time and voxels/s, inference time for one BraTS-sized case (all
-    modalities, and all 15 subsets in one pass), peak memory and parameter count."""
+    modalities, and all 15 subsets in one pass), peak memory (after the training steps, and
+    at the end) and parameter count."""
     from contraseg.engine.config import load_config
     from contraseg.engine.distributed import resolve_device
     from contraseg.engine.infer import sliding_window_logits
@@ -147,6 +148,9 @@ def bench_method(name: str, *, device: str = "cpu", patch: int | None = None,
 
     step()  # warm-up (allocations, kernels)
     train = _timed(step, steps)
+    train_memory = {"train_peak_rss_mb": _peak_rss_mb()}  # model, optimiser, one step
+    if dev.type == "cuda":
+        train_memory["train_cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
     image = torch.randn(1, 4, *case_shape, generator=gen)
     rows = torch.ones(1, 4, dtype=torch.bool)
 
@@ -161,6 +165,7 @@ def bench_method(name: str, *, device: str = "cpu", patch: int | None = None,
         "parameters": sum(p.numel() for p in method.parameters()),
         "train_step": train,
         "train_voxels_per_s": size * int(np.prod(shape)) / train["median_s"],
+        **train_memory,
         "infer_case_shape": list(case_shape), "infer_overlap": config.infer.overlap,
         "infer_case_all_modalities": _timed(infer(rows), 1),
     }

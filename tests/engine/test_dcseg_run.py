@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 
 import pytest
@@ -41,3 +43,12 @@ def test_evaluate_draws_the_representation_figure(tmp_path, phantom):
     assert figure.read_bytes()[:4] == b"\x89PNG"
     assert "<h2>Figures</h2>" in report.read_text()
     assert "figures/representations.png" in (tmp_path / "report" / "summary.md").read_text()
+
+
+
+def test_bf16_autocast_trains(tmp_path, phantom):
+    info = train(tmp_path / "bf16", phantom, ["epochs=1", "amp=bf16"])
+    assert info["status"] == "finished"
+    record = json.loads((tmp_path / "bf16" / "log.jsonl").read_text().splitlines()[-1])
+    assert set(record["loss"]) >= {"seg", "reg", "prm", "ana", "mod", "rec"}
+    assert all(math.isfinite(v) for v in record["loss"].values())

@@ -41,9 +41,10 @@ def sigmoid_pairwise_loss(similarity: Tensor, positive: Tensor, temperature: Ten
 
 
 def cosine_similarity_matrix(vectors: Tensor) -> Tensor:
-    """(K, D) -> (K, K) cosine similarities."""
-    unit = F.normalize(vectors.float(), dim=1)
-    return unit @ unit.T
+    """(K, D) -> (K, K) cosine similarities, in float32 whatever the autocast."""
+    with torch.autocast(vectors.device.type, enabled=False):
+        unit = F.normalize(vectors.float(), dim=1)
+        return unit @ unit.T
 
 
 def gaussian_window(size: int, sigma: float, device=None) -> Tensor:
@@ -73,11 +74,17 @@ def pairwise_ssim(maps: Tensor, window: int = 7, sigma: float = 1.5, c1: float =
     window = 0: global statistics per channel (mu, sigma over the whole map: Eq. 3 as printed).
     window > 0: the usual local SSIM with a separable Gaussian window of that many taps
     (standard deviation `sigma`), valid positions only, averaged over space; a window larger
-    than the map is clipped to the map's smallest side. Computed in float32.
+    than the map is clipped to the map's smallest side. Computed in float32, autocast off (the
+    variances are differences of nearby numbers).
     """
-    maps = maps.float()
-    if window <= 0:
-        return _global_ssim(maps, c1, c2)
+    with torch.autocast(maps.device.type, enabled=False):
+        maps = maps.float()
+        if window <= 0:
+            return _global_ssim(maps, c1, c2)
+        return _windowed_ssim(maps, window, sigma, c1, c2)
+
+
+def _windowed_ssim(maps: Tensor, window: int, sigma: float, c1: float, c2: float) -> Tensor:
     size = min(window, *maps.shape[2:])
     kernel = gaussian_window(size, sigma, maps.device)
     k = maps.shape[0]
