@@ -127,3 +127,18 @@ def test_representations_have_one_row_per_modality():
     images, _ = inputs(shape)
     out = method.representations(images, torch.ones(2, 4, dtype=torch.bool))
     assert out["anatomical"].shape[:2] == (2, 4) and out["modality"].shape == (2, 4, 8)
+
+
+def test_optional_siglip_bias_and_fixed_temperature():
+    method, shape = tiny(bias_init=-2.0, learn_temperature=False, temperature_init=3.0)
+    assert set(method.bias) == {"ana", "mod"} and method.bias["ana"].requires_grad
+    assert not method.log_temperature["mod"].requires_grad
+    images, target = inputs(shape)
+    present = torch.ones(2, 4, dtype=torch.bool)
+    with torch.no_grad():
+        terms = method.losses(Batch(images, present, target, epoch=9))
+        codes = method.modality_codes(images).flatten(0, 1)
+        cosine = torch.nn.functional.cosine_similarity(codes[:, None], codes[None], dim=-1)
+        sign = same_label(item_labels(2, 4)[1]).float() * 2 - 1
+        expected = torch.nn.functional.softplus(-sign * (3.0 * cosine - 2.0)).mean()
+    assert terms["mod"].item() == pytest.approx(expected.item(), rel=1e-5)
