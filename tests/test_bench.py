@@ -43,7 +43,7 @@ def test_run_bench_refuses_unknown_targets_and_bad_repeats():
         run_bench(["metrics"], 0)
 
 
-@pytest.mark.parametrize("method", ["unet", "rfnet"])
+@pytest.mark.parametrize("method", ["unet", "rfnet", "dc-seg"])
 def test_bench_method_reports_every_figure(method):
     result = bench_method(method, preset="tiny", steps=2, case_shape=(20, 20, 20))
     assert result["parameters"] > 0 and result["patch_size"] == [16, 16, 16]
@@ -51,4 +51,10 @@ def test_bench_method_reports_every_figure(method):
     assert result["train_voxels_per_s"] > 0
     for key in ("infer_case_all_modalities", "infer_case_15_subsets"):
         assert _is_timing(result[key], 1)
-    assert result["peak_rss_mb"] > 0
+    assert result["peak_rss_mb"] >= result["train_peak_rss_mb"] > 0
+
+
+def test_bench_method_without_inference():
+    result = bench_method("unet", preset="tiny", steps=1, infer=False)
+    assert "infer_case_all_modalities" not in result and "infer_case_15_subsets" not in result
+    assert _is_timing(result["train_step"], 1) and result["train_peak_rss_mb"] > 0

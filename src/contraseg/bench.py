@@ -102,7 +102,7 @@ def _peak_rss_mb() -> float:
 def bench_method(name: str, *, device: str = "cpu", patch: int | None = None,
                  batch: int | None = None, amp: str = "none", preset: str = "fast",
                  steps: int = 5, case_shape: tuple[int, int, int] = (240, 240, 155),
-                 subsets: bool = True) -> dict:
+                 subsets: bool = True, infer: bool = True) -> dict:
     """Training step time and voxels/s, inference time for one BraTS-sized case (all
     modalities, and all 15 subsets in one pass), peak memory (after the training steps, and
     at the end) and parameter count."""
@@ -154,7 +154,7 @@ def bench_method(name: str, *, device: str = "cpu", patch: int | None = None,
     image = torch.randn(1, 4, *case_shape, generator=gen)
     rows = torch.ones(1, 4, dtype=torch.bool)
 
-    def infer(rows: torch.Tensor) -> Callable[[], None]:
+    def run_inference(rows: torch.Tensor) -> Callable[[], None]:
         return lambda: (sliding_window_logits(method, image, rows, config.infer, shape,
                                               bf16=amp == "bf16"), _sync(dev))
 
@@ -166,12 +166,13 @@ def bench_method(name: str, *, device: str = "cpu", patch: int | None = None,
         "train_step": train,
         "train_voxels_per_s": size * int(np.prod(shape)) / train["median_s"],
         **train_memory,
-        "infer_case_shape": list(case_shape), "infer_overlap": config.infer.overlap,
-        "infer_case_all_modalities": _timed(infer(rows), 1),
     }
-    if subsets:
+    if infer:
+        result |= {"infer_case_shape": list(case_shape), "infer_overlap": config.infer.overlap,
+                   "infer_case_all_modalities": _timed(run_inference(rows), 1)}
+    if infer and subsets:
         every = torch.tensor([availability(s, modalities) for s in all_subsets(modalities)])
-        result["infer_case_15_subsets"] = _timed(infer(every), 1)
+        result["infer_case_15_subsets"] = _timed(run_inference(every), 1)
     result["peak_rss_mb"] = _peak_rss_mb()
     if dev.type == "cuda":
         result["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20

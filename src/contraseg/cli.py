@@ -366,6 +366,9 @@ def bench(
     subsets: Annotated[
         bool, typer.Option(help="Also time all 15 subsets in one pass (slow on a CPU).")
     ] = True,
+    infer: Annotated[
+        bool, typer.Option(help="Time inference on one case (--no-infer: training only).")
+    ] = True,
     target: Annotated[
         list[str] | None,
         typer.Option("--target", help="metrics, phantom or preprocess (repeat; default: all)."),
@@ -383,7 +386,8 @@ def bench(
 
     if method is not None:
         result = run_method_bench(method, device=device, patch=patch, batch=batch, amp=amp,
-                                  preset=preset, steps=repeats, subsets=subsets)
+                                  preset=preset, steps=repeats, subsets=subsets,
+                                  infer=infer)
     else:
         result = run_bench(list(target or TARGETS), repeats)
     if as_json:
