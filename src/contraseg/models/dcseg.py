@@ -135,7 +135,8 @@ class DCSeg(RFNet):
       for the same modality;
     - Eq. 5, `rec`: z^i = F(delta_1 a_1^i, ..., delta_M a_M^i), the region-aware fusion of the
       anatomical maps with modality dropout delta (the training subset), and per-modality
-      decoders D_j^rec(z^i, m_j^i) under an L1 loss;
+      decoders D_j^rec(z^i, m_j^i) under an L1 loss; every modality present in the data is
+      encoded and reconstructed, also those delta drops from z (the point of the dropout);
     - Eq. 7, `reg`: D^sep on each single modality's features, weighted CE + Dice;
     - Eq. 8, `seg`: D^fuse on the fused features, weighted CE + Dice;
     - Eq. 9: L = seg + reg + alpha (ana + mod + rec): alpha = 0.4 is the weight of each of the
