@@ -2,7 +2,7 @@
 and the cases (per seed, then mean and SD over seeds), and paired Wilcoxon signed-rank tests of
 the per-(case, seed) subset-mean Dice between dc-seg and each other method.
 
-Usage: python scripts/phantom_comparison.py OUT [REPORT]   (REPORT: report12 or report)
+Usage: python scripts/phantom_comparison.py OUT [REPORT]   (REPORT: report (default) or report12)
 """
 
 from __future__ import annotations
@@ -58,4 +58,4 @@ def main(out: Path, report: str) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else "report12")
+    main(Path(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else "report")
