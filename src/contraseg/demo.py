@@ -28,6 +28,8 @@ from contraseg.utils.progress import progress_bar
 # The best method whose `fast` preset trains to a useful model within the demo's 10-minute
 # budget on 2 CPU cores. RFNet's four encoders make a step ~11x slower than the U-Net's on CPU
 # (1.8 s vs 0.16 s at 48^3), so it is not on this list; `--method rfnet` runs it anyway.
+# DC-Seg would join it once it beats the baselines on the phantom; at an equal budget it does not
+# beat RFNet (README, three seeds), so `--method dc-seg` is opt-in (about 8 minutes of training).
 PREFERENCE = ("unet",)
 DEMO_SETTINGS = ["data.val_fraction=0.25"]  # on top of the method's `fast` preset
 
