@@ -187,6 +187,8 @@ def test_write_report(tmp_path) -> None:
 def test_write_report_missing_overlay(tmp_path) -> None:
     with pytest.raises(InputError, match="overlay"):
         write_report(tmp_path / "r", make_rows(), MODS, {}, overlays=[tmp_path / "none.png"])
+    with pytest.raises(InputError, match="figures"):
+        write_report(tmp_path / "r", make_rows(), MODS, {}, figures=[tmp_path / "none.png"])
 
 
 # ---------------------------------------------------------------------------------------------

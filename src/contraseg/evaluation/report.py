@@ -473,7 +473,7 @@ def _copy_pictures(out_dir: Path, pictures: Sequence[str | Path], folder: str) -
     copies = []
     for source in map(Path, pictures):
         if not source.is_file():
-            raise InputError(source, "picture not found")
+            raise InputError(source, f"picture for the report's {folder} not found")
         target = out_dir / folder / source.name
         if source.resolve() != target.resolve():
             with atomic_path(target) as tmp:
