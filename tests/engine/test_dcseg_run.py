@@ -34,6 +34,7 @@ def train(out: Path, data: Path, overrides: list[str]) -> dict:
 def test_batch_of_one_is_refused_unless_the_contrastive_terms_are_off(tmp_path, phantom):
     with pytest.raises(ConfigError, match="batch_size >= 2"):
         train(tmp_path / "one", phantom, ["data.batch_size=1"])
+    assert not (tmp_path / "one").exists()  # refused before anything was read or written
     info = train(tmp_path / "ablated", phantom, ["data.batch_size=1", "epochs=1",
                                                   "loss_weights.ana=0", "loss_weights.mod=0"])
     assert info["status"] == "finished"

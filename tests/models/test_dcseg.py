@@ -76,6 +76,8 @@ def test_ablations_drop_their_terms_and_modules():
     method, shape = tiny(weights=dict(ana=0.0, mod=0.0, rec=0.0))
     assert not hasattr(method, "modality_encoders") and not hasattr(method, "reconstructors")
     assert len(method.log_temperature) == 0 and method.min_batch_size == 1
+    assert DCSeg.batch_size_needed({"ana": 0.0, "mod": 0.0}) == 1
+    assert DCSeg.batch_size_needed({"ana": 0.0}) == 2  # mod weighs 1 when not given
     images, target = inputs(shape, batch=1)
     available = mask([[1, 1, 0, 1]])
     terms = method.losses(Batch(images, available, target, epoch=9))

@@ -87,7 +87,7 @@ def evaluate_case(predictor: Predictor, case: CaseSpec, convention: LabelConvent
                          "hd95_postproc": post_scores[region]["hd95"]})
         if len(subset) == len(pre.modalities):
             pictures |= {"images": dict(zip(pre.modalities, loaded.image, strict=True)),
-                        "pred": pred, "ref": reference}
+                         "pred": pred, "ref": reference}
     return rows, pictures
 
 

@@ -43,7 +43,7 @@ from contraseg.engine.config import TrainConfig, config_from_dict
 from contraseg.engine.optim import make_optimizer, make_scheduler
 from contraseg.errors import ConfigError, InputError
 from contraseg.models.base import Batch, LossModule, Method, memory_format
-from contraseg.models.registry import build_method
+from contraseg.models.registry import build_method, get_entry
 from contraseg.utils.fs import atomic_path
 
 RESUMABLE_CHANGES = {"epochs", "val_every", "checkpoint_every", "device"}
@@ -57,6 +57,14 @@ class TrainData:
     train: list[TrainCase]
     val: list[TrainCase]
     split: dict[str, list[str]] = field(default_factory=dict)
+
+
+def _check_batch_size(config: TrainConfig) -> None:
+    """Refuse, before any data is read or written, a batch the objective is not defined for."""
+    needed = get_entry(config.method).cls.batch_size_needed(config.loss_weights)
+    if config.data.batch_size < needed:
+        raise ConfigError(f"{config.method} needs data.batch_size >= {needed} (per process) "
+                          f"with these loss weights, got {config.data.batch_size}")
 
 
 def split_cases(ids: list[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
@@ -132,6 +140,7 @@ class Trainer:
         self.console = console or Console(stderr=True)
         self.ctx = distributed.setup(config.device)
         self._check_run_folder()
+        _check_batch_size(config)
         self.data_dirs = [Path(d).resolve() for d in data_dirs]
         run_info = self._read_run_info() if resume else {}
         cache_dir = Path(config.data.cache_dir) if config.data.cache_dir else self.out / "cache"
@@ -141,10 +150,6 @@ class Trainer:
         self.method = build_method(config.method, self.data.modalities,
                                    self.data.convention.num_classes, config.model,
                                    config.loss_weights).to(self.ctx.device)
-        if config.data.batch_size < self.method.min_batch_size:
-            raise ConfigError(f"{config.method} needs data.batch_size >= "
-                              f"{self.method.min_batch_size} (per process), got "
-                              f"{config.data.batch_size}")
         self.memory_format = memory_format(self.method, config.channels_last)
         self.method.to(memory_format=self.memory_format)
         self.loss_module = self._wrap(LossModule(self.method))

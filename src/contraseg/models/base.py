@@ -91,10 +91,15 @@ class Method(nn.Module):
     def num_modalities(self) -> int:
         return len(self.modalities)
 
+    @classmethod
+    def batch_size_needed(cls, loss_weights: dict[str, float]) -> int:
+        """The smallest training batch (per process) the objective with these weights (terms
+        not given weigh 1) is defined for; known before any data is read."""
+        return 1
+
     @property
     def min_batch_size(self) -> int:
-        """The smallest training batch (per process) the objective is defined for."""
-        return 1
+        return self.batch_size_needed(self.loss_weights)
 
     def forward(self, images: Tensor, available: Tensor) -> Tensor:  # pragma: no cover
         """(B, M, *S) images, (B, M) availability -> (B, C, *S) logits."""

@@ -193,10 +193,10 @@ class DCSeg(RFNet):
             if hasattr(self, name):
                 kaiming_init(getattr(self, name))
 
-    @property
-    def min_batch_size(self) -> int:
+    @classmethod
+    def batch_size_needed(cls, loss_weights: dict[str, float]) -> int:
         """The contrastive terms need negatives: two samples per batch (per process)."""
-        return 2 if any(self.loss_weights[t] for t in CONTRASTIVE_TERMS) else 1
+        return 2 if any(loss_weights.get(t, 1.0) for t in CONTRASTIVE_TERMS) else 1
 
     def losses(self, batch: Batch) -> dict[str, Tensor]:
         n = batch.images.shape[0]
