@@ -144,3 +144,16 @@ def test_optional_siglip_bias_and_fixed_temperature():
         sign = same_label(item_labels(2, 4)[1]).float() * 2 - 1
         expected = torch.nn.functional.softplus(-sign * (3.0 * cosine - 2.0)).mean()
     assert terms["mod"].item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_a_modality_absent_from_the_whole_batch_still_reaches_its_decoder():
+    """DDP (without find_unused_parameters) needs every parameter in the graph of every step,
+    also when no sample of a process's batch has some modality (mixed datasets)."""
+    method, shape = tiny()
+    images, target = inputs(shape)
+    present = mask([[1, 1, 0, 1], [1, 0, 0, 1]])  # nobody has t2
+    total, terms = method.total_loss(Batch(images, present, target, present=present, epoch=9))
+    total.backward()
+    grads = [p.grad for p in method.reconstructors[2].parameters()]
+    assert all(g is not None and torch.equal(g, torch.zeros_like(g)) for g in grads)
+    assert all(p.grad is not None for p in method.reconstructors[0].parameters())

@@ -248,6 +248,10 @@ class DCSeg(RFNet):
             if rows.any():
                 rebuilt = decoder(z[rows], codes[rows, j])
                 total = total + F.l1_loss(rebuilt.float(), images[rows, j:j + 1].float())
+            else:
+                # no sample has modality j: a zero that still reaches the decoder's parameters,
+                # as DDP without find_unused_parameters requires
+                total = total + 0.0 * sum(p.sum() for p in decoder.parameters())
         return total
 
     @torch.no_grad()
