@@ -101,11 +101,12 @@ def test_killed_and_resumed_equals_uninterrupted(tmp_path, phantom):
     assert step <= 8
 
 
-def test_two_process_gloo_ddp_keeps_ranks_identical(tmp_path, phantom):
+@pytest.mark.parametrize("method", ["unet", "dc-seg"])  # dc-seg: per-modality decoders
+def test_two_process_gloo_ddp_keeps_ranks_identical(tmp_path, phantom, method):
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
            "--master_port", str(29500 + os.getpid() % 1000), "-m", "contraseg", "train",
-           "--method", "unet", "--data", str(phantom), "--out", str(tmp_path / "ddp"),
+           "--method", method, "--data", str(phantom), "--out", str(tmp_path / "ddp"),
            "--preset", "tiny", "--set", "val_every=0", "--set", "device=cpu"]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -114,7 +115,7 @@ def test_two_process_gloo_ddp_keeps_ranks_identical(tmp_path, phantom):
     checksums = info["rank_checksums"]
     assert len(checksums) == 2 and checksums[0] == checksums[1]
     # the ranks trained on different patches: the result differs from a 1-process run
-    single = train(tmp_path / "single", phantom, ["val_every=0"])
+    single = train(tmp_path / "single", phantom, ["val_every=0"], method=method)
     assert single["rank_checksums"][0] != checksums[0]
 
 
