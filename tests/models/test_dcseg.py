@@ -92,7 +92,7 @@ def test_a_batch_of_one_is_refused_while_a_contrastive_term_is_on():
     images, target = inputs(shape, batch=1)
     available = mask([[1, 1, 1, 1]])
     with pytest.raises(ConfigError, match="batch_size >= 2"):
-        method.losses(Batch(images, available, target))
+        method.total_loss(Batch(images, available, target))
 
 
 def test_reconstruction_never_reads_an_absent_modality():

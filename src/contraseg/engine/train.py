@@ -59,14 +59,6 @@ class TrainData:
     split: dict[str, list[str]] = field(default_factory=dict)
 
 
-def _check_batch_size(config: TrainConfig) -> None:
-    """Refuse, before any data is read or written, a batch the objective is not defined for."""
-    needed = get_entry(config.method).cls.batch_size_needed(config.loss_weights)
-    if config.data.batch_size < needed:
-        raise ConfigError(f"{config.method} needs data.batch_size >= {needed} (per process) "
-                          f"with these loss weights, got {config.data.batch_size}")
-
-
 def split_cases(ids: list[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
     """Deterministic patient-wise split: a seeded permutation, the first part for validation."""
     order = [ids[i] for i in np.random.default_rng([seed, 7919]).permutation(len(ids))]
@@ -140,7 +132,9 @@ class Trainer:
         self.console = console or Console(stderr=True)
         self.ctx = distributed.setup(config.device)
         self._check_run_folder()
-        _check_batch_size(config)
+        # before any data is read or written
+        get_entry(config.method).cls.check_batch_size(config.loss_weights,
+                                                      config.data.batch_size)
         self.data_dirs = [Path(d).resolve() for d in data_dirs]
         run_info = self._read_run_info() if resume else {}
         cache_dir = Path(config.data.cache_dir) if config.data.cache_dir else self.out / "cache"

@@ -92,6 +92,16 @@ class Method(nn.Module):
         return len(self.modalities)
 
     @classmethod
+    def check_batch_size(cls, loss_weights: dict[str, float], batch_size: int) -> None:
+        """Refuse a training batch the objective with these weights is not defined for (the
+        trainer calls this before reading data, `total_loss` on every batch)."""
+        needed = cls.batch_size_needed(loss_weights)
+        if batch_size < needed:
+            raise ConfigError(f"{getattr(cls, 'method_name', cls.__name__)} needs "
+                              f"data.batch_size >= {needed} (per process) with these loss "
+                              f"weights, got {batch_size}")
+
+    @classmethod
     def batch_size_needed(cls, loss_weights: dict[str, float]) -> int:
         """The smallest training batch (per process) the objective with these weights (terms
         not given weigh 1) is defined for; known before any data is read."""
@@ -111,6 +121,7 @@ class Method(nn.Module):
 
     def total_loss(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         """The weighted sum of `losses` and the terms themselves (for logging)."""
+        self.check_batch_size(self.loss_weights, batch.images.shape[0])
         terms = self.losses(batch)
         unknown = sorted(set(terms) - set(self.loss_weights))
         if unknown:

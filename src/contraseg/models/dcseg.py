@@ -26,7 +26,7 @@ from contraseg.losses.contrastive import (
 from contraseg.models.base import Batch, mask_missing
 from contraseg.models.blocks import kaiming_init, stage_channels, upsample2
 from contraseg.models.registry import register
-from contraseg.models.rfnet import RFNet, RFNetConfig, ce_dice
+from contraseg.models.rfnet import RFNet, RFNetConfig
 
 CONTRASTIVE_TERMS = ("ana", "mod")
 
@@ -157,7 +157,7 @@ class DCSeg(RFNet):
 
     Divergences: items (sample, modality) whose modality is absent from the data are left out
     of the pairs, of `reg` and of `rec` (the paper's data is complete); a batch of one sample
-    is refused while a contrastive term is on (it has no negatives: `min_batch_size`); modules
+    is refused while a contrastive term is on (it has no negatives: `batch_size_needed`); modules
     of terms weighted 0 are not built (nothing unused under DDP), so an ablation's checkpoint
     has no modality encoders or reconstruction decoders.
     """
@@ -200,19 +200,10 @@ class DCSeg(RFNet):
 
     def losses(self, batch: Batch) -> dict[str, Tensor]:
         n = batch.images.shape[0]
-        if n < self.min_batch_size:
-            raise ConfigError(f"dc-seg's contrastive terms need at least 2 samples per batch "
-                              f"(got {n}): set data.batch_size >= 2, or loss_weights.ana=0 "
-                              "and loss_weights.mod=0")
         present = batch.present.to(torch.bool)
         images = mask_missing(batch.images, present)
-        encoded = self.encode(images)
-        fused = self._fuse(encoded, batch.available)
-        seg = ce_dice(torch.softmax(fused.logits.float(), dim=1), batch.target)
-        if batch.epoch < self.config.fusion_warmup_epochs:
-            seg = seg * 0.0  # RFNet's warm-up: keeps the graph, contributes nothing
-        terms = {"seg": seg, "reg": self._separate_loss(encoded, present, batch.target),
-                 "prm": self._prm_loss(fused.probs, batch.target)}
+        encoded, fused, rfnet = self._fusion_losses(images, batch)
+        terms = {"seg": rfnet["fuse"], "reg": rfnet["sep"], "prm": rfnet["prm"]}
         items = present.flatten()  # (N*M,): the (sample, modality) pairs that exist
         subjects, modalities = item_labels(n, self.num_modalities, images.device)
         if self.loss_weights["ana"]:

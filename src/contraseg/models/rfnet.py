@@ -254,13 +254,20 @@ class RFNet(Method):
         return self.fusion([mask_missing(f, available) for f in encoded], available)
 
     def losses(self, batch: Batch) -> dict[str, Tensor]:
-        encoded = self.encode(mask_missing(batch.images, batch.present))
-        logits, probs, _ = self._fuse(encoded, batch.available)
-        fuse = ce_dice(torch.softmax(logits.float(), dim=1), batch.target)
+        return self._fusion_losses(mask_missing(batch.images, batch.present), batch)[2]
+
+    def _fusion_losses(self, images: Tensor, batch: Batch
+                       ) -> tuple[list[Tensor], FusionOutput, dict[str, Tensor]]:
+        """Encode `images` (absent modalities zeroed), fuse under `batch.available`: the
+        features, the fusion output and the terms `fuse` (x 0 during the warm-up), `sep`, `prm`."""
+        encoded = self.encode(images)
+        fused = self._fuse(encoded, batch.available)
+        fuse = ce_dice(torch.softmax(fused.logits.float(), dim=1), batch.target)
         if batch.epoch < self.config.fusion_warmup_epochs:
             fuse = fuse * 0.0  # keeps the graph (every parameter used), contributes nothing
-        return {"fuse": fuse, "sep": self._separate_loss(encoded, batch.present, batch.target),
-                "prm": self._prm_loss(probs, batch.target)}
+        return encoded, fused, {
+            "fuse": fuse, "sep": self._separate_loss(encoded, batch.present, batch.target),
+            "prm": self._prm_loss(fused.probs, batch.target)}
 
     def _separate_loss(self, encoded: list[Tensor], present: Tensor, target: Tensor) -> Tensor:
         """Sum over modalities of the shared decoder's loss on the samples where it is present."""
