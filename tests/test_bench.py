@@ -43,7 +43,7 @@ def test_run_bench_refuses_unknown_targets_and_bad_repeats():
         run_bench(["metrics"], 0)
 
 
-@pytest.mark.parametrize("method", ["unet", "rfnet", "dc-seg"])
+@pytest.mark.parametrize("method", ["unet", "rfnet", "dc-seg", "dcl-manet"])
 def test_bench_method_reports_every_figure(method):
     result = bench_method(method, preset="tiny", steps=2, case_shape=(20, 20, 20))
     assert result["parameters"] > 0 and result["patch_size"] == [16, 16, 16]

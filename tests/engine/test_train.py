@@ -101,7 +101,7 @@ def test_killed_and_resumed_equals_uninterrupted(tmp_path, phantom):
     assert step <= 8
 
 
-@pytest.mark.parametrize("method", ["unet", "dc-seg"])  # dc-seg: per-modality decoders
+@pytest.mark.parametrize("method", ["unet", "dc-seg", "dcl-manet"])  # per-modality modules
 def test_two_process_gloo_ddp_keeps_ranks_identical(tmp_path, phantom, method):
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
@@ -196,3 +196,20 @@ def test_resume_may_extend_the_epochs(tmp_path, phantom):
                           console=None)
     assert info["status"] == "finished" and info["step"] == 4
     assert json.loads((tmp_path / "run" / "run.json").read_text())["config"]["epochs"] == 2
+
+
+def test_plateau_schedule_sees_each_epochs_mean_training_loss(tmp_path, phantom):
+    train(tmp_path / "run", phantom, ["epochs=6", "iters_per_epoch=2", "val_every=0",
+                                       "optim.schedule=plateau", "optim.plateau_patience=0",
+                                       "optim.plateau_factor=0.5", "optim.lr=1e-3"])
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    lr, best, expected = 1e-3, float("inf"), []
+    for record in log:  # ReduceLROnPlateau's rule (mode min, relative threshold 1e-4)
+        if record["loss"]["total"] < best * (1 - 1e-4):
+            best = record["loss"]["total"]
+        else:
+            lr *= 0.5
+        expected.append(lr)
+    assert [r["lr"] for r in log] == pytest.approx(expected)
+    state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["scheduler"]
+    assert state["best"] == pytest.approx(min(r["loss"]["total"] for r in log))

@@ -1,4 +1,5 @@
-"""DC-Seg's pairwise contrastive pieces against hand computation and MONAI's SSIM."""
+"""The contrastive pieces against hand computation: DC-Seg's pairwise losses and SSIM (also
+against MONAI's), DCL-MANet's dense InfoNCE."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch
 
 from contraseg.losses.contrastive import (
     cosine_similarity_matrix,
+    dense_info_nce,
     item_labels,
     pairwise_ssim,
     same_label,
@@ -114,3 +116,91 @@ def test_cosine_similarity_matrix():
     expected = torch.tensor([[1.0, 1.0, 0.0, -1.0], [1.0, 1.0, 0.0, -1.0],
                              [0.0, 0.0, 1.0, 0.0], [-1.0, -1.0, 0.0, 1.0]])
     assert torch.allclose(cosine_similarity_matrix(vectors), expected)
+
+
+# --- dense InfoNCE (DCL-MANet) ------------------------------------------------------------------
+
+def _dense(vectors: list[list[float]], size: int = 2) -> torch.Tensor:
+    """(K, C) vectors repeated at every position of a size^3 map -> (K, C, size, size, size)."""
+    v = torch.tensor(vectors, dtype=torch.float32)
+    return v[:, :, None, None, None].expand(*v.shape, size, size, size).clone()
+
+
+def test_dense_info_nce_identical_positives_orthogonal_negatives():
+    t = 0.7
+    # N=2 samples x M=2 modalities, k = i*M + j; same modality -> identical, else orthogonal
+    features = _dense([[1, 0], [0, 1], [1, 0], [0, 1]])
+    _, modality = item_labels(2, 2)
+    loss = dense_info_nce(features, same_label(modality), temperature=t)
+    # each anchor: one positive at s=1, two negatives at s=0
+    expected = -math.log(math.exp(1 / t) / (math.exp(1 / t) + 2))
+    assert loss.item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_dense_info_nce_several_positives_and_scaled_vectors():
+    t = 0.7
+    # N=2 x M=3, common term: the modalities of one sample are identical (up to scale)
+    features = _dense([[2, 0], [1, 0], [5, 0], [0, 3], [0, 1], [0, 1]])
+    subject, _ = item_labels(2, 3)
+    loss = dense_info_nce(features, same_label(subject), temperature=t)
+    # each anchor: two positives at s=1, three negatives at s=0
+    expected = -math.log(math.exp(1 / t) / (2 * math.exp(1 / t) + 3))
+    assert loss.item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_dense_info_nce_invalid_items_leave_every_sum():
+    t = 0.5
+    features = _dense([[1, 0], [0, 1], [1, 0], [0, 1]])
+    _, modality = item_labels(2, 2)
+    valid = torch.tensor([True, True, True, False])
+    loss = dense_info_nce(features, same_label(modality), valid, temperature=t)
+    # item 1 has lost its positive (item 3): anchors 0 and 2, each 1 positive + 1 negative
+    expected = -math.log(math.exp(1 / t) / (math.exp(1 / t) + 1))
+    assert loss.item() == pytest.approx(expected, abs=1e-6)
+    # NaN in the invalid item changes nothing
+    features[3] = float("nan")
+    assert dense_info_nce(features, same_label(modality), valid, temperature=t).item() == \
+        pytest.approx(expected, abs=1e-6)
+
+
+def test_dense_info_nce_equals_a_loop_over_positions_and_anchors():
+    gen = torch.Generator().manual_seed(0)
+    features = torch.randn(6, 5, 3, 2, 2, generator=gen)
+    subject, modality = item_labels(3, 2)
+    positive = same_label(modality)
+    valid = torch.tensor([True, True, False, True, True, True])
+    t = 0.7
+    losses = []
+    for v in range(12):
+        f = torch.nn.functional.normalize(features.flatten(2)[:, :, v], dim=1)
+        for a in range(6):
+            others = [k for k in range(6) if k != a and valid[k] and valid[a]]
+            positives = [k for k in others if positive[a, k]]
+            if not positives:
+                continue
+            denominator = torch.logsumexp(torch.stack([f[a] @ f[k] / t for k in others]), 0)
+            losses.append(-sum(f[a] @ f[p] / t - denominator for p in positives)
+                          / len(positives))
+    expected = torch.stack(losses).mean()
+    assert dense_info_nce(features, positive, valid, t).item() == pytest.approx(
+        expected.item(), abs=1e-5)
+
+
+def test_dense_info_nce_without_anchors_is_zero_with_a_gradient():
+    features = torch.randn(4, 3, 2, 2, 2, requires_grad=True)
+    positive = torch.eye(4, dtype=torch.bool)  # only self-pairs: nobody has a positive
+    loss = dense_info_nce(features, positive)
+    assert loss.item() == 0.0
+    loss.backward()
+    assert torch.equal(features.grad, torch.zeros_like(features))
+
+
+def test_dense_info_nce_lower_for_clustered_features():
+    gen = torch.Generator().manual_seed(1)
+    _, modality = item_labels(4, 2)
+    centres = torch.randn(2, 8, generator=gen)
+    clustered = centres[modality] + 0.05 * torch.randn(8, 8, generator=gen)
+    shuffled = centres[modality[torch.randperm(8, generator=gen)]]
+    as_map = lambda v: v[:, :, None, None, None]  # noqa: E731
+    assert dense_info_nce(as_map(clustered), same_label(modality)) < dense_info_nce(
+        as_map(shuffled), same_label(modality))

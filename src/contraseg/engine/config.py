@@ -52,8 +52,12 @@ class OptimConfig:
     weight_decay: float = 1e-4
     amsgrad: bool = True
     momentum: float = 0.99  # sgd only
-    schedule: Literal["poly", "cosine", "constant"] = "poly"
+    # poly, cosine, constant: per step; plateau: lr x plateau_factor after plateau_patience
+    # epochs without a lower mean training loss (torch's ReduceLROnPlateau; no warm-up)
+    schedule: Literal["poly", "cosine", "constant", "plateau"] = "poly"
     poly_power: float = 0.9
+    plateau_factor: float = 0.1
+    plateau_patience: int = 10  # epochs
     warmup_steps: int = 0
     grad_clip: float | None = None  # max gradient norm
 

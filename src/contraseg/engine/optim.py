@@ -1,4 +1,5 @@
-"""Optimisers and per-step learning-rate schedules from OptimConfig."""
+"""Optimisers and learning-rate schedules (per step, or per epoch on a plateau) from
+OptimConfig."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Iterable
 import torch
 
 from contraseg.engine.config import OptimConfig
+from contraseg.errors import ConfigError
 
 
 def make_optimizer(params: Iterable[torch.nn.Parameter], cfg: OptimConfig
@@ -35,7 +37,43 @@ def lr_factor(step: int, total_steps: int, cfg: OptimConfig) -> float:
     return 1.0
 
 
+class StepSchedule(torch.optim.lr_scheduler.LambdaLR):
+    """The per-step schedules (`lr_factor`); the end of an epoch changes nothing."""
+
+    def end_epoch(self, mean_loss: float) -> None:
+        pass
+
+
+class PlateauSchedule:
+    """`schedule: plateau`: the lr stays put within epochs; at the end of each epoch torch's
+    ReduceLROnPlateau sees the epoch's mean training loss (DCL-MANet's schedule)."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, cfg: OptimConfig):
+        self.optimizer = optimizer
+        self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience)
+
+    def step(self) -> None:
+        pass
+
+    def end_epoch(self, mean_loss: float) -> None:
+        self.plateau.step(mean_loss)
+
+    def get_last_lr(self) -> list[float]:
+        return [group["lr"] for group in self.optimizer.param_groups]
+
+    def state_dict(self) -> dict:
+        return self.plateau.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.plateau.load_state_dict(state)
+
+
 def make_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, total_steps: int
-                   ) -> torch.optim.lr_scheduler.LambdaLR:
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, total_steps, cfg))
+                   ) -> StepSchedule | PlateauSchedule:
+    """The schedule: `step()` after every optimiser step, `end_epoch(loss)` after each epoch."""
+    if cfg.schedule == "plateau":
+        if cfg.warmup_steps:
+            raise ConfigError("optim.schedule=plateau has no warm-up: set optim.warmup_steps=0")
+        return PlateauSchedule(optimizer, cfg)
+    return StepSchedule(optimizer, lambda step: lr_factor(step, total_steps, cfg))

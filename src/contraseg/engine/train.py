@@ -260,6 +260,9 @@ class Trainer:
 
     def _end_epoch(self, epoch_terms: dict[str, list[float]]) -> None:
         epoch = self.step // self.config.iters_per_epoch
+        # every rank sees the same mean (ranks must keep one learning rate)
+        ranks = distributed.gather_floats(self.ctx, float(np.mean(epoch_terms["total"])))
+        self.scheduler.end_epoch(float(np.mean(ranks)))
         record: dict[str, Any] = {
             "epoch": epoch, "step": self.step, "lr": self.scheduler.get_last_lr()[0],
             "loss": {k: float(np.mean(v)) for k, v in epoch_terms.items()},

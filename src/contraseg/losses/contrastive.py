@@ -116,3 +116,39 @@ def _global_ssim(maps: Tensor, c1: float, c2: float) -> Tensor:
     structure = (2 * cov + c2) / (var[:, :, None] + var[:, None, :] + c2)
     return (luminance * structure).mean(0)
 
+
+
+def dense_info_nce(features: Tensor, positive: Tensor, valid: Tensor | None = None,
+                   temperature: float = 0.7) -> Tensor:
+    """InfoNCE at every position, with several positives per anchor (DCL-MANet's dense
+    contrastive learning).
+
+    features (K, C, *S): K items (k = i * M + j, sample i, modality j) compared position by
+    position with the cosine similarity s of their C-vectors. For an anchor a at a position,
+    with positives P(a) (`positive` (K, K) bool, the diagonal ignored) and the other valid items
+    as the denominator:
+
+        l(a) = -1/|P(a)| sum_{p in P(a)} log( exp(s_ap / t) / sum_{k != a} exp(s_ak / t) )
+
+    (the multi-positive InfoNCE of supervised contrastive learning, Khosla et al. 2020, Eq. 2).
+    The loss is the mean of l over positions and over the valid anchors that have a valid
+    positive; 0 (still in the graph) when there is none. `valid` (K,) bool drops items (absent
+    modalities) from anchors, positives and denominators. Float32, autocast off.
+    """
+    k = features.shape[0]
+    valid = torch.ones(k, dtype=torch.bool, device=features.device) if valid is None else valid
+    eye = torch.eye(k, dtype=torch.bool, device=features.device)
+    pair = valid[:, None] & valid[None, :] & ~eye  # (K, K) pairs that count
+    pos = positive.to(torch.bool) & pair
+    anchors = pos.any(1)
+    with torch.autocast(features.device.type, enabled=False):
+        unit = F.normalize(features.float().flatten(2), dim=1)  # (K, C, V)
+        if not anchors.any():
+            return unit.sum() * 0.0
+        # rows of anchors only: each has a finite entry, so no row is all -inf (no NaN)
+        logits = torch.einsum("kcv,lcv->vkl", unit[anchors], unit) / temperature  # (V, A, K)
+        logits = logits.masked_fill(~pair[anchors], float("-inf"))
+        log_prob = logits - torch.logsumexp(logits, dim=2, keepdim=True)
+        pos = pos[anchors]
+        log_prob = torch.where(pos, log_prob, torch.zeros((), device=log_prob.device))
+        return (-log_prob.sum(2) / pos.sum(1)).mean()

@@ -12,18 +12,25 @@ def one_hot(target: Tensor, num_classes: int) -> Tensor:
     return F.one_hot(target.long(), num_classes).movedim(-1, 1).float()
 
 
-def soft_dice_loss(logits: Tensor, target: Tensor, eps: float = 1e-7) -> Tensor:
+def soft_dice_loss(logits: Tensor, target: Tensor, eps: float = 1e-7,
+                   class_weights: Tensor | None = None) -> Tensor:
     """1 - mean over classes (background included) of the soft Dice of softmax probabilities.
 
     Sums run over the whole batch and space per class (the "batch Dice" of RFNet's code and
-    nnU-Net), computed in float32 whatever the autocast dtype.
+    nnU-Net), computed in float32 whatever the autocast dtype. `class_weights` (C,) turns the
+    mean into sum_c w_c (1 - Dice_c) / sum_c w_c (DCL-MANet weighs background 0.01, each tumour
+    class 0.33).
     """
     probs = torch.softmax(logits.float(), dim=1)
     truth = one_hot(target, logits.shape[1])
     dims = (0, *range(2, logits.ndim))
     intersection = (probs * truth).sum(dims)
     denominator = probs.sum(dims) + truth.sum(dims)
-    return 1.0 - (2.0 * intersection / (denominator + eps)).mean()
+    dice = 2.0 * intersection / (denominator + eps)
+    if class_weights is None:
+        return 1.0 - dice.mean()
+    weights = class_weights.to(dice)
+    return ((1.0 - dice) * weights).sum() / weights.sum()
 
 
 def weighted_cross_entropy(probs: Tensor, target: Tensor, min_prob: float = 0.005) -> Tensor:

@@ -11,7 +11,8 @@ from contraseg.errors import ConfigError
 from contraseg.models.base import Method
 
 # Modules whose import registers the built-in methods (imported on first lookup, not at start-up).
-BUILTIN_MODULES = ("contraseg.models.unet", "contraseg.models.rfnet", "contraseg.models.dcseg")
+BUILTIN_MODULES = ("contraseg.models.unet", "contraseg.models.rfnet", "contraseg.models.dcseg",
+                   "contraseg.models.dclmanet")
 
 
 @dataclass(frozen=True)

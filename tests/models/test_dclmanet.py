@@ -1,0 +1,191 @@
+"""DCL-MANet: the RFB's attention weights, the wiring of its terms, ablations as overrides."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from contraseg.engine.config import load_config
+from contraseg.errors import ConfigError
+from contraseg.losses.contrastive import dense_info_nce, item_labels, same_label
+from contraseg.losses.segmentation import one_hot, soft_dice_loss
+from contraseg.models.base import Batch
+from contraseg.models.dclmanet import (
+    DCLMANet,
+    DCLMANetConfig,
+    PairwiseModalityAttention,
+    RecalibrationBlock,
+)
+from contraseg.models.registry import build_method
+
+MODALITIES = ("t1", "t1c", "t2", "flair")
+
+
+def tiny(weights=None, **model) -> tuple[DCLMANet, list[int]]:
+    config = load_config("dcl-manet", "tiny")
+    torch.manual_seed(0)
+    method = build_method("dcl-manet", MODALITIES, 4, {**config.model, **model},
+                          {**config.loss_weights, **(weights or {})})
+    return method, config.data.patch_size
+
+
+def inputs(shape, batch=2, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    images = torch.randn(batch, len(MODALITIES), *shape, generator=gen)
+    return images, torch.randint(0, 4, (batch, *shape), generator=gen)
+
+
+def mask(rows) -> torch.Tensor:
+    return torch.tensor(rows, dtype=torch.bool)
+
+
+def test_paper_preset_is_the_code():
+    config = load_config("dcl-manet", "paper")
+    assert config.data.patch_size == [128, 128, 128] and config.data.batch_size == 2
+    assert (config.optim.lr, config.optim.weight_decay, config.optim.amsgrad) == (1e-3, 2e-5, True)
+    assert config.optim.schedule == "plateau" and config.epochs == 200
+    model = DCLMANetConfig(**config.model)
+    assert model.widths() == [4, 8, 16, 32, 64] and model.dcl_temperature == 0.7
+    assert model.weights_of_classes(4) == pytest.approx([0.01, 0.33, 0.33, 0.33])
+
+
+# --- RFB ----------------------------------------------------------------------------------------
+
+def test_rfb_keeps_the_shape_and_its_weights_sum_to_one():
+    torch.manual_seed(0)
+    rfb = RecalibrationBlock(channels=8, num_modalities=4, groups=4, hidden=8)
+    with torch.no_grad():
+        rfb.pair_logits.normal_()
+    available = mask([[1, 1, 1, 1], [1, 0, 1, 1], [0, 1, 0, 0]])
+    features = torch.randn(3, 4, 8, 3, 3, 3) * available[:, :, None, None, None, None]
+    out = rfb(features, available)
+    assert out.shape == features.shape
+    beta = rfb.pair_weights(available)
+    sums = beta.sum(2)
+    # rows of available modalities with another available modality sum to 1, others to 0
+    assert torch.allclose(sums[0], torch.ones(4))
+    assert torch.allclose(sums[1], torch.tensor([1.0, 0.0, 1.0, 1.0]))
+    assert torch.allclose(sums[2], torch.zeros(4))
+    assert (beta[1, :, 1] == 0).all() and (beta.diagonal(dim1=1, dim2=2) == 0).all()
+    # an unavailable modality's output stays 0; a lone modality keeps its feature (residual)
+    assert (out[1, 1] == 0).all() and (out[2, [0, 2, 3]] == 0).all()
+    assert torch.equal(out[2, 1], features[2, 1])
+
+
+def test_pair_attention_split_weights_sum_to_one_per_channel():
+    torch.manual_seed(0)
+    pair = PairwiseModalityAttention(channels=8, groups=4, hidden=8)
+    primary, other = torch.randn(2, 8, 4, 4, 4), torch.randn(2, 8, 4, 4, 4)
+    assert pair(primary, other).shape == primary.shape
+    a = pair.split_weights(primary, other)
+    assert a.shape == (2, 8, 2) and torch.allclose(a.sum(2), torch.ones(2, 8))
+    # the output is the split-weighted mixture of primary and attended
+    with torch.no_grad():
+        pair.split[-1].weight.zero_()
+        pair.split[-1].bias.copy_(torch.cat((torch.full((8,), 50.0), torch.zeros(8))))
+    assert torch.allclose(pair(primary, other), primary, atol=1e-6)  # radix 0 = primary
+
+
+def test_rfb_recalibrates_with_the_other_modalities():
+    torch.manual_seed(0)
+    rfb = RecalibrationBlock(channels=8, num_modalities=2, groups=2, hidden=8)
+    features = torch.randn(1, 2, 8, 3, 3, 3)
+    both = mask([[1, 1]])
+    out = rfb(features, both)
+    expected = features[:, 0] + rfb.pairs[0](features[:, 0], features[:, 1])  # beta = 1
+    assert torch.allclose(out[:, 0], expected, atol=1e-6)
+    changed = features.clone()
+    changed[:, 1] += 1.0
+    assert not torch.allclose(rfb(changed, both)[:, 0], out[:, 0])
+
+
+# --- the objective ------------------------------------------------------------------------------
+
+def test_dcl_terms_are_the_dense_info_nce_on_the_channel_split():
+    method, shape = tiny()
+    images, target = inputs(shape)
+    present = mask([[1, 1, 1, 1], [1, 1, 0, 1]])
+    available = mask([[1, 0, 0, 1], [0, 1, 0, 0]])
+    terms = method.losses(Batch(images, available, target, present=present))
+    bottleneck = method.encode(images * present[:, :, None, None, None])[-1]
+    items = bottleneck.flatten(0, 1)
+    split = items.shape[1] // 2
+    subjects, modalities = item_labels(2, 4)
+    assert terms["dcl_specific"].item() == pytest.approx(dense_info_nce(
+        items[:, :split], same_label(modalities), present.flatten(), 0.7).item(), abs=1e-6)
+    assert terms["dcl_common"].item() == pytest.approx(dense_info_nce(
+        items[:, split:], same_label(subjects), present.flatten(), 0.7).item(), abs=1e-6)
+
+
+def test_segmentation_terms_use_the_class_weights():
+    method, shape = tiny()
+    images, target = inputs(shape)
+    available = mask([[1, 1, 1, 1], [1, 0, 1, 0]])
+    terms = method.losses(Batch(images, available, target))
+    logits = method(images, available)
+    w = torch.tensor([0.01, 0.33, 0.33, 0.33])
+    probs, truth = torch.softmax(logits, 1), one_hot(target, 4)
+    dims = (0, 2, 3, 4)
+    dice = 2 * (probs * truth).sum(dims) / (probs.sum(dims) + truth.sum(dims) + 1e-7)
+    assert terms["dice"].item() == pytest.approx((w * (1 - dice)).sum().item() / w.sum().item(),
+                                                 abs=1e-5)
+    assert terms["ce"].item() == pytest.approx(
+        F.cross_entropy(logits, target, weight=w).item(), abs=1e-5)
+    assert soft_dice_loss(logits, target, class_weights=torch.ones(4)).item() == pytest.approx(
+        soft_dice_loss(logits, target).item(), abs=1e-6)
+
+
+def test_weighted_total_is_the_sum_of_weighted_terms():
+    method, shape = tiny(weights={"dcl_specific": 0.3, "dcl_common": 0.2, "ce": 0.5})
+    images, target = inputs(shape)
+    batch = Batch(images, torch.ones(2, 4, dtype=torch.bool), target)
+    torch.manual_seed(0)
+    total, terms = method.total_loss(batch)
+    expected = (terms["dice"] + 0.5 * terms["ce"] + 0.3 * terms["dcl_specific"]
+                + 0.2 * terms["dcl_common"])
+    assert total.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("ablation", ["no-dcl", "no-rfb", "neither"])
+def test_ablations_are_overrides(ablation):
+    weights = {"dcl_specific": 0.0, "dcl_common": 0.0} if ablation != "no-rfb" else {}
+    model = {"rfb": False} if ablation != "no-dcl" else {}
+    method, shape = tiny(weights=weights, **model)
+    assert (method.rfb is None) == (ablation != "no-dcl")
+    images, target = inputs(shape)
+    total, terms = method.total_loss(Batch(images, torch.ones(2, 4, dtype=torch.bool), target))
+    assert set(terms) == {"dice", "ce", "dcl_specific", "dcl_common"}
+    if weights:
+        assert terms["dcl_specific"] == 0 and terms["dcl_common"] == 0
+        assert method.min_batch_size == 1
+        assert total.item() == pytest.approx((terms["dice"] + terms["ce"]).item(), rel=1e-6)
+    else:
+        assert terms["dcl_specific"] > 0 and terms["dcl_common"] > 0
+
+
+def test_batch_of_one_refused_while_dcl_is_on():
+    method, shape = tiny()
+    images, target = inputs(shape, batch=1)
+    with pytest.raises(ConfigError, match="batch_size >= 2"):
+        method.total_loss(Batch(images, torch.ones(1, 4, dtype=torch.bool), target))
+    DCLMANet.check_batch_size({"dcl_specific": 0, "dcl_common": 0}, 1)  # no error
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ConfigError, match="class_weights"):
+        tiny(class_weights=[0.5, 0.5])
+    with pytest.raises(ConfigError, match="dcl_specific_fraction"):
+        tiny(dcl_specific_fraction=1.0)
+
+
+def test_two_modalities_and_one():
+    config = load_config("dcl-manet", "tiny")
+    two = build_method("dcl-manet", ("t1", "flair"), 4, config.model, config.loss_weights)
+    shape = config.data.patch_size
+    x, target = torch.randn(2, 2, *shape), torch.randint(0, 4, (2, *shape))
+    total, _ = two.total_loss(Batch(x, torch.ones(2, 2, dtype=torch.bool), target))
+    assert torch.isfinite(total)
+    one = build_method("dcl-manet", ("t1",), 4, config.model, config.loss_weights)
+    assert one.rfb is None  # no other modality to attend to
+    assert one(x[:, :1], torch.ones(2, 1, dtype=torch.bool)).shape == (2, 4, *shape)
