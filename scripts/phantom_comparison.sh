@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# The phantom comparison of the README (DC-Seg vs the baselines): every method trains on the
+# The phantom comparison of the README (the methods vs the baselines): every method trains on the
 # same phantoms (the demo's, seed 0) with the same budget (600 steps of batch 2 at 32^3) and
 # its own fast-preset optimiser, for each training seed; each run is evaluated over the 15
 # modality subsets on the demo's 4 held-out phantoms (set EXTRA_TEST=1 to also evaluate on 12
 # more, seed 20000: about 4 minutes per run on 2 CPU cores).
-# Usage: scripts/phantom_comparison.sh OUT [SEEDS...]   (about 20 minutes per seed on 2 CPU cores)
+# DCL-MANet's ablations (no DCL, no RFB, neither) run for every seed, DC-Seg's (no contrastive
+# terms) for the first. METHODS="dcl-manet" runs a subset of the methods (and their ablations).
+# Usage: scripts/phantom_comparison.sh OUT [SEEDS...]   (about 35 minutes per seed on 2 CPU cores)
 set -euo pipefail
 out=${1:?usage: $0 OUT [SEEDS...]}; shift
 seeds=${*:-0 1 2}
@@ -17,17 +19,29 @@ evaluate_extra() {
   [ "$extra" = 1 ] || return 0
   contraseg evaluate --run "$1/run" --data "$out/test12" --out "$1/report12" --overlays 0
 }
+methods=${METHODS:-unet rfnet dc-seg dcl-manet}
+train() {  # NAME SEED METHOD [--set ...]
+  local run="$out/$1-seed$2" seed=$2 method=$3; shift 3
+  contraseg demo --method "$method" --out "$run" --set seed="$seed" "${budget[@]}" "$@"
+  evaluate_extra "$run"
+}
+no_dcl=(--set loss_weights.dcl_specific=0 --set loss_weights.dcl_common=0)
+no_rfb=(--set model.rfb=false)
 for seed in $seeds; do
-  for method in unet rfnet dc-seg; do
-    run="$out/$method-seed$seed"
-    contraseg demo --method "$method" --out "$run" --set seed="$seed" "${budget[@]}"
-    evaluate_extra "$run"
+  for method in $methods; do
+    train "$method" "$seed" "$method"
   done
+  if [[ " $methods " == *" dcl-manet "* ]]; then
+    train dcl-manet-no-dcl "$seed" dcl-manet "${no_dcl[@]}"
+    train dcl-manet-no-rfb "$seed" dcl-manet "${no_rfb[@]}"
+    train dcl-manet-neither "$seed" dcl-manet "${no_dcl[@]}" "${no_rfb[@]}"
+  fi
 done
-# the ablation of the contrastive terms, first seed
-run="$out/dc-seg-no-contrastive-seed${seeds%% *}"
-contraseg demo --method dc-seg --out "$run" --set seed="${seeds%% *}" "${budget[@]}" \
-  --set loss_weights.ana=0 --set loss_weights.mod=0
-evaluate_extra "$run"
-python "$(dirname "$0")/phantom_comparison.py" "$out" report
-if [ "$extra" = 1 ]; then python "$(dirname "$0")/phantom_comparison.py" "$out" report12; fi
+if [[ " $methods " == *" dc-seg "* ]]; then  # the ablation of the contrastive terms, first seed
+  train dc-seg-no-contrastive "${seeds%% *}" dc-seg --set loss_weights.ana=0 \
+    --set loss_weights.mod=0
+fi
+for reference in dc-seg dcl-manet; do
+  python "$(dirname "$0")/phantom_comparison.py" "$out" report "$reference"
+  if [ "$extra" = 1 ]; then python "$(dirname "$0")/phantom_comparison.py" "$out" report12 "$reference"; fi
+done
