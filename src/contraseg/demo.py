@@ -30,6 +30,8 @@ from contraseg.utils.progress import progress_bar
 # (1.8 s vs 0.16 s at 48^3), so it is not on this list; `--method rfnet` runs it anyway.
 # DC-Seg would join it once it beats the baselines on the phantom; at an equal budget it does not
 # beat RFNet (README, three seeds), so `--method dc-seg` is opt-in (about 8 minutes of training).
+# DCL-MANet (about 3 minutes) with the paper's class weights over-segments at that budget and
+# trails the U-Net in WT (README), so `--method dcl-manet` is opt-in too.
 PREFERENCE = ("unet",)
 DEMO_SETTINGS = ["data.val_fraction=0.25"]  # on top of the method's `fast` preset
 
