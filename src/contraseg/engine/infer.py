@@ -53,9 +53,19 @@ def method_device(method: torch.nn.Module) -> torch.device:
 
 
 def window_size(method: Method, roi_size: Sequence[int]) -> tuple[int, ...]:
-    """The ROI rounded up to a multiple of the method's `size_divisor` (1 when it has none)."""
+    """The ROI rounded up to a multiple of the method's `size_divisor` (1 when it has none).
+
+    2D and 2.5D methods (`models.slices`) divide only the in-plane sizes; a 2.5D window spans
+    the whole depth (-1: MONAI takes the image's size), so every slice sees its true neighbours
+    and the result equals slice-by-slice inference.
+    """
     divisor = int(getattr(method, "size_divisor", 1) or 1)
-    return tuple(-(-int(n) // divisor) * divisor for n in roi_size)
+    rounded = [-(-int(n) // divisor) * divisor for n in roi_size]
+    if method.spatial == "2d":
+        rounded[-1] = int(roi_size[-1])
+    elif method.spatial == "2.5d":
+        rounded[-1] = -1
+    return tuple(rounded)
 
 
 def _tile(encoded: object, times: int) -> object:
