@@ -126,7 +126,7 @@ def bench_method(name: str, *, device: str = "cpu", patch: int | None = None,
     method = build_method(name, modalities, 4, config.model, config.loss_weights).to(dev)
     layout = memory_format(method, config.channels_last)  # as the engine trains and predicts
     method.to(memory_format=layout)
-    optimizer = make_optimizer(method.parameters(), config.optim)
+    optimizer = make_optimizer(method.param_groups(config.optim.lr), config.optim)
     shape, size = config.data.patch_size, config.data.batch_size
     gen = torch.Generator().manual_seed(0)
     example = Batch(torch.randn(size, 4, *shape, generator=gen),

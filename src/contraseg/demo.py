@@ -20,9 +20,9 @@ from contraseg.data.phantom import write_phantom
 from contraseg.engine.config import load_config
 from contraseg.engine.evaluate import evaluate_run
 from contraseg.engine.train import Trainer
-from contraseg.errors import ContrasegError
+from contraseg.errors import ConfigError, ContrasegError
 from contraseg.evaluation.report import read_metrics_csv, summary_table
-from contraseg.models.registry import list_methods
+from contraseg.models.registry import get_entry, list_methods
 from contraseg.utils.progress import progress_bar
 
 # The best method whose `fast` preset trains to a useful model within the demo's 10-minute
@@ -56,6 +56,9 @@ def run_demo(out: Path, *, cases: int, test_cases: int, size: int, seed: int,
              console: Console) -> Path:
     """Run every step into `out` (replacing an earlier demo there); returns the report path."""
     method = method or best_method()
+    if get_entry(method).cls.kind != "segmentation":
+        raise ConfigError(f"the demo trains a segmentation method; '{method}' is a "
+                          f"{get_entry(method).cls.kind}")
     train_dir, test_dir, run = out / "phantom-train", out / "phantom-test", out / "run"
     console.rule(f"1/3 data: {cases} training and {test_cases} test phantoms at {size}^3")
     _phantom(train_dir, cases, size, seed, console)

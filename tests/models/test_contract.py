@@ -40,7 +40,7 @@ def inputs(shape: list[int], batch: int, seed: int = 0) -> tuple[torch.Tensor, t
     return images, target
 
 
-@pytest.fixture(params=list_methods())
+@pytest.fixture(params=list_methods(kind="segmentation"))
 def method_and_shape(request):
     return tiny(request.param)
 

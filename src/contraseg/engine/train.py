@@ -133,8 +133,11 @@ class Trainer:
         self.ctx = distributed.setup(config.device)
         self._check_run_folder()
         # before any data is read or written
-        get_entry(config.method).cls.check_batch_size(config.loss_weights,
-                                                      config.data.batch_size)
+        entry = get_entry(config.method)
+        if entry.cls.kind != "segmentation":  # IntroVAE: unlabelled data, image validation
+            raise ConfigError(f"training a {entry.cls.kind} ('{config.method}') through "
+                              "`contraseg train` is not implemented yet")
+        entry.cls.check_batch_size(config.loss_weights, config.data.batch_size)
         self.data_dirs = [Path(d).resolve() for d in data_dirs]
         run_info = self._read_run_info() if resume else {}
         cache_dir = Path(config.data.cache_dir) if config.data.cache_dir else self.out / "cache"
@@ -147,7 +150,8 @@ class Trainer:
         self.memory_format = memory_format(self.method, config.channels_last)
         self.method.to(memory_format=self.memory_format)
         self.loss_module = self._wrap(LossModule(self.method))
-        self.optimizer = make_optimizer(self.method.parameters(), config.optim)
+        self.optimizer = make_optimizer(self.method.param_groups(config.optim.lr),
+                                        config.optim)
         self.scheduler = make_scheduler(self.optimizer, config.optim, config.total_steps)
         self.sampler = PatchSampler(self.data.train, config.data.patch_size,
                                     config.data.foreground_fraction, config.data.modality_dropout,

@@ -70,6 +70,9 @@ class Method(nn.Module):
     """
 
     spatial: ClassVar[Spatial] = "3d"
+    # "segmentation": forward gives class logits (the contract test's subject); "generator":
+    # forward gives images (CLFC's normal-appearance network)
+    kind: ClassVar[str] = "segmentation"
     loss_terms: ClassVar[tuple[str, ...]] = ("seg",)
 
     def __init__(self, modalities: tuple[str, ...], num_classes: int,
@@ -110,6 +113,11 @@ class Method(nn.Module):
     @property
     def min_batch_size(self) -> int:
         return self.batch_size_needed(self.loss_weights)
+
+    def param_groups(self, lr: float) -> list[dict]:
+        """The optimiser's parameter groups (one group at the run's lr unless a method needs
+        several, e.g. IntroVAE's encoder and decoder learning rates)."""
+        return [{"params": list(self.parameters()), "lr": lr}]
 
     def forward(self, images: Tensor, available: Tensor) -> Tensor:  # pragma: no cover
         """(B, M, *S) images, (B, M) availability -> (B, C, *S) logits."""

@@ -12,7 +12,7 @@ from contraseg.models.base import Method
 
 # Modules whose import registers the built-in methods (imported on first lookup, not at start-up).
 BUILTIN_MODULES = ("contraseg.models.unet", "contraseg.models.rfnet", "contraseg.models.dcseg",
-                   "contraseg.models.dclmanet")
+                   "contraseg.models.dclmanet", "contraseg.models.introvae")
 
 
 @dataclass(frozen=True)
@@ -45,9 +45,11 @@ def _load_builtins() -> None:
         importlib.import_module(module)
 
 
-def list_methods() -> list[str]:
+def list_methods(kind: str | None = None) -> list[str]:
+    """Registered names; `kind` ("segmentation", "generator") keeps only methods of that kind."""
     _load_builtins()
-    return sorted(_REGISTRY)
+    return sorted(name for name, entry in _REGISTRY.items()
+                  if kind is None or entry.cls.kind == kind)
 
 
 def get_entry(name: str) -> Entry:
