@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -14,7 +15,7 @@ import pytest
 import torch
 
 from contraseg.data.phantom import write_phantom
-from contraseg.engine.checkpoint import load_checkpoint
+from contraseg.engine.checkpoint import load_checkpoint, load_method
 from contraseg.engine.config import load_config
 from contraseg.engine.runs import start_training
 from contraseg.errors import ConfigError, InputError
@@ -213,3 +214,17 @@ def test_plateau_schedule_sees_each_epochs_mean_training_loss(tmp_path, phantom)
     assert [r["lr"] for r in log] == pytest.approx(expected)
     state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["scheduler"]
     assert state["best"] == pytest.approx(min(r["loss"]["total"] for r in log))
+
+
+def test_introvae_trains_on_the_phantoms_normal_brains(tmp_path, phantom):
+    """A generator run: unlabelled healthy T1 (the phantom's `-normal-t1n`), 2D slices, PSNR /
+    SSIM validation, a checkpoint that loads back without a label convention."""
+    info = train(tmp_path / "vae", phantom, ["epochs=2", "val_every=1"], method="introvae")
+    assert info["status"] == "finished"
+    run = json.loads((tmp_path / "vae" / "run.json").read_text())
+    assert run["modalities"] == ["t1"] and run["label_convention"] is None
+    log = [json.loads(line) for line in (tmp_path / "vae" / "log.jsonl").read_text().splitlines()]
+    assert set(log[-1]["loss"]) == {"kl", "margin", "adversarial", "reconstruction", "total"}
+    assert set(log[-1]["val"]) == {"psnr", "ssim"} and math.isfinite(log[-1]["val"]["psnr"])
+    method, _ = load_method(tmp_path / "vae")
+    assert method.kind == "generator"

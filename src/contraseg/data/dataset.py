@@ -60,14 +60,18 @@ def common_convention(specs: Sequence[DatasetSpec]) -> LabelConvention:
 def to_train_case(case: CaseSpec, spec: DatasetSpec, modalities: Sequence[str],
                   cache: CaseCache, settings: PreprocessSettings, *,
                   resample_to: str | None = None, seed: int = 0) -> TrainCase:
-    """Preprocess (through the cache) and lay one labelled case out on `modalities`."""
+    """Preprocess (through the cache) and lay one case out on `modalities` (a case without a
+    label gets an all-background one)."""
     prep = cache.load_or_compute(case.present_only(), settings, resample_to=resample_to)
     image = np.zeros((len(modalities), *prep.image.shape[1:]), dtype=np.float32)
     present = np.zeros(len(modalities), dtype=bool)
     for channel, name in enumerate(prep.modalities):
         image[modalities.index(name)] = prep.image[channel]
         present[modalities.index(name)] = True
-    label = spec.convention.to_canonical(np.asarray(prep.label))
+    if prep.label is None:  # unlabelled (the normal brains of a generator): all background
+        label = np.zeros(prep.image.shape[1:], dtype=np.uint8)
+    else:
+        label = spec.convention.to_canonical(np.asarray(prep.label))
     coords = np.argwhere(label > 0)
     if len(coords) > MAX_FOREGROUND_COORDS:
         rng = np.random.default_rng([seed, len(coords)])

@@ -107,9 +107,10 @@ def load_method(run: str | Path, which: str = "best", device: str | torch.device
 
     path = find_checkpoint(run, which)
     data = load_checkpoint(path)
-    convention = LabelConvention.from_dict(data["label_convention"])
+    labels = data["label_convention"]  # None for a generator
+    num_classes = LabelConvention.from_dict(labels).num_classes if labels else 1
     config = data["config"]
-    method = build_method(data["method"], tuple(data["modalities"]), convention.num_classes,
+    method = build_method(data["method"], tuple(data["modalities"]), num_classes,
                           config.get("model"), config.get("loss_weights"))
     try:
         method.load_state_dict(data["model"], strict=True)

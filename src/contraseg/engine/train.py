@@ -40,6 +40,11 @@ from contraseg.data.preprocess import PreprocessSettings
 from contraseg.engine import distributed
 from contraseg.engine.checkpoint import load_checkpoint, save_checkpoint
 from contraseg.engine.config import TrainConfig, config_from_dict
+from contraseg.engine.generator import (
+    GENERATOR_MODALITIES,
+    normal_t1_case,
+    validate_generator,
+)
 from contraseg.engine.optim import make_optimizer, make_scheduler
 from contraseg.errors import ConfigError, InputError
 from contraseg.models.base import Batch, LossModule, Method, memory_format
@@ -52,7 +57,7 @@ RESUMABLE_CHANGES = {"epochs", "val_every", "checkpoint_every", "device"}
 @dataclass
 class TrainData:
     modalities: tuple[str, ...]
-    convention: LabelConvention
+    convention: LabelConvention | None  # None for a generator (unlabelled healthy brains)
     preprocess: PreprocessSettings
     train: list[TrainCase]
     val: list[TrainCase]
@@ -75,16 +80,25 @@ def preprocess_settings(config: TrainConfig) -> PreprocessSettings:
 
 
 def prepare_data(config: TrainConfig, data_dirs: list[Path], cache_dir: Path,
-                 split: dict[str, list[str]] | None = None, console: Console | None = None
-                 ) -> TrainData:
-    """Discover, split and preprocess (cached) every labelled case of every data folder."""
+                 split: dict[str, list[str]] | None = None, console: Console | None = None,
+                 *, generator: bool = False) -> TrainData:
+    """Discover, split and preprocess (cached) every labelled case of every data folder; for a
+    `generator`, every case's healthy T1 instead (`engine.generator.normal_t1_case`)."""
     specs = [discover(d, labels=config.data.labels) for d in data_dirs]
-    convention = common_convention(specs)
-    modalities = order_modalities({m for s in specs for m in s.modalities})
-    keyed = {f"{s.root.name}/{c.case_id}": (c, s) for s in specs for c in s.cases
-             if c.label is not None}
-    if len(keyed) < 1:
-        raise InputError(data_dirs[0], "no labelled case to train on")
+    if generator:
+        convention, modalities = None, GENERATOR_MODALITIES
+        keyed = {f"{s.root.name}/{c.case_id}": (normal, s) for s in specs for c in s.cases
+                 if (normal := normal_t1_case(c)) is not None}
+        if not keyed:
+            raise InputError(data_dirs[0], "no case with a T1 (or a phantom normal T1) to "
+                                           "train the generator on")
+    else:
+        convention = common_convention(specs)
+        modalities = order_modalities({m for s in specs for m in s.modalities})
+        keyed = {f"{s.root.name}/{c.case_id}": (c, s) for s in specs for c in s.cases
+                 if c.label is not None}
+        if not keyed:
+            raise InputError(data_dirs[0], "no labelled case to train on")
     if split is None:
         train_ids, val_ids = split_cases(sorted(keyed), config.data.val_fraction, config.seed)
         split = {"train": train_ids, "val": val_ids}
@@ -134,19 +148,19 @@ class Trainer:
         self._check_run_folder()
         # before any data is read or written
         entry = get_entry(config.method)
-        if entry.cls.kind != "segmentation":  # IntroVAE: unlabelled data, image validation
-            raise ConfigError(f"training a {entry.cls.kind} ('{config.method}') through "
-                              "`contraseg train` is not implemented yet")
         entry.cls.check_batch_size(config.loss_weights, config.data.batch_size)
+        self.generator = entry.cls.kind == "generator"
+        self.score_key = "psnr" if self.generator else "dice_mean"
         self.data_dirs = [Path(d).resolve() for d in data_dirs]
         run_info = self._read_run_info() if resume else {}
         cache_dir = Path(config.data.cache_dir) if config.data.cache_dir else self.out / "cache"
         self.data = prepare_data(config, self.data_dirs, cache_dir, run_info.get("split"),
-                                 self.console if self.ctx.is_main else None)
+                                 self.console if self.ctx.is_main else None,
+                                 generator=self.generator)
         self._seed_everything()
-        self.method = build_method(config.method, self.data.modalities,
-                                   self.data.convention.num_classes, config.model,
-                                   config.loss_weights).to(self.ctx.device)
+        num_classes = self.data.convention.num_classes if self.data.convention else 1
+        self.method = build_method(config.method, self.data.modalities, num_classes,
+                                   config.model, config.loss_weights).to(self.ctx.device)
         self.memory_format = memory_format(self.method, config.channels_last)
         self.method.to(memory_format=self.memory_format)
         self.loss_module = self._wrap(LossModule(self.method))
@@ -274,11 +288,13 @@ class Trainer:
         every = self.config.val_every
         if every and self.data.val and (epoch % every == 0 or self.step >= self.config.total_steps):
             if self.ctx.is_main:
-                record["val"] = validate(self.method, self.data.val, self.config,
-                                         self.data.convention)
+                record["val"] = (
+                    validate_generator(self.method, self.data.val, self.config)
+                    if self.generator else
+                    validate(self.method, self.data.val, self.config, self.data.convention))
                 self._log_scalars({f"val/{k}": v for k, v in record["val"].items()})
-                if record["val"]["dice_mean"] > self.best:
-                    self.best = record["val"]["dice_mean"]
+                if record["val"][self.score_key] > self.best:
+                    self.best = record["val"][self.score_key]
                     self._save("best")
             self.ctx.barrier()
         if self.ctx.is_main:
@@ -295,7 +311,7 @@ class Trainer:
         return {
             "method": self.config.method, "config": self.config.to_dict(),
             "modalities": list(self.data.modalities),
-            "label_convention": self.data.convention.to_dict(),
+            "label_convention": self.data.convention and self.data.convention.to_dict(),
             "preprocess": self.data.preprocess.to_dict(),
             "spacing": list(spacing) if spacing else None,
             "epoch": self.step // self.config.iters_per_epoch, "step": self.step,
@@ -317,7 +333,7 @@ class Trainer:
             "status": status, "method": self.config.method, "config": self.config.to_dict(),
             "data": [str(d) for d in self.data_dirs], "split": self.data.split,
             "modalities": list(self.data.modalities),
-            "label_convention": self.data.convention.to_dict(),
+            "label_convention": self.data.convention and self.data.convention.to_dict(),
             "preprocess": self.data.preprocess.to_dict(), "world_size": self.ctx.world_size,
             "step": self.step, "best": self.best if self.best > -float("inf") else None,
             **extra,

@@ -117,8 +117,9 @@ class IntroVAE(Method):
     (alpha = 0.5), `adversarial` = sum KL(E(x_s)) (alpha = 0.5), `reconstruction` = MSE
     (beta = 0.04). `margin` reaches only the encoder (its inputs are detached), `adversarial`
     only the decoder (the encoder runs on detached copies of its weights, x_r is decoded from a
-    detached code), `kl` only the encoder, `reconstruction` both, so one backward of the weighted sum gives each network
-    exactly its own loss's gradient. Two learning rates via `param_groups`.
+    detached code), `kl` only the encoder, `reconstruction` both, so one backward of the
+    weighted sum gives each network exactly its own loss's gradient. Two learning rates via
+    `param_groups`.
 
     Divergences: the authors alternate an encoder step and a decoder step on every batch; here
     both networks step together on the same batch (one optimiser, two parameter groups), so the

@@ -1,0 +1,60 @@
+"""Training a generator (IntroVAE, CLFC's normal-appearance network) with the segmentation engine.
+
+A generator learns from healthy T1 volumes without labels: `normal_t1_case` picks, per case, the
+phantom's tumour-free T1 (`-normal-t1n`, the `normal_t1` extra) when there is one, else the
+case's T1 (a healthy subject's scan, e.g. IXI). Validation measures how well it reconstructs
+held-out brains: PSNR and SSIM (MONAI's metrics) of the whole preprocessed volume.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import torch
+from monai.metrics import PSNRMetric, SSIMMetric
+
+from contraseg.data.cases import CaseSpec, ImageRef
+from contraseg.data.dataset import TrainCase
+from contraseg.models.base import Method
+
+GENERATOR_MODALITIES = ("t1",)
+
+
+def normal_t1_case(case: CaseSpec) -> CaseSpec | None:
+    """The case reduced to one healthy T1 (the `normal_t1` extra first), unlabelled; None when
+    it has neither."""
+    if "normal_t1" in case.extras:
+        ref = ImageRef(case.extras["normal_t1"])
+    elif "t1" in case.images:
+        ref = case.images["t1"]
+    else:
+        return None
+    return replace(case, images={"t1": ref}, label=None, extras={}, missing={})
+
+
+def reconstruction_scores(reference: np.ndarray, output: np.ndarray) -> dict[str, float]:
+    """PSNR (dB) and SSIM of a reconstructed volume against its reference, both on the
+    reference's intensity range (max - min)."""
+    data_range = float(reference.max() - reference.min()) or 1.0
+    ref = torch.as_tensor(reference, dtype=torch.float32)[None, None]
+    out = torch.as_tensor(output, dtype=torch.float32)[None, None]
+    psnr = PSNRMetric(max_val=data_range)(out, ref)
+    ssim = SSIMMetric(spatial_dims=3, data_range=data_range)(out, ref)
+    return {"psnr": float(psnr.mean()), "ssim": float(ssim.mean())}
+
+
+def validate_generator(method: Method, cases: list[TrainCase], config) -> dict[str, float]:
+    """Mean PSNR and SSIM of the reconstructions of the validation volumes."""
+    from contraseg.engine.infer import sliding_window_logits
+
+    device = next(method.parameters()).device
+    scores: dict[str, list[float]] = {"psnr": [], "ssim": []}
+    for case in cases:
+        image = torch.from_numpy(case.image)[None].to(device)
+        available = torch.from_numpy(case.present)[None].to(device)
+        out = sliding_window_logits(method, image, available, config.infer,
+                                    config.data.patch_size)
+        for key, value in reconstruction_scores(case.image[0], out[0, 0].cpu().numpy()).items():
+            scores[key].append(value)
+    return {key: float(np.mean(values)) for key, values in scores.items()}
