@@ -321,6 +321,28 @@ def methods() -> None:
                       f"{doc[0] if doc else ''}", highlight=False)
 
 
+@app.command("normal")
+@user_errors
+def normal(
+    run: Annotated[Path, typer.Option("--run", help="A generator run (introvae).")],
+    t1: Annotated[Path, typer.Option("--t1", help="The case's T1 (or T1c when it has no T1).")],
+    out: Annotated[Path, typer.Option("--out", help="Output .nii.gz (the case's grid).")],
+    which: Annotated[str, typer.Option(help="best or last checkpoint.")] = "best",
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+) -> None:
+    """Write the pseudo-normal T1 of a case: what its brain looks like without the tumour.
+
+    The generator (an IntroVAE trained on healthy T1) reconstructs the T1 slice by slice; the
+    result is written on the T1's grid and affine, in z-scored intensities.
+
+    Example: `contraseg normal --run runs/introvae --t1 case-t1n.nii.gz --out pseudo.nii.gz`
+    """
+    from contraseg.engine.generator import pseudo_normal
+
+    written = pseudo_normal(run, t1, out, which=which, device=device)
+    console.print(f"pseudo-normal T1: {written}", highlight=False)
+
+
 @app.command("demo")
 @user_errors
 def demo(

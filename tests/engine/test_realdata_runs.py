@@ -39,3 +39,24 @@ def test_real_scans_mixed_modalities_train_and_predict_on_the_input_grid(tmp_pat
     out = predictor.predict_case(discover(case.parent).cases[0], tmp_path / "pred.nii.gz")
     image, pred = nib.load(next(case.glob("*-t1c.nii.gz"))), nib.load(out)
     assert pred.shape == image.shape and np.allclose(pred.affine, image.affine)
+
+
+@pytest.mark.realdata
+def test_introvae_on_ixi_then_a_pseudo_normal_on_a_tcga_grid(tmp_path, shared_data):
+    """The CLFC generator's path on real scans: an IntroVAE on the healthy IXI T1 (tiny, to
+    prove the path), then the pseudo-normal T1 of a TCGA case written in that case's grid."""
+    from contraseg.engine.generator import pseudo_normal
+
+    info = start_training(tmp_path / "vae", method="introvae", preset="tiny",
+                          data=[shared_data / "normal"],
+                          overrides=["val_every=0", "epochs=1", "data.patch_size=[64,64,1]",
+                                     "data.val_fraction=0"],
+                          resume=False, max_steps=None, max_minutes=None, console=None)
+    assert info["status"] == "finished" and info["modalities"] == ["t1"]
+    case = shared_data / "real" / "tcga-gbm-pseudolabel" / "TCGA-DU-7294"
+    t1 = case / "TCGA-DU-7294_t1_bet.nii.gz"
+    out = pseudo_normal(tmp_path / "vae", t1, tmp_path / "pseudo.nii.gz", which="last",
+                        device="cpu")
+    source, written = nib.load(t1), nib.load(out)
+    assert written.shape == source.shape and np.allclose(written.affine, source.affine)
+    assert np.isfinite(np.asarray(written.dataobj)).all()

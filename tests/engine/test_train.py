@@ -228,3 +228,26 @@ def test_introvae_trains_on_the_phantoms_normal_brains(tmp_path, phantom):
     assert set(log[-1]["val"]) == {"psnr", "ssim"} and math.isfinite(log[-1]["val"]["psnr"])
     method, _ = load_method(tmp_path / "vae")
     assert method.kind == "generator"
+
+
+def test_normal_writes_the_pseudo_normal_t1_on_the_input_grid(tmp_path, phantom):
+    from typer.testing import CliRunner
+
+    from contraseg.cli import app
+
+    train(tmp_path / "vae", phantom, ["epochs=1", "val_every=0"], method="introvae")
+    t1 = next((phantom / "Phantom-00000").glob("*-t1n.nii.gz"))
+    out = tmp_path / "pseudo.nii.gz"
+    result = CliRunner().invoke(app, ["normal", "--run", str(tmp_path / "vae"), "--t1", str(t1),
+                                      "--out", str(out), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    import nibabel as nib
+    import numpy as np
+    src, written = nib.load(t1), nib.load(out)
+    assert written.shape == src.shape and np.allclose(written.affine, src.affine)
+    assert np.isfinite(written.get_fdata()).all() and written.get_fdata().std() > 0
+    bad = CliRunner().invoke(app, ["normal", "--run", str(tmp_path / "vae"), "--t1",
+                                   str(tmp_path / "missing.nii.gz"), "--out",
+                                   str(tmp_path / "x.nii.gz")])
+    assert bad.exit_code != 0 and "missing.nii.gz" in bad.output
+    assert not (tmp_path / "x.nii.gz").exists()

@@ -336,6 +336,12 @@ def invert_labels(pred: np.ndarray, record: GridRecord) -> np.ndarray:
     return _back_to_input(np.asarray(pred), record, order=0, fill=0)
 
 
+def invert_image(volume: np.ndarray, record: GridRecord, fill: float = 0.0) -> np.ndarray:
+    """An image on the preprocessed grid -> the input grid (linear; `fill` outside the crop)."""
+    _check_shape(volume.shape, record)
+    return _back_to_input(np.asarray(volume, dtype=np.float32), record, order=1, fill=fill)
+
+
 def invert_probabilities(prob: np.ndarray, record: GridRecord) -> np.ndarray:
     """Class probabilities (C, ...) -> (C, input shape): linear; outside the crop background=1."""
     _check_shape(prob.shape[1:], record)
