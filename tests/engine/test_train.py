@@ -17,6 +17,7 @@ import torch
 from contraseg.data.phantom import write_phantom
 from contraseg.engine.checkpoint import load_checkpoint, load_method
 from contraseg.engine.config import load_config
+from contraseg.engine.infer import Predictor
 from contraseg.engine.runs import start_training
 from contraseg.errors import ConfigError, InputError
 from tests.conftest import REPO
@@ -228,6 +229,8 @@ def test_introvae_trains_on_the_phantoms_normal_brains(tmp_path, phantom):
     assert set(log[-1]["val"]) == {"psnr", "ssim"} and math.isfinite(log[-1]["val"]["psnr"])
     method, _ = load_method(tmp_path / "vae")
     assert method.kind == "generator"
+    with pytest.raises(InputError, match="generator run"):
+        Predictor.from_run(tmp_path / "vae", device="cpu")
 
 
 def test_normal_writes_the_pseudo_normal_t1_on_the_input_grid(tmp_path, phantom):

@@ -269,6 +269,9 @@ class Predictor:
         """Load a run folder (its `which` checkpoint) or a checkpoint file; `infer` overrides
         the run's inference settings."""
         method, meta = load_method(run, which, resolve_device(str(device)))
+        if method.kind != "segmentation":
+            raise InputError(meta.get("path", run), f"is a {method.kind} run "
+                             f"({meta['method']}), not a segmenter; `contraseg normal` uses it")
         config = config_from_dict(meta["config"])
         return cls(method, tuple(meta["modalities"]),
                    LabelConvention.from_dict(meta["label_convention"]),

@@ -12,8 +12,9 @@ from contraseg.engine.config import OptimConfig
 from contraseg.errors import ConfigError
 
 
-def make_optimizer(params: Iterable[torch.nn.Parameter], cfg: OptimConfig
+def make_optimizer(params: Iterable[torch.nn.Parameter] | list[dict], cfg: OptimConfig
                    ) -> torch.optim.Optimizer:
+    """The optimiser over parameters or parameter groups (`Method.param_groups`)."""
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay,
                                 amsgrad=cfg.amsgrad)
