@@ -13,19 +13,10 @@ import itertools
 import pytest
 import torch
 
-from contraseg.engine.config import load_config
-from contraseg.models.base import Batch, Method
-from contraseg.models.registry import build_method, list_methods
-
-MODALITIES = ("t1", "t1c", "t2", "flair")
-NUM_CLASSES = 4
-
-
-def tiny(name: str) -> tuple[Method, list[int]]:
-    config = load_config(name, "tiny")
-    torch.manual_seed(0)
-    method = build_method(name, MODALITIES, NUM_CLASSES, config.model, config.loss_weights)
-    return method, config.data.patch_size
+from contraseg.models.base import Batch
+from contraseg.models.registry import list_methods
+from tests.models.tiny_methods import MODALITIES, NUM_CLASSES, build_tiny
+from tests.models.tiny_methods import random_inputs as inputs
 
 
 def all_subsets(m: int) -> torch.Tensor:
@@ -33,16 +24,9 @@ def all_subsets(m: int) -> torch.Tensor:
     return torch.tensor(rows)
 
 
-def inputs(shape: list[int], batch: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    gen = torch.Generator().manual_seed(seed)
-    images = torch.randn(batch, len(MODALITIES), *shape, generator=gen)
-    target = torch.randint(0, NUM_CLASSES, (batch, *shape), generator=gen)
-    return images, target
-
-
 @pytest.fixture(params=list_methods(kind="segmentation"))
 def method_and_shape(request):
-    return tiny(request.param)
+    return build_tiny(request.param)
 
 
 def test_registry_lists_the_baselines():

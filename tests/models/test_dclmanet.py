@@ -18,26 +18,12 @@ from contraseg.models.dclmanet import (
     RecalibrationBlock,
 )
 from contraseg.models.registry import build_method
-
-MODALITIES = ("t1", "t1c", "t2", "flair")
+from tests.models.tiny_methods import build_tiny, mask
+from tests.models.tiny_methods import random_inputs as inputs
 
 
 def tiny(weights=None, **model) -> tuple[DCLMANet, list[int]]:
-    config = load_config("dcl-manet", "tiny")
-    torch.manual_seed(0)
-    method = build_method("dcl-manet", MODALITIES, 4, {**config.model, **model},
-                          {**config.loss_weights, **(weights or {})})
-    return method, config.data.patch_size
-
-
-def inputs(shape, batch=2, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    images = torch.randn(batch, len(MODALITIES), *shape, generator=gen)
-    return images, torch.randint(0, 4, (batch, *shape), generator=gen)
-
-
-def mask(rows) -> torch.Tensor:
-    return torch.tensor(rows, dtype=torch.bool)
+    return build_tiny("dcl-manet", weights=weights, **model)
 
 
 def test_paper_preset_is_the_code():

@@ -10,27 +10,12 @@ from contraseg.errors import ConfigError
 from contraseg.losses.contrastive import item_labels, pairwise_ssim, same_label
 from contraseg.models.base import Batch
 from contraseg.models.dcseg import DCSeg
-from contraseg.models.registry import build_method
-
-MODALITIES = ("t1", "t1c", "t2", "flair")
+from tests.models.tiny_methods import MODALITIES, build_tiny, mask
+from tests.models.tiny_methods import random_inputs as inputs
 
 
 def tiny(modalities=MODALITIES, weights=None, **model) -> tuple[DCSeg, list[int]]:
-    config = load_config("dc-seg", "tiny")
-    torch.manual_seed(0)
-    method = build_method("dc-seg", modalities, 4, {**config.model, **model},
-                          {**config.loss_weights, **(weights or {})})
-    return method, config.data.patch_size
-
-
-def inputs(shape, batch=2, m=4, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    images = torch.randn(batch, m, *shape, generator=gen)
-    return images, torch.randint(0, 4, (batch, *shape), generator=gen)
-
-
-def mask(rows) -> torch.Tensor:
-    return torch.tensor(rows, dtype=torch.bool)
+    return build_tiny("dc-seg", modalities, weights, **model)
 
 
 def test_paper_preset_is_the_paper():

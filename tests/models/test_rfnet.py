@@ -5,29 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from contraseg.engine.config import load_config
 from contraseg.models.base import Batch
-from contraseg.models.registry import build_method
 from contraseg.models.rfnet import RFNet, RFNetConfig, ce_dice
-
-MODALITIES = ("t1", "t1c", "t2", "flair")
+from tests.models.tiny_methods import MODALITIES, build_tiny, mask
+from tests.models.tiny_methods import random_inputs as inputs
 
 
 def tiny(**model) -> tuple[RFNet, list[int]]:
-    config = load_config("rfnet", "tiny")
-    torch.manual_seed(0)
-    method = build_method("rfnet", MODALITIES, 4, {**config.model, **model}, config.loss_weights)
-    return method, config.data.patch_size
-
-
-def inputs(shape: list[int], batch: int = 2, seed: int = 0):
-    gen = torch.Generator().manual_seed(seed)
-    images = torch.randn(batch, len(MODALITIES), *shape, generator=gen)
-    return images, torch.randint(0, 4, (batch, *shape), generator=gen)
-
-
-def mask(rows: list[list[int]]) -> torch.Tensor:
-    return torch.tensor(rows, dtype=torch.bool)
+    return build_tiny("rfnet", **model)
 
 
 def test_fuse_term_is_off_during_the_warm_up_and_on_after():
