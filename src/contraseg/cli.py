@@ -21,6 +21,10 @@ from contraseg.utils.jsonio import dumps
 console = Console()
 err_console = Console(stderr=True)
 
+# options that several verbs share, declared once
+WhichOption = Annotated[str, typer.Option(help="best or last checkpoint.")]
+DeviceOption = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
+
 app = typer.Typer(
     name="contraseg",
     help="Contrastive multimodal MRI segmentation: data, training, inference, evaluation.",
@@ -224,8 +228,8 @@ def predict(
         typer.Option(help="Label values to write (brats2020, brats2023, ...); default: the "
                           "input folder's convention, else the run's."),
     ] = None,
-    which: Annotated[str, typer.Option(help="best or last checkpoint.")] = "best",
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    which: WhichOption = "best",
+    device: DeviceOption = "auto",
     overlap: Annotated[float | None, typer.Option(help="Sliding-window overlap (0-1).")] = None,
     tta: Annotated[bool | None, typer.Option(help="Average over the 8 flips.")] = None,
     et_min_voxels: Annotated[
@@ -262,8 +266,8 @@ def evaluate(
     labels: Annotated[str | None, typer.Option(help="Label convention of --data.")] = None,
     units: Annotated[str, typer.Option(help="Distance units: voxel (BraTS) or mm.")] = "voxel",
     hd95: Annotated[str, typer.Option(help="HD95 definition: brats or monai.")] = "brats",
-    which: Annotated[str, typer.Option(help="best or last checkpoint.")] = "best",
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    which: WhichOption = "best",
+    device: DeviceOption = "auto",
     overlays: Annotated[int, typer.Option(min=0, help="Cases with overlay pictures.")] = 2,
     figures: Annotated[bool, typer.Option(
         "--figures", help="Also draw the PCA of disentangled representations (dc-seg).")] = False,
@@ -327,8 +331,8 @@ def normal(
     run: Annotated[Path, typer.Option("--run", help="A generator run (introvae).")],
     t1: Annotated[Path, typer.Option("--t1", help="The case's T1 (or T1c when it has no T1).")],
     out: Annotated[Path, typer.Option("--out", help="Output .nii.gz (the case's grid).")],
-    which: Annotated[str, typer.Option(help="best or last checkpoint.")] = "best",
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    which: WhichOption = "best",
+    device: DeviceOption = "auto",
 ) -> None:
     """Write the pseudo-normal T1 of a case: what its brain looks like without the tumour.
 
