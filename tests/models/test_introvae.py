@@ -15,11 +15,10 @@ from contraseg.models.introvae import IntroVAE, kl_divergence
 from contraseg.models.registry import build_method, list_methods
 
 
-def tiny(**weights) -> IntroVAE:
+def tiny(**model) -> IntroVAE:
     config = load_config("introvae", "tiny")
     torch.manual_seed(0)
-    return build_method("introvae", ("t1",), 2, config.model,
-                        {**config.loss_weights, **weights})
+    return build_method("introvae", ("t1",), 2, {**config.model, **model}, config.loss_weights)
 
 
 def batch(n=2, side=16, depth=3, seed=0) -> Batch:
@@ -103,3 +102,16 @@ def test_refusals():
         build_method("introvae", ("t1", "t2"), 2, config.model)
     assert "introvae" not in list_methods(kind="segmentation")
     assert "introvae" in list_methods(kind="generator")
+
+
+def test_sum_reduction_is_half_the_summed_squared_error():
+    mean, total = tiny(), tiny(reconstruction_reduction="sum")
+    total.load_state_dict(mean.state_dict())
+    b = batch()
+    torch.manual_seed(3)
+    a = mean.losses(b)["reconstruction"]
+    torch.manual_seed(3)
+    s = total.losses(b)["reconstruction"]
+    assert s.item() == pytest.approx(0.5 * a.item() * b.images.numel(), rel=1e-5)
+    with pytest.raises(ConfigError, match="reconstruction_reduction"):
+        tiny(reconstruction_reduction="median")

@@ -30,6 +30,9 @@ class IntroVAEConfig:
     the first stage halves the image, each later one halves again: side / 2^len(channels) must
     be the latent side, 16 for the authors). latent_channels: 512 (authors). margin: m = 120.
     encoder_lr / decoder_lr: the two learning rates (authors: 1e-4 and 5e-3); None = optim.lr.
+    reconstruction_reduction: "mean" (CLFC's authors: the MSE averaged over pixels and batch)
+    or "sum" (the original IntroVAE: 1/2 the squared error summed over pixels and batch, the
+    same reduction as the KL terms).
     """
 
     channels: list[int] = field(default_factory=lambda: [64, 128, 256, 512])
@@ -37,10 +40,14 @@ class IntroVAEConfig:
     margin: float = 120.0
     encoder_lr: float | None = 1e-4
     decoder_lr: float | None = 5e-3
+    reconstruction_reduction: str = "mean"
 
     def __post_init__(self) -> None:
         if not self.channels or min(self.channels) < 1 or self.latent_channels < 1:
             raise ConfigError("introvae needs model.channels (>= 1 each) and latent_channels")
+        if self.reconstruction_reduction not in ("mean", "sum"):
+            raise ConfigError("model.reconstruction_reduction must be 'mean' (CLFC's authors) "
+                              f"or 'sum' (IntroVAE), not {self.reconstruction_reduction!r}")
 
 
 def kl_divergence(mu: Tensor, logvar: Tensor) -> Tensor:
@@ -177,4 +184,9 @@ class IntroVAE(Method):
         adversarial = sum(kl_divergence(*functional_call(self.encoder, frozen, (x,)))
                           for x in (self.decoder(z.detach()), fake))
         return {"kl": kl_divergence(mu, logvar), "margin": hinge, "adversarial": adversarial,
-                "reconstruction": F.mse_loss(rec, real)}
+                "reconstruction": self._reconstruction(rec, real)}
+
+    def _reconstruction(self, rec: Tensor, real: Tensor) -> Tensor:
+        if self.config.reconstruction_reduction == "sum":
+            return 0.5 * F.mse_loss(rec, real, reduction="sum")
+        return F.mse_loss(rec, real)
