@@ -254,3 +254,48 @@ def test_normal_writes_the_pseudo_normal_t1_on_the_input_grid(tmp_path, phantom)
                                    str(tmp_path / "x.nii.gz")])
     assert bad.exit_code != 0 and "missing.nii.gz" in bad.output
     assert not (tmp_path / "x.nii.gz").exists()
+
+
+def test_clfc_trains_with_a_normal_run_and_caches_the_pseudo_normals(tmp_path, phantom):
+    """`normal_run` attaches a trained introvae: its architecture and path are stored in the
+    run, its weights copied into the segmenter (the run predicts after the VAE folder is gone),
+    and each training case's pseudo-normals are computed once and read back by the next run."""
+    import shutil
+
+    import nibabel as nib
+
+    train(tmp_path / "vae", phantom, ["epochs=1", "val_every=0"], method="introvae")
+    cache = tmp_path / "cache"
+    sets = ["epochs=2", "val_every=1", f"normal_run={tmp_path / 'vae'}",
+            f"data.cache_dir={cache}"]
+    assert train(tmp_path / "clfc", phantom, sets, method="clfc")["status"] == "finished"
+    run = json.loads((tmp_path / "clfc" / "run.json").read_text())
+    generator = run["config"]["model"]["generator"]
+    assert generator["method"] == "introvae" and generator["run"].endswith("best.pt")
+    assert run["config"]["normal_run"] == str(tmp_path / "vae")
+    files = sorted((cache / "case-inputs").glob("*.npy"))
+    assert len(files) == len(run["split"]["train"])
+    stamps = [f.stat().st_mtime_ns for f in files]
+    train(tmp_path / "again", phantom, sets, method="clfc", max_steps=1)
+    assert [f.stat().st_mtime_ns for f in files] == stamps
+    vae = load_checkpoint(tmp_path / "vae" / "checkpoints" / "best.pt")["model"]
+    clfc = weights(tmp_path / "clfc")
+    assert all(torch.equal(clfc[f"generator.{k}"], v) for k, v in vae.items())
+    shutil.rmtree(tmp_path / "vae")
+    case = phantom / "Phantom-00001"
+    files = {m: case / f"{case.name}-{m}.nii.gz" for m in ("t1n", "t1c", "t2w", "t2f")}
+    out = Predictor.from_run(tmp_path / "clfc", device="cpu").predict_files(
+        files, tmp_path / "pred.nii.gz")
+    assert nib.load(out).shape == nib.load(files["t1n"]).shape
+
+
+def test_normal_run_refusals(tmp_path, phantom):
+    with pytest.raises(ConfigError, match="normal_run"):
+        train(tmp_path / "c", phantom, [*TINY, "model.generator=null"], method="clfc")
+    assert not (tmp_path / "c").exists()
+    with pytest.raises(InputError, match="no such run"):
+        train(tmp_path / "d", phantom, [*TINY, f"normal_run={tmp_path / 'nothing'}"],
+              method="clfc")
+    with pytest.raises(ConfigError, match="does not use"):
+        train(tmp_path / "e", phantom, [*TINY, f"normal_run={tmp_path}"])
+    assert not (tmp_path / "d").exists() and not (tmp_path / "e").exists()

@@ -41,6 +41,7 @@ class TrainCase:
     label: np.ndarray  # (X, Y, Z) uint8 canonical classes
     present: np.ndarray  # (M,) bool
     foreground: np.ndarray  # (K, 3) int coordinates of labelled voxels (a random subset)
+    case_inputs: np.ndarray | None = None  # (R, X, Y, Z) the method's per-case inputs
 
 
 def common_convention(specs: Sequence[DatasetSpec]) -> LabelConvention:
@@ -105,13 +106,16 @@ def crop_patch(array: np.ndarray, start: Sequence[int], patch: Sequence[int]) ->
 
 
 def build_augmentation(cfg) -> Compose:
-    """MONAI transforms for flips, small rotations and intensity scale/shift (AugmentConfig)."""
+    """MONAI transforms for flips, small rotations and intensity scale/shift (AugmentConfig);
+    a method's per-case inputs (`case_inputs`) follow the spatial ones only."""
     radians = float(np.deg2rad(cfg.rotate_degrees))
-    keys = ["image", "label"]
+    keys = ["image", "label", "case_inputs"]
     return Compose([
-        *(RandFlipd(keys, prob=cfg.flip_prob, spatial_axis=axis) for axis in range(3)),
+        *(RandFlipd(keys, prob=cfg.flip_prob, spatial_axis=axis, allow_missing_keys=True)
+          for axis in range(3)),
         RandRotated(keys, range_x=radians, range_y=radians, range_z=radians,
-                    prob=cfg.rotate_prob, mode=("bilinear", "nearest"), padding_mode="zeros"),
+                    prob=cfg.rotate_prob, mode=("bilinear", "nearest", "bilinear"),
+                    padding_mode="zeros", allow_missing_keys=True),
         RandScaleIntensityd("image", factors=cfg.scale, prob=cfg.scale_prob, channel_wise=True),
         RandShiftIntensityd("image", offsets=cfg.shift, prob=cfg.shift_prob, channel_wise=True),
     ])
@@ -139,18 +143,25 @@ class PatchSampler:
     def sample_one(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
         case = self.cases[rng.integers(len(self.cases))]
         start = _patch_start(self._centre(case, rng), case.label.shape, self.patch)
-        image = crop_patch(case.image, start, self.patch)
-        label = crop_patch(case.label[None], start, self.patch)
+        item = {"image": crop_patch(case.image, start, self.patch),
+                "label": crop_patch(case.label[None], start, self.patch).astype(np.float32)}
+        if case.case_inputs is not None:
+            item["case_inputs"] = crop_patch(case.case_inputs, start, self.patch)
         if self.augment is not None:
             self.augment.set_random_state(seed=int(rng.integers(2**31)))
-            out = self.augment({"image": image, "label": label.astype(np.float32)})
-            image, label = np.asarray(out["image"]), np.rint(np.asarray(out["label"]))
-            image = image * case.present[:, None, None, None]  # shifts never fill absent channels
+            item = {key: np.asarray(value) for key, value in self.augment(item).items()}
+            # shifts never fill absent channels
+            item["image"] = item["image"] * case.present[:, None, None, None]
         available = sample_subset(case.present, rng) if self.modality_dropout else case.present
-        return {"images": image.astype(np.float32), "target": label[0].astype(np.int64),
-                "available": available.copy(), "present": case.present.copy()}
+        out = {"images": item["image"].astype(np.float32),
+               "target": np.rint(item["label"][0]).astype(np.int64),
+               "available": available.copy(), "present": case.present.copy()}
+        if "case_inputs" in item:
+            out["case_inputs"] = item["case_inputs"].astype(np.float32)
+        return out
 
     def sample(self, rng: np.random.Generator, batch_size: int) -> dict[str, np.ndarray]:
-        """A batch as stacked numpy arrays: images, target, available, present."""
+        """A batch as stacked numpy arrays: images, target, available, present (and
+        case_inputs when the cases have them)."""
         items = [self.sample_one(rng) for _ in range(batch_size)]
         return {key: np.stack([item[key] for item in items]) for key in items[0]}

@@ -96,6 +96,8 @@ class TrainConfig:
     deterministic: bool = True
     channels_last: bool = True  # 3D methods: channels-last-3d tensors (1.3-2.5x faster on CPU)
     device: str = "auto"  # auto, cpu, cuda, cuda:1, ...
+    # a generator run (introvae) for methods that compare with a pseudo-normal brain (clfc)
+    normal_run: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

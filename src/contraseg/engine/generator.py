@@ -4,12 +4,21 @@ A generator learns from healthy T1 volumes without labels: `normal_t1_case` pick
 phantom's tumour-free T1 (`-normal-t1n`, the `normal_t1` extra) when there is one, else the
 case's T1 (a healthy subject's scan, e.g. IXI). Validation measures how well it reconstructs
 held-out brains: PSNR and SSIM (MONAI's metrics) of the whole preprocessed volume.
+
+A segmenter that compares with a pseudo-normal (CLFC) is given its generator with
+`normal_run=VAE_RUN`: `attach_normal_run` records the generator's architecture and source in
+the segmenter's model settings and returns its weights, which the trainer copies into the
+segmenter; `add_case_inputs` computes each training case's pseudo-normals once, cached on disk.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import os
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,7 +26,7 @@ from monai.metrics import PSNRMetric, SSIMMetric
 
 from contraseg.data.cases import CaseSpec, ImageRef
 from contraseg.data.dataset import TrainCase
-from contraseg.errors import ConfigError
+from contraseg.errors import ConfigError, InputError
 from contraseg.models.base import Method
 
 GENERATOR_MODALITIES = ("t1",)
@@ -65,26 +74,86 @@ def validate_generator(method: Method, cases: list[TrainCase], config) -> dict[s
 def pseudo_normal(run: str | Path, t1: str | Path, out: str | Path, *, which: str = "best",
                   device: str = "auto") -> Path:
     """Write the pseudo-normal T1 of one case: the run's generator reconstructs the case's T1
-    (preprocessed with the run's settings) slice by slice, and the result is put back on the
+    (preprocessed with the run's settings) whole slice by whole slice (the same computation
+    as CLFC's), and the result is put back on the
     input's grid and affine (linear interpolation; 0 outside the brain crop). Intensities stay
     in the run's units (z-scores inside the brain). `t1` may be a T1c when the case has no T1,
     as CLFC's authors do."""
     from contraseg.data.io import load_case, save_nifti
     from contraseg.data.preprocess import PreprocessSettings, invert_image, preprocess
-    from contraseg.engine.checkpoint import load_method
-    from contraseg.engine.config import config_from_dict
     from contraseg.engine.distributed import resolve_device
-    from contraseg.engine.infer import sliding_window_logits
 
-    method, meta = load_method(run, which, resolve_device(device))
-    if method.kind != "generator":
-        raise ConfigError(f"{run}: is a {method.kind} run ({meta['method']}); `normal` needs "
-                          "a generator such as introvae")
-    config = config_from_dict(meta["config"])
+    method, meta = load_generator(run, which, resolve_device(device))
     loaded = load_case(CaseSpec("case", {"t1": ImageRef(Path(t1))}), with_label=False)
     pre = preprocess(loaded, PreprocessSettings.from_dict(meta["preprocess"]))
-    image = torch.from_numpy(pre.image)[None]
-    out_image = sliding_window_logits(method, image, torch.ones(1, 1, dtype=torch.bool),
-                                      config.infer, config.data.patch_size)[0, 0].cpu().numpy()
+    image = torch.from_numpy(pre.image)[None].to(next(method.parameters()).device)
+    with torch.inference_mode():
+        out_image = method.pseudo_normal(image)[0, 0].cpu().numpy()
     volume = invert_image(out_image, pre.record, fill=0.0)  # 0: the z-scored background
     return save_nifti(volume, loaded.affine, Path(out), header=loaded.header, dtype="float32")
+
+
+def load_generator(run: str | Path, which: str = "best", device: str | torch.device = "cpu"
+                   ) -> tuple[Method, dict[str, Any]]:
+    """A generator run's method and metadata; any other run is refused naming its file."""
+    from contraseg.engine.checkpoint import load_method
+
+    method, meta = load_method(run, which, device)
+    if method.kind != "generator" or not hasattr(method, "pseudo_normal"):
+        raise InputError(meta.get("path", run), f"is a {method.kind} run ({meta['method']}), "
+                                                "not a generator such as introvae")
+    return method, meta
+
+
+def attach_normal_run(config) -> tuple[Any, dict[str, torch.Tensor] | None]:
+    """(config with `model.generator` filled from `config.normal_run`, the generator's weights);
+    (config, None) without a normal_run. Refuses a method that takes no generator."""
+    from contraseg.models.registry import get_entry
+
+    if config.normal_run is None:
+        return config, None
+    fields = {f.name for f in dataclasses.fields(get_entry(config.method).config_cls)}
+    if "generator" not in fields:
+        raise ConfigError(f"normal_run: method {config.method} does not use a normal-appearance "
+                          "generator (clfc does)")
+    generator, meta = load_generator(config.normal_run)
+    spec = {"method": meta["method"], "model": meta["config"].get("model", {}),
+            "run": str(Path(meta["path"]).resolve())}
+    return replace(config, model={**config.model, "generator": spec}), generator.state_dict()
+
+
+def load_generator_weights(method: Method, weights: dict[str, torch.Tensor]) -> None:
+    """Copy a normal_run's weights into the segmenter's frozen generator."""
+    try:
+        method.generator.load_state_dict(weights, strict=True)
+    except RuntimeError as exc:
+        raise ConfigError(f"normal_run: the generator's weights do not fit "
+                          f"({str(exc).splitlines()[0][:160]})") from None
+
+
+def add_case_inputs(method: Method, cases: list[TrainCase], cache_dir: Path) -> None:
+    """Compute each case's `case_inputs` once (on the method's device) and keep it with the
+    case; files in `cache_dir/case-inputs` keyed by the method's fingerprint and the case's
+    preprocessed image make a second run (another fold, another seed) read them back."""
+    fingerprint = method.case_inputs_fingerprint()
+    if fingerprint is None:
+        return
+    folder = Path(cache_dir) / "case-inputs"
+    folder.mkdir(parents=True, exist_ok=True)
+    device = next(method.parameters()).device
+    for case in cases:
+        digest = hashlib.sha1(fingerprint.encode())
+        digest.update(np.ascontiguousarray(case.image).tobytes())
+        digest.update(case.present.tobytes())
+        path = folder / f"{digest.hexdigest()}.npy"
+        if path.is_file():
+            case.case_inputs = np.load(path)
+            continue
+        image = torch.from_numpy(case.image)[None].to(device)
+        present = torch.from_numpy(case.present)[None].to(device)
+        with torch.inference_mode():
+            values = method.case_inputs(image, present)
+        case.case_inputs = values[0].float().cpu().numpy()
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")  # ranks may race: one file each
+        np.save(tmp, case.case_inputs)
+        tmp.replace(path)

@@ -145,13 +145,22 @@ def sliding_window_logits(
     method.eval()
     try:
         with torch.inference_mode():
+            image = with_case_inputs(method, image.to(device=device, dtype=torch.float32),
+                                     rows.any(0, keepdim=True))
             out = sliding_window_inference(
-                image.to(device=device, dtype=torch.float32), roi, int(cfg.sw_batch_size),
+                image, roi, int(cfg.sw_batch_size),
                 predictor, overlap=float(cfg.overlap), mode=cfg.blend, device=out_device,
             )
     finally:
         method.train(was_training)
     return torch.as_tensor(out)[0].unflatten(0, (rows.shape[0], -1))
+
+
+def with_case_inputs(method: Method, image: Tensor, present: Tensor) -> Tensor:
+    """The image (1, M, *S) with the method's per-case inputs appended as channels (computed
+    from the modalities of `present` (1, M), which every pattern of the call may use)."""
+    extra = method.case_inputs(image, present)
+    return image if extra is None else torch.cat([image, extra.to(image)], dim=1)
 
 
 def flip_combinations(spatial_dims: int = 3) -> list[tuple[int, ...]]:

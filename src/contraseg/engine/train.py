@@ -42,13 +42,16 @@ from contraseg.engine.checkpoint import load_checkpoint, save_checkpoint
 from contraseg.engine.config import TrainConfig, config_from_dict
 from contraseg.engine.generator import (
     GENERATOR_MODALITIES,
+    add_case_inputs,
+    attach_normal_run,
+    load_generator_weights,
     normal_t1_case,
     validate_generator,
 )
 from contraseg.engine.optim import make_optimizer, make_scheduler
 from contraseg.errors import ConfigError, InputError
 from contraseg.models.base import Batch, LossModule, Method, memory_format
-from contraseg.models.registry import build_method, get_entry
+from contraseg.models.registry import build_method, get_entry, make_config
 from contraseg.utils.fs import atomic_path
 
 RESUMABLE_CHANGES = {"epochs", "val_every", "checkpoint_every", "device"}
@@ -142,12 +145,15 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, data_dirs: list[Path], out: Path, *,
                  resume: bool = False, console: Console | None = None):
-        self.config, self.out, self.resume = config, Path(out), resume
+        self.out, self.resume = Path(out), resume
         self.console = console or Console(stderr=True)
         self.ctx = distributed.setup(config.device)
         self._check_run_folder()
         # before any data is read or written
+        config, generator_weights = attach_normal_run(config)
+        self.config = config
         entry = get_entry(config.method)
+        make_config(config.method, config.model)
         entry.cls.check_batch_size(config.loss_weights, config.data.batch_size)
         self.generator = entry.cls.kind == "generator"
         self.score_key = "psnr" if self.generator else "dice_mean"
@@ -161,6 +167,9 @@ class Trainer:
         num_classes = self.data.convention.num_classes if self.data.convention else 1
         self.method = build_method(config.method, self.data.modalities, num_classes,
                                    config.model, config.loss_weights).to(self.ctx.device)
+        if generator_weights is not None:
+            load_generator_weights(self.method, generator_weights)
+        add_case_inputs(self.method, self.data.train, cache_dir)
         self.memory_format = memory_format(self.method, config.channels_last)
         self.method.to(memory_format=self.memory_format)
         self.loss_module = self._wrap(LossModule(self.method))
@@ -251,7 +260,9 @@ class Trainer:
         batch = Batch(torch.from_numpy(arrays["images"]), torch.from_numpy(arrays["available"]),
                       torch.from_numpy(arrays["target"]),
                       torch.from_numpy(arrays["present"]),
-                      epoch=self.step // self.config.iters_per_epoch).to(self.ctx.device)
+                      epoch=self.step // self.config.iters_per_epoch,
+                      extras={k: torch.from_numpy(arrays[k]) for k in ("case_inputs",)
+                              if k in arrays}).to(self.ctx.device)
         batch.images = batch.images.contiguous(memory_format=self.memory_format)
         with self._autocast():
             total, terms = self.loss_module(batch)

@@ -152,3 +152,13 @@ def dense_info_nce(features: Tensor, positive: Tensor, valid: Tensor | None = No
         pos = pos[anchors]
         log_prob = torch.where(pos, log_prob, torch.zeros((), device=log_prob.device))
         return (-log_prob.sum(2) / pos.sum(1)).mean()
+
+
+def simsiam_loss(p1: Tensor, p2: Tensor, v1: Tensor, v2: Tensor) -> Tensor:
+    """SimSiam's symmetric negative cosine (Chen & He 2021; CLFC Eq. 1-2):
+    1/2 D(p1, ng(v2)) + 1/2 D(p2, ng(v1)), D(p, v) = -mean over rows of cos(p, v), ng = no
+    gradient. Rows are vectors (N, C); -1 for aligned pairs, 0 for orthogonal ones."""
+    def negative_cosine(p: Tensor, v: Tensor) -> Tensor:
+        return -F.cosine_similarity(p, v.detach(), dim=-1).mean()
+
+    return 0.5 * negative_cosine(p1, v2) + 0.5 * negative_cosine(p2, v1)

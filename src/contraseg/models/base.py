@@ -137,6 +137,20 @@ class Method(nn.Module):
         total = sum(self.loss_weights[name] * value for name, value in terms.items())
         return total, terms
 
+    # Per-case inputs a method derives from the image (CLFC's pseudo-normal T1): the engine
+    # computes them once per case (training: cached on disk, keyed by the fingerprint;
+    # inference: once per image, before the sliding window) and appends them as channels after
+    # the M modalities; `forward` must accept both (B, M, *S) and (B, M + R, *S). They may
+    # only use `available` channels; `forward` selects what each availability pattern may use.
+    def case_inputs(self, images: Tensor, available: Tensor) -> Tensor | None:
+        """(B, R, *S) channels computed from (B, M, *S) images, or None (most methods)."""
+        return None
+
+    def case_inputs_fingerprint(self) -> str | None:
+        """What `case_inputs` depends on besides the image (e.g. the generator's weights), as
+        a string for the training cache; None when the method has no case inputs."""
+        return None
+
     # Evaluation over many modality subsets: methods with per-modality encoders override these
     # so that the encoders run once per window, not once per subset.
     def encode(self, images: Tensor) -> object:

@@ -21,7 +21,7 @@ from torch.func import functional_call
 from contraseg.errors import ConfigError
 from contraseg.models.base import Batch, Method
 from contraseg.models.registry import register
-from contraseg.models.slices import batch_as_slices, slices_as_batch
+from contraseg.models.slices import batch_as_slices, slices_as_batch, whole_slices
 
 
 @dataclass
@@ -162,11 +162,19 @@ class IntroVAE(Method):
                 {"params": list(self.decoder.parameters()),
                  "lr": self.config.decoder_lr or lr}]
 
-    def reconstruct(self, images: Tensor) -> Tensor:
-        """(B, 1, X, Y, Z) -> the decoding of each slice's mean latent: for a tumour T1, the
+    def reconstruct_slices(self, slices: Tensor) -> Tensor:
+        """(N, 1, X, Y) -> the decoding of each slice's mean latent: for a tumour T1, the
         closest normal-looking T1 (the pseudo-normal brain)."""
-        mu, _ = self.encoder(slices_as_batch(images))
-        return batch_as_slices(self.decoder(mu), images.shape[0])
+        return self.decoder(self.encoder(slices)[0])
+
+    def reconstruct(self, images: Tensor) -> Tensor:
+        """`reconstruct_slices` of every slice of (B, 1, X, Y, Z)."""
+        return batch_as_slices(self.reconstruct_slices(slices_as_batch(images)), images.shape[0])
+
+    def pseudo_normal(self, t1: Tensor) -> Tensor:
+        """(B, 1, X, Y, Z) -> the pseudo-normal of every WHOLE slice (padded to the size
+        divisor): what CLFC compares with and `contraseg normal` writes."""
+        return whole_slices(self.reconstruct_slices, t1, self.size_divisor)
 
     def forward(self, images: Tensor, available: Tensor) -> Tensor:
         return self.reconstruct(images)

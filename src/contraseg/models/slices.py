@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -56,3 +57,15 @@ def centre_slices(depth: int, k: int) -> slice:
     if depth < 2 * k + 1:
         raise ValueError(f"a stack of {depth} slices has no slice with {k} neighbours per side")
     return slice(k, depth - k)
+
+
+def whole_slices(network: Callable[[Tensor], Tensor], volume: Tensor, divisor: int = 1,
+                 chunk: int | None = 32) -> Tensor:
+    """`per_slice` on whole axial slices whose in-plane sizes are padded (edge values) up to a
+    multiple of `divisor` and cropped back: the same result for a case whatever its size."""
+    x, y = volume.shape[2:4]
+    pad_x, pad_y = -x % divisor, -y % divisor
+    if pad_x or pad_y:
+        flat = F.pad(slices_as_batch(volume), (0, pad_y, 0, pad_x), mode="replicate")
+        volume = batch_as_slices(flat, volume.shape[0])
+    return per_slice(network, volume, 0, chunk)[:, :, :x, :y]
