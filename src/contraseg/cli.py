@@ -189,18 +189,25 @@ def train(
         int | None, typer.Option(min=0, help="Stop after this many steps in all.")] = None,
     max_minutes: Annotated[
         float | None, typer.Option(min=0, help="Stop after this many minutes.")] = None,
+    folds: Annotated[int | None, typer.Option(
+        min=2, help="Patient-wise cross-validation: train every fold into OUT/fold-K.")] = None,
+    fold: Annotated[int | None, typer.Option(
+        min=0, help="With --folds: train only this fold (0-based).")] = None,
 ) -> None:
     """Train a method on one or more datasets; `--resume` continues a stopped or killed run.
 
     Example: `contraseg train --method unet --data data/phantom --out runs/unet --preset fast
-    --set optim.lr=1e-3`. Several GPUs or CPU processes: `torchrun --nproc_per_node=2 -m
-    contraseg train ...`.
+    --set optim.lr=1e-3`. Five-fold cross-validation: add `--folds 5` (or `--folds 5 --fold 2`
+    for one fold); the splits are deterministic for the seed and saved in each fold's run.json;
+    `contraseg evaluate --run OUT` then scores every case with the fold that held it out.
+    Several GPUs or CPU processes: `torchrun --nproc_per_node=2 -m contraseg train ...`.
     """
     from contraseg.engine.runs import start_training
 
     info = start_training(out, method=method, data=data or [], preset=preset,
                           overrides=set_ or [], resume=resume, max_steps=max_steps,
-                          max_minutes=max_minutes, console=err_console)
+                          max_minutes=max_minutes, console=err_console, folds=folds,
+                          fold=fold)
     if info:
         console.print(f"run {info['status']} at step {info['step']}: {out}")
 

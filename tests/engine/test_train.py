@@ -299,3 +299,74 @@ def test_normal_run_refusals(tmp_path, phantom):
     with pytest.raises(ConfigError, match="does not use"):
         train(tmp_path / "e", phantom, [*TINY, f"normal_run={tmp_path}"])
     assert not (tmp_path / "d").exists() and not (tmp_path / "e").exists()
+
+
+def test_folds_are_deterministic_balanced_and_disjoint():
+    from contraseg.engine.train import fold_of, fold_split
+
+    ids = [f"d/c{i:02d}" for i in range(11)]
+    assignment = fold_of(ids, 5, seed=0)
+    assert assignment == fold_of(list(reversed(ids)), 5, seed=0)
+    sizes = sorted(list(assignment.values()).count(k) for k in range(5))
+    assert sizes == [2, 2, 2, 2, 3]
+    assert assignment != fold_of(ids, 5, seed=1)
+    tests = []
+    for k in range(5):
+        split = fold_split(ids, k, 5, 0.2, seed=0)
+        assert not set(split["test"]) & (set(split["train"]) | set(split["val"]))
+        assert sorted(split["train"] + split["val"] + split["test"]) == ids
+        tests += split["test"]
+    assert sorted(tests) == ids
+    with pytest.raises(ConfigError, match="folds"):
+        fold_of(ids[:3], 5, seed=0)
+
+
+def test_cross_validation_trains_every_fold_and_evaluates_each_case_once(tmp_path, phantom):
+    import csv
+
+    from contraseg.engine.evaluate import evaluate_run
+
+    info = train(tmp_path / "cv", phantom, ["epochs=1", "val_every=0"], folds=2)
+    assert info["status"] == "finished" and info["fold"] == {"index": 1, "folds": 2}
+    splits = [json.loads((tmp_path / "cv" / f"fold-{k}" / "run.json").read_text())["split"]
+              for k in range(2)]
+    assert not set(splits[0]["test"]) & set(splits[1]["test"])
+    assert sorted(splits[0]["test"] + splits[1]["test"]) == sorted(
+        f"ph/Phantom-{i:05d}" for i in range(4))
+    assert set(splits[0]["test"]) == set(splits[1]["train"] + splits[1]["val"])
+    evaluate_run(tmp_path / "cv", phantom, tmp_path / "report", subsets="full", device="cpu",
+                 overlays=0)
+    with open(tmp_path / "report" / "metrics.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted({r["case"] for r in rows}) == [f"Phantom-{i:05d}" for i in range(4)]
+    assert len(rows) == 4 * 3  # each case once, three regions
+    # one fold alone, and resuming a finished cross-validation trains nothing new
+    train(tmp_path / "one", phantom, ["epochs=1", "val_every=0"], folds=2, fold=1)
+    assert not (tmp_path / "one" / "fold-0").exists()
+    assert_same_weights(tmp_path / "one" / "fold-1", tmp_path / "cv" / "fold-1")
+    with pytest.raises(ConfigError, match="--fold needs --folds"):
+        train(tmp_path / "x", phantom, TINY, fold=1)
+
+
+def test_whole_tumour_only_training_and_evaluation(tmp_path, phantom):
+    import csv
+
+    import numpy as np
+
+    from contraseg.data.labels import CONVENTIONS, whole_tumour
+    from contraseg.engine.evaluate import evaluate_run
+
+    wt = whole_tumour(CONVENTIONS["brats2023"])
+    assert wt.to_canonical(np.array([0, 1, 2, 3])).tolist() == [0, 1, 1, 1]
+    assert wt.to_raw(np.array([0, 1])).tolist() == [0, 1] and whole_tumour(wt) is wt
+    train(tmp_path / "wt", phantom, [*TINY, "data.whole_tumour=true"])
+    run = json.loads((tmp_path / "wt" / "run.json").read_text())
+    assert run["label_convention"]["class_names"] == ["background", "tumour"]
+    method, _ = load_method(tmp_path / "wt")
+    assert method.num_classes == 2
+    evaluate_run(tmp_path / "wt", phantom, tmp_path / "report", subsets="full", device="cpu",
+                 overlays=0)
+    with open(tmp_path / "report" / "metrics.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert {r["region"] for r in rows} == {"WT"} and len(rows) == 4
+    assert all(0.0 <= float(r["dice"]) <= 1.0 for r in rows)

@@ -25,7 +25,7 @@ from monai.transforms import (
 
 from contraseg.data.cache import CaseCache
 from contraseg.data.cases import CaseSpec, DatasetSpec
-from contraseg.data.labels import LabelConvention
+from contraseg.data.labels import LabelConvention, whole_tumour
 from contraseg.data.preprocess import PreprocessSettings
 from contraseg.errors import ConfigError
 
@@ -60,9 +60,10 @@ def common_convention(specs: Sequence[DatasetSpec]) -> LabelConvention:
 
 def to_train_case(case: CaseSpec, spec: DatasetSpec, modalities: Sequence[str],
                   cache: CaseCache, settings: PreprocessSettings, *,
-                  resample_to: str | None = None, seed: int = 0) -> TrainCase:
+                  resample_to: str | None = None, seed: int = 0,
+                  whole_tumour_only: bool = False) -> TrainCase:
     """Preprocess (through the cache) and lay one case out on `modalities` (a case without a
-    label gets an all-background one)."""
+    label gets an all-background one; `whole_tumour_only` merges the tumour classes)."""
     prep = cache.load_or_compute(case.present_only(), settings, resample_to=resample_to)
     image = np.zeros((len(modalities), *prep.image.shape[1:]), dtype=np.float32)
     present = np.zeros(len(modalities), dtype=bool)
@@ -72,7 +73,8 @@ def to_train_case(case: CaseSpec, spec: DatasetSpec, modalities: Sequence[str],
     if prep.label is None:  # unlabelled (the normal brains of a generator): all background
         label = np.zeros(prep.image.shape[1:], dtype=np.uint8)
     else:
-        label = spec.convention.to_canonical(np.asarray(prep.label))
+        convention = whole_tumour(spec.convention) if whole_tumour_only else spec.convention
+        label = convention.to_canonical(np.asarray(prep.label))
     coords = np.argwhere(label > 0)
     if len(coords) > MAX_FOREGROUND_COORDS:
         rng = np.random.default_rng([seed, len(coords)])

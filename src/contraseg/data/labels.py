@@ -117,6 +117,22 @@ CONVENTIONS: dict[str, LabelConvention] = {
 }
 
 
+WHOLE_TUMOUR_CLASSES = ("background", "tumour")
+
+
+def whole_tumour(convention: LabelConvention) -> LabelConvention:
+    """`convention` with every foreground value merged into one class, region WT (the
+    whole-tumour-only training of CLFC's released code; `data.whole_tumour=true`)."""
+    if is_whole_tumour(convention):
+        return convention
+    return LabelConvention(f"{convention.name}-wt", {raw: 1 for raw in convention.raw_to_class},
+                           WHOLE_TUMOUR_CLASSES, {"WT": (1,)})
+
+
+def is_whole_tumour(convention: LabelConvention) -> bool:
+    return tuple(convention.class_names) == WHOLE_TUMOUR_CLASSES and "WT" in convention.regions
+
+
 def custom_convention(
     classes: Mapping[int, str],
     regions: Mapping[str, list[int]] | None = None,

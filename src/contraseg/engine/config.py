@@ -32,6 +32,7 @@ class DataConfig:
     target_spacing: list[float] | None = None  # mm; None keeps the input spacing
     orientation: str | None = "RAS"
     cache_dir: str | None = None  # None: <run>/cache
+    whole_tumour: bool = False  # merge the tumour classes into one (CLFC's released code)
 
 
 @dataclass

@@ -9,6 +9,7 @@ metrics); the report (DC-Seg Table 1 layout, heatmap, overlays) is written besid
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from rich.console import Console
 
 from contraseg.data.cases import CaseSpec
 from contraseg.data.io import load_case
-from contraseg.data.labels import LabelConvention
+from contraseg.data.labels import LabelConvention, is_whole_tumour
 from contraseg.data.layouts import discover
 from contraseg.data.preprocess import GridRecord, invert_labels, invert_probabilities, preprocess
 from contraseg.engine.infer import (
@@ -64,6 +65,8 @@ def evaluate_case(predictor: Predictor, case: CaseSpec, convention: LabelConvent
         raise InputError(case.case_id, "has no label to evaluate against")
     settings = MetricSettings(units, hd95, "brats", loaded.spacing)
     reference = convention.to_canonical(loaded.label)
+    if is_whole_tumour(predictor.convention):  # a whole-tumour-only run: one tumour class
+        reference = (reference > 0).astype(np.uint8)
     pre = preprocess(loaded, predictor.preprocess)
     image, present = predictor.channels(pre.image, pre.modalities)
     feasible = [s for s in subsets if set(s) <= set(pre.modalities)]
@@ -97,37 +100,48 @@ def evaluate_run(run: Path, data: Path, out: Path, *, subsets: str = "all", whic
                  console: Console | None = None) -> Path:
     """Evaluate `run` on every labelled case of `data`; returns the report's HTML path.
 
+    A cross-validation folder (`contraseg train --folds`) is evaluated fold by fold: each case
+    of `data` is scored by the fold that held it out (its run.json's split["test"]), so the
+    report covers every case once, as the papers' five-fold protocol.
     figures: also draw the PCA of the method's disentangled representations (DC-Seg's
     Figure 3) from the central training-sized crop of every case, when the method has them.
     """
-    predictor = Predictor.from_run(run, which, device)
     spec = discover(data, labels=labels)
     if spec.convention is None:
         raise InputError(data, "label convention unknown; pass --labels")
-    chosen = parse_subsets(subsets, predictor.modalities)
     cases = [c for c in spec.cases if c.label is not None]
     if not cases:
         raise InputError(data, "no labelled case to evaluate")
+    plan = cross_validation_plan(Path(run), spec.root.name, cases)
+    if not any(fold_cases for _, fold_cases in plan):
+        raise InputError(data, f"holds none of the cases held out by the folds of {run}")
+    predictor = Predictor.from_run(plan[0][0], which, device)
+    chosen = parse_subsets(subsets, predictor.modalities)
     settings = MetricSettings(units, hd95, "brats", (1.0, 1.0, 1.0))  # spacing: per case
     et_min = predictor.infer.et_min_voxels or PEERS_ET_MIN_VOXELS
-    rows, overlay_paths = [], []
+    rows, overlay_paths, sources = [], [], []
     reps = _representation_set(predictor, figures, console)
     with progress_bar(console=console) as bar:
-        task = bar.add_task("evaluate", total=len(cases))
-        for case in cases:
-            case_rows, pictures = evaluate_case(predictor, case, spec.convention, chosen,
-                                                units, hd95, et_min)
-            rows += case_rows
-            if reps is not None:
-                _add_representations(reps, predictor, case.case_id, *pictures["input"])
-            if "pred" in pictures and len(overlay_paths) < overlays:
-                overlay_paths.append(_overlay(out, case.case_id, pictures, predictor))
-            bar.advance(task)
+        task = bar.add_task("evaluate", total=sum(len(c) for _, c in plan))
+        for index, (fold_run, fold_cases) in enumerate(plan):
+            if index:
+                predictor = Predictor.from_run(fold_run, which, device)
+            sources.append(predictor.source)
+            for case in fold_cases:
+                case_rows, pictures = evaluate_case(predictor, case, spec.convention, chosen,
+                                                    units, hd95, et_min)
+                rows += case_rows
+                if reps is not None:
+                    _add_representations(reps, predictor, case.case_id, *pictures["input"])
+                if "pred" in pictures and len(overlay_paths) < overlays:
+                    overlay_paths.append(_overlay(out, case.case_id, pictures, predictor))
+                bar.advance(task)
+    cases = [c for _, fold_cases in plan for c in fold_cases]
     conventions = {**settings.to_dict(), "spacing": "per case, from its reference image"
                    if units == "mm" else None,
                    "et_postprocessing": f"predicted ET under {et_min} voxels becomes necrosis "
                                         "(columns *_postproc)"}
-    notes = {"method": predictor.method_name, "checkpoint": predictor.source,
+    notes = {"method": predictor.method_name, "checkpoint": ", ".join(sources),
              "data": str(data), "cases": str(len(cases)),
              "subsets": ", ".join(subset_name(s) for s in chosen)}
     extra = [] if reps is None else [representation_figure(
@@ -135,6 +149,25 @@ def evaluate_run(run: Path, data: Path, out: Path, *, subsets: str = "all", whic
         f"{predictor.method_name}: PCA of the representations of {len(cases)} cases")]
     return write_report(out, rows, predictor.modalities, conventions, notes, overlay_paths,
                         figures=extra)
+
+
+def cross_validation_plan(run: Path, data_name: str, cases: list[CaseSpec]
+                          ) -> list[tuple[Path, list[CaseSpec]]]:
+    """[(run, cases)]: a plain run scores every case; a folder of folds (`fold-K/run.json`)
+    gives each fold the cases of its held-out split (ids are `<data folder name>/<case>`)."""
+    if not run.is_dir() or (run / "run.json").is_file():
+        return [(run, cases)]
+    folds = sorted(run.glob("fold-*/run.json"), key=lambda p: int(p.parent.name.split("-")[1]))
+    if not folds:
+        return [(run, cases)]  # Predictor.from_run says what is missing
+    plan = []
+    for info_path in folds:
+        held_out = set(json.loads(info_path.read_text())["split"].get("test", []))
+        if not held_out:
+            raise InputError(info_path, "is not a cross-validation fold (no split['test'])")
+        plan.append((info_path.parent,
+                     [c for c in cases if f"{data_name}/{c.case_id}" in held_out]))
+    return plan
 
 
 def _add_representations(reps: RepresentationSet, predictor: Predictor, case_id: str,

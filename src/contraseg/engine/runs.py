@@ -13,8 +13,36 @@ from contraseg.errors import ConfigError, InputError
 
 def start_training(out: Path, *, method: str | None, data: list[Path], preset: str,
                    overrides: list[str], resume: bool, max_steps: int | None,
-                   max_minutes: float | None, console: Console) -> dict:
-    """Resolve the config (a new run, or the run's own when resuming) and train."""
+                   max_minutes: float | None, console: Console | None,
+                   folds: int | None = None, fold: int | None = None) -> dict:
+    """Resolve the config (a new run, or the run's own when resuming) and train.
+
+    With `folds`, patient-wise cross-validation: fold k trains in `out/fold-k` with fold k held
+    out (all folds in turn, or only `fold`); `--resume` continues the folds that have started
+    and starts the others. Returns the last run's run.json.
+    """
+    if fold is not None and folds is None:
+        raise ConfigError("--fold needs --folds (the number of folds)")
+    if folds is None:
+        return _start_one(Path(out), method, data, preset, overrides, resume, max_steps,
+                          max_minutes, console, None)
+    if folds < 2:
+        raise ConfigError(f"--folds {folds}: at least 2")
+    if fold is not None and not 0 <= fold < folds:
+        raise ConfigError(f"--fold {fold}: must be in 0..{folds - 1}")
+    info: dict = {}
+    for k in [fold] if fold is not None else range(folds):
+        folder = Path(out) / f"fold-{k}"
+        started = (folder / "run.json").is_file()
+        info = _start_one(folder, method, data, preset, overrides, resume and started,
+                          max_steps, max_minutes, console, (k, folds))
+    return info
+
+
+def _start_one(out: Path, method: str | None, data: list[Path], preset: str,
+               overrides: list[str], resume: bool, max_steps: int | None,
+               max_minutes: float | None, console: Console | None,
+               fold: tuple[int, int] | None) -> dict:
     from contraseg.engine.train import Trainer
 
     if resume:
@@ -24,6 +52,9 @@ def start_training(out: Path, *, method: str | None, data: list[Path], preset: s
         info = json.loads(info_path.read_text())
         if method is not None and method != info["method"]:
             raise ConfigError(f"--method {method}: the run in {out} trains {info['method']}")
+        saved_fold = info.get("fold")
+        if fold is not None and saved_fold != {"index": fold[0], "folds": fold[1]}:
+            raise ConfigError(f"--resume: {out} is not fold {fold[0]} of {fold[1]}")
         # only some settings may change on resume (epochs, ...): the Trainer checks which
         config = apply_overrides(info["config"], overrides)
         data = data or [Path(d) for d in info["data"]]
@@ -33,6 +64,5 @@ def start_training(out: Path, *, method: str | None, data: list[Path], preset: s
         if not data:
             raise ConfigError("--data is required for a new run")
         config = load_config(method, preset, overrides)
-    trainer = Trainer(config, data, out, resume=resume, console=console)
+    trainer = Trainer(config, data, out, resume=resume, console=console, fold=fold)
     return trainer.run(max_steps=max_steps, max_minutes=max_minutes)
-

@@ -34,7 +34,7 @@ from contraseg.data.dataset import (
     common_convention,
     to_train_case,
 )
-from contraseg.data.labels import LabelConvention
+from contraseg.data.labels import LabelConvention, whole_tumour
 from contraseg.data.layouts import discover, order_modalities
 from contraseg.data.preprocess import PreprocessSettings
 from contraseg.engine import distributed
@@ -76,6 +76,29 @@ def split_cases(ids: list[str], val_fraction: float, seed: int) -> tuple[list[st
     return sorted(order[n_val:]), sorted(order[:n_val])
 
 
+def fold_of(ids: list[str], folds: int, seed: int) -> dict[str, int]:
+    """Deterministic patient-wise folds: a seeded permutation of the sorted ids dealt round
+    robin, so fold sizes differ by at most one and depend only on (ids, folds, seed)."""
+    if folds < 2 or folds > len(ids):
+        raise ConfigError(f"--folds {folds}: need 2 <= folds <= the {len(ids)} cases")
+    ordered = sorted(ids)
+    order = np.random.default_rng([seed, 104729]).permutation(len(ordered))
+    return {ordered[i]: rank % folds for rank, i in enumerate(order)}
+
+
+def fold_split(ids: list[str], fold: int, folds: int, val_fraction: float, seed: int
+               ) -> dict[str, list[str]]:
+    """Cross-validation split: fold `fold` is the test set; the other folds are split into
+    training and validation (for the best checkpoint) like a plain run."""
+    if not 0 <= fold < folds:
+        raise ConfigError(f"--fold {fold}: must be in 0..{folds - 1}")
+    assignment = fold_of(ids, folds, seed)
+    rest = [i for i in sorted(ids) if assignment[i] != fold]
+    train, val = split_cases(rest, val_fraction, seed)
+    return {"train": train, "val": val,
+            "test": sorted(i for i in ids if assignment[i] == fold)}
+
+
 def preprocess_settings(config: TrainConfig) -> PreprocessSettings:
     spacing = config.data.target_spacing
     return PreprocessSettings(orientation=config.data.orientation,
@@ -84,9 +107,10 @@ def preprocess_settings(config: TrainConfig) -> PreprocessSettings:
 
 def prepare_data(config: TrainConfig, data_dirs: list[Path], cache_dir: Path,
                  split: dict[str, list[str]] | None = None, console: Console | None = None,
-                 *, generator: bool = False) -> TrainData:
+                 *, generator: bool = False, fold: tuple[int, int] | None = None) -> TrainData:
     """Discover, split and preprocess (cached) every labelled case of every data folder; for a
-    `generator`, every case's healthy T1 instead (`engine.generator.normal_t1_case`)."""
+    `generator`, every case's healthy T1 instead (`engine.generator.normal_t1_case`). `fold`
+    (k, n): cross-validation fold k of n, whose cases are held out (split["test"])."""
     specs = [discover(d, labels=config.data.labels) for d in data_dirs]
     if generator:
         convention, modalities = None, GENERATOR_MODALITIES
@@ -97,17 +121,22 @@ def prepare_data(config: TrainConfig, data_dirs: list[Path], cache_dir: Path,
                                            "train the generator on")
     else:
         convention = common_convention(specs)
+        if config.data.whole_tumour:
+            convention = whole_tumour(convention)
         modalities = order_modalities({m for s in specs for m in s.modalities})
         keyed = {f"{s.root.name}/{c.case_id}": (c, s) for s in specs for c in s.cases
                  if c.label is not None}
         if not keyed:
             raise InputError(data_dirs[0], "no labelled case to train on")
-    if split is None:
+    if split is None and fold is not None:
+        split = fold_split(sorted(keyed), *fold, config.data.val_fraction, config.seed)
+    elif split is None:
         train_ids, val_ids = split_cases(sorted(keyed), config.data.val_fraction, config.seed)
         split = {"train": train_ids, "val": val_ids}
     settings, cache = preprocess_settings(config), CaseCache(cache_dir)
     load = lambda key: to_train_case(*keyed[key], modalities, cache, settings,  # noqa: E731
-                                     resample_to=config.data.resample_to, seed=config.seed)
+                                     resample_to=config.data.resample_to, seed=config.seed,
+                                     whole_tumour_only=config.data.whole_tumour)
     if console:
         console.print(f"preparing {len(keyed)} cases ({len(split['train'])} train, "
                       f"{len(split['val'])} validation) on modalities {', '.join(modalities)}")
@@ -144,8 +173,9 @@ class Trainer:
     """Owns one run: its folder, data, method, optimiser, schedule and loop."""
 
     def __init__(self, config: TrainConfig, data_dirs: list[Path], out: Path, *,
-                 resume: bool = False, console: Console | None = None):
-        self.out, self.resume = Path(out), resume
+                 resume: bool = False, console: Console | None = None,
+                 fold: tuple[int, int] | None = None):
+        self.out, self.resume, self.fold = Path(out), resume, fold
         self.console = console or Console(stderr=True)
         self.ctx = distributed.setup(config.device)
         self._check_run_folder()
@@ -162,7 +192,7 @@ class Trainer:
         cache_dir = Path(config.data.cache_dir) if config.data.cache_dir else self.out / "cache"
         self.data = prepare_data(config, self.data_dirs, cache_dir, run_info.get("split"),
                                  self.console if self.ctx.is_main else None,
-                                 generator=self.generator)
+                                 generator=self.generator, fold=self.fold)
         self._seed_everything()
         num_classes = self.data.convention.num_classes if self.data.convention else 1
         self.method = build_method(config.method, self.data.modalities, num_classes,
@@ -347,6 +377,7 @@ class Trainer:
             "label_convention": self.data.convention and self.data.convention.to_dict(),
             "preprocess": self.data.preprocess.to_dict(), "world_size": self.ctx.world_size,
             "step": self.step, "best": self.best if self.best > -float("inf") else None,
+            **({"fold": {"index": self.fold[0], "folds": self.fold[1]}} if self.fold else {}),
             **extra,
         }
         self.out.mkdir(parents=True, exist_ok=True)
