@@ -43,10 +43,11 @@ def test_run_bench_refuses_unknown_targets_and_bad_repeats():
         run_bench(["metrics"], 0)
 
 
-@pytest.mark.parametrize("method", ["unet", "rfnet", "dc-seg", "dcl-manet"])
+@pytest.mark.parametrize("method", ["unet", "rfnet", "dc-seg", "dcl-manet", "clfc"])
 def test_bench_method_reports_every_figure(method):
     result = bench_method(method, preset="tiny", steps=2, case_shape=(20, 20, 20))
-    assert result["parameters"] > 0 and result["patch_size"] == [16, 16, 16]
+    expected_patch = [16, 16, 4] if method == "clfc" else [16, 16, 16]
+    assert result["parameters"] > 0 and result["patch_size"] == expected_patch
     assert _is_timing(result["train_step"], 2)
     assert result["train_voxels_per_s"] > 0
     for key in ("infer_case_all_modalities", "infer_case_15_subsets"):
@@ -58,3 +59,9 @@ def test_bench_method_without_inference():
     result = bench_method("unet", preset="tiny", steps=1, infer=False)
     assert "infer_case_all_modalities" not in result and "infer_case_15_subsets" not in result
     assert _is_timing(result["train_step"], 1) and result["train_peak_rss_mb"] > 0
+
+
+def test_bench_times_clfc_with_a_random_generator():
+    result = bench_method("clfc", preset="fast", steps=1, infer=False, patch=32)
+    assert "random introvae (fast" in result["generator"]
+    assert _is_timing(result["train_step"], 1)

@@ -120,6 +120,7 @@ def bench_method(name: str, *, device: str = "cpu", patch: int | None = None,
     if batch:
         overrides.append(f"data.batch_size={batch}")
     config = load_config(name, preset, overrides)
+    generator = _timing_generator(name, config, preset)
     dev = resolve_device(device)
     modalities = ("t1", "t1c", "t2", "flair")
     torch.manual_seed(0)
@@ -163,6 +164,7 @@ def bench_method(name: str, *, device: str = "cpu", patch: int | None = None,
         "memory_format": str(layout).replace("torch.", ""),
         "patch_size": list(shape), "batch_size": size,
         "parameters": sum(p.numel() for p in method.parameters()),
+        **({"generator": generator} if generator else {}),
         "train_step": train,
         "train_voxels_per_s": size * int(np.prod(shape)) / train["median_s"],
         **train_memory,
@@ -178,6 +180,24 @@ def bench_method(name: str, *, device: str = "cpu", patch: int | None = None,
         result["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
         result["cuda_device"] = torch.cuda.get_device_name(dev)
     return result
+
+
+def _timing_generator(name: str, config, preset: str) -> str | None:
+    """A method that needs a trained generator (CLFC) is timed with a random one of the
+    introvae preset's architecture (weights do not change the timing); says so, else None."""
+    import dataclasses
+
+    from contraseg.engine.config import load_config, preset_names
+    from contraseg.models.registry import get_entry
+
+    fields = {f.name for f in dataclasses.fields(get_entry(name).config_cls)}
+    if ("generator" not in fields or config.model.get("generator")
+            or config.model.get("normal_network") is False):
+        return None
+    vae_preset = preset if preset in preset_names("introvae") else "fast"
+    config.model["generator"] = {"method": "introvae",
+                                 "model": load_config("introvae", vae_preset).model}
+    return f"random introvae ({vae_preset} preset architecture), for timing only"
 
 
 def machine() -> dict:

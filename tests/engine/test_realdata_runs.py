@@ -60,3 +60,32 @@ def test_introvae_on_ixi_then_a_pseudo_normal_on_a_tcga_grid(tmp_path, shared_da
     source, written = nib.load(t1), nib.load(out)
     assert written.shape == source.shape and np.allclose(written.affine, source.affine)
     assert np.isfinite(np.asarray(written.dataobj)).all()
+
+
+@pytest.mark.realdata
+def test_clfc_on_real_scans_with_an_ixi_introvae(tmp_path, shared_data):
+    """CLFC end to end on real scans: an IntroVAE on IXI, then CLFC on TCGA (T1 present: the
+    pseudo-normal comes from T1) with BraTS 2015 (FLAIR + T1c: T1c stands in, as the authors
+    do for data without T1), then a BraTS 2023 case segmented on its own grid."""
+    start_training(tmp_path / "vae", method="introvae", preset="tiny",
+                   data=[shared_data / "normal"],
+                   overrides=["val_every=0", "epochs=1", "data.patch_size=[64,64,1]",
+                              "data.val_fraction=0"],
+                   resume=False, max_steps=None, max_minutes=None, console=None)
+    real = shared_data / "real"
+    info = start_training(tmp_path / "run", method="clfc", preset="tiny",
+                          data=[real / "tcga-gbm-pseudolabel", real / "brats2015-flair-t1c"],
+                          overrides=["val_every=0", "epochs=1", "data.patch_size=[48,48,8]",
+                                     f"normal_run={tmp_path / 'vae'}"],
+                          resume=False, max_steps=None, max_minutes=None, console=None)
+    assert info["status"] == "finished"
+    cached = [np.load(p) for p in (tmp_path / "run" / "cache" / "case-inputs").glob("*.npy")]
+    assert cached and all(np.isfinite(c).all() for c in cached)
+    # every training case has a pseudo-normal: from T1 (TCGA) or from T1c (BraTS 2015)
+    assert any(c[0].any() for c in cached) and any(c[1].any() and not c[0].any()
+                                                   for c in cached)
+    case = real / "brats2023-unlabeled" / "BraTS-GLI-00001-000"
+    predictor = Predictor.from_run(tmp_path / "run")
+    out = predictor.predict_case(discover(case.parent).cases[0], tmp_path / "pred.nii.gz")
+    image, pred = nib.load(next(case.glob("*-t1c.nii.gz"))), nib.load(out)
+    assert pred.shape == image.shape and np.allclose(pred.affine, image.affine)
