@@ -278,6 +278,10 @@ def test_clfc_trains_with_a_normal_run_and_caches_the_pseudo_normals(tmp_path, p
     stamps = [f.stat().st_mtime_ns for f in files]
     train(tmp_path / "again", phantom, sets, method="clfc", max_steps=1)
     assert [f.stat().st_mtime_ns for f in files] == stamps
+    baseline1 = train(tmp_path / "b1", phantom, [*sets, "model.normal_network=false"],
+                      method="clfc", max_steps=1)  # the paper's Baseline-1 ignores the VAE
+    assert baseline1["status"] == "stopped"
+    assert not any(k.startswith("generator.") for k in weights(tmp_path / "b1"))
     vae = load_checkpoint(tmp_path / "vae" / "checkpoints" / "best.pt")["model"]
     clfc = weights(tmp_path / "clfc")
     assert all(torch.equal(clfc[f"generator.{k}"], v) for k, v in vae.items())

@@ -123,7 +123,10 @@ def attach_normal_run(config) -> tuple[Any, dict[str, torch.Tensor] | None]:
 
 
 def load_generator_weights(method: Method, weights: dict[str, torch.Tensor]) -> None:
-    """Copy a normal_run's weights into the segmenter's frozen generator."""
+    """Copy a normal_run's weights into the segmenter's frozen generator (none to copy into
+    when the settings leave the generator out, e.g. CLFC's Baseline-1)."""
+    if getattr(method, "generator", None) is None:
+        return
     try:
         method.generator.load_state_dict(weights, strict=True)
     except RuntimeError as exc:
