@@ -201,3 +201,13 @@ def test_the_generator_is_frozen_and_needed():
             build_method("clfc", MODALITIES, 4, config.model, config.loss_weights)
     with pytest.raises(ConfigError, match="pseudo-normal T1"):
         build_tiny("clfc", modalities=("t2", "flair"))
+
+
+def test_training_patches_the_network_cannot_take_are_refused():
+    method, patch = tiny()  # divisor 4, K = 1
+    method.check_patch(patch)
+    with pytest.raises(ConfigError, match="multiples of 4 in-plane"):
+        method.check_patch([18, 16, 4])
+    with pytest.raises(ConfigError, match=">= 3"):
+        method.check_patch([16, 16, 2])
+    method.check_patch([16, 16, 3])

@@ -197,6 +197,7 @@ class Trainer:
         num_classes = self.data.convention.num_classes if self.data.convention else 1
         self.method = build_method(config.method, self.data.modalities, num_classes,
                                    config.model, config.loss_weights).to(self.ctx.device)
+        self.method.check_patch(config.data.patch_size)
         if generator_weights is not None:
             load_generator_weights(self.method, generator_weights)
         add_case_inputs(self.method, self.data.train, cache_dir)

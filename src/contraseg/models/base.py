@@ -114,6 +114,17 @@ class Method(nn.Module):
     def min_batch_size(self) -> int:
         return self.batch_size_needed(self.loss_weights)
 
+    def check_patch(self, patch: list[int]) -> None:
+        """Refuse a training patch the network cannot take: sizes must be multiples of
+        `size_divisor` (in-plane only for 2D / 2.5D methods, whose depth is a slice stack)."""
+        divisor = int(getattr(self, "size_divisor", 1) or 1)
+        sizes = list(patch) if self.spatial == "3d" else list(patch)[:2]
+        if any(int(n) % divisor for n in sizes):
+            where = "" if self.spatial == "3d" else " in-plane"
+            raise ConfigError(f"data.patch_size {list(patch)}: "
+                              f"{getattr(self, 'method_name', type(self).__name__)} needs "
+                              f"multiples of {divisor}{where}")
+
     def param_groups(self, lr: float) -> list[dict]:
         """The optimiser's parameter groups (one group at the run's lr unless a method needs
         several, e.g. IntroVAE's encoder and decoder learning rates)."""

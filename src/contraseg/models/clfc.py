@@ -216,6 +216,14 @@ class CLFC(Method):
     def size_divisor(self) -> int:
         return 2 ** len(self.config.channels)
 
+    def check_patch(self, patch: list[int]) -> None:
+        super().check_patch(patch)
+        slices = 2 * self.config.neighbours + 1
+        if int(patch[-1]) < slices:
+            raise ConfigError(f"data.patch_size {list(patch)}: clfc segments the slices whose "
+                              f"{self.config.neighbours} neighbours per side are in the patch; "
+                              f"its depth must be >= {slices}")
+
     def train(self, mode: bool = True) -> CLFC:
         super().train(mode)
         if self.generator is not None:  # frozen: BN/IN statistics and dropout stay eval
