@@ -1,0 +1,71 @@
+"""Swin blocks: encoder/decoder shapes, patch expanding, and the decoder-from-encoder copy."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from contraseg.models.swin import (
+    PatchExpand,
+    SwinEncoder2d,
+    SwinUnetDecoder,
+    copy_encoder_to_decoder,
+    drop_path_rates,
+)
+
+
+def tiny(classes: int = 3) -> tuple[SwinEncoder2d, SwinUnetDecoder]:
+    torch.manual_seed(0)
+    encoder = SwinEncoder2d(4, 8, depths=(2, 2, 2), heads=(1, 2, 4), window=4, patch=4)
+    decoder = SwinUnetDecoder(encoder.widths, (2, 2, 2), (1, 2, 4), 4, classes)
+    return encoder, decoder
+
+
+def test_shapes_through_encoder_and_decoder():
+    encoder, decoder = tiny()
+    skips, bottleneck = encoder(torch.randn(2, 4, 64, 64))
+    assert [tuple(s.shape[1:]) for s in skips] == [(8, 16, 16), (16, 8, 8), (32, 4, 4)]
+    assert tuple(bottleneck.shape) == (2, 32, 4, 4)
+    assert tuple(decoder(skips, bottleneck).shape) == (2, 3, 64, 64)
+    assert tuple(encoder.pooled(torch.randn(3, 4, 64, 64)).shape) == (3, 32)
+
+
+def test_patch_expand_spreads_each_token_over_its_block():
+    expand = PatchExpand(4, factor=2, scale=2)
+    with torch.no_grad():
+        expand.expand.weight.copy_(torch.eye(8, 4))
+    x = torch.arange(2 * 4 * 1 * 1, dtype=torch.float32).view(2, 4, 1, 1)
+    out = expand(x)
+    assert tuple(out.shape) == (2, 2, 2, 2)
+    # token (4 values) -> linear (8 values: the 4, then zeros) -> 2x2 positions of 2 channels,
+    # row-major: position (0, 0) gets values 0-1, (0, 1) 2-3, (1, 0) and (1, 1) zeros; then LN
+    raw = expand.expand(x.permute(0, 2, 3, 1)).view(2, 2, 2, 2)
+    expected = expand.norm(raw).permute(0, 3, 1, 2)
+    assert torch.allclose(out, expected)
+
+
+def test_decoder_blocks_copy_the_mirrored_encoder_stage():
+    encoder, decoder = tiny()
+    lines = copy_encoder_to_decoder(encoder, decoder)
+    assert lines == ["decoder.layers.0.blocks.0 <- encoder.layers.1.blocks.0",
+                     "decoder.layers.0.blocks.1 <- encoder.layers.1.blocks.1",
+                     "decoder.layers.1.blocks.0 <- encoder.layers.0.blocks.0",
+                     "decoder.layers.1.blocks.1 <- encoder.layers.0.blocks.1"]
+    for i, layer in enumerate(decoder.layers):
+        source = encoder.layers[decoder.mirrored_stage(i)]
+        for mine, theirs in zip(layer.blocks, source.blocks, strict=True):
+            for (name, a), (_, b) in zip(mine.state_dict().items(),
+                                         theirs.state_dict().items(), strict=True):
+                assert torch.equal(a, b), name
+    # the copy is a copy: training the decoder leaves the encoder alone
+    with torch.no_grad():
+        decoder.layers[0].blocks[0].norm1.weight.add_(1)
+    assert not torch.equal(decoder.layers[0].blocks[0].norm1.weight,
+                           encoder.layers[1].blocks[0].norm1.weight)
+
+
+def test_drop_path_rises_linearly_over_all_blocks():
+    rates = drop_path_rates((2, 2, 2, 2), 0.1)
+    flat = [r for stage in rates for r in stage]
+    assert flat[0] == 0 and flat[-1] == pytest.approx(0.1) and len(flat) == 8
+    assert all(b > a for a, b in zip(flat, flat[1:], strict=False))
