@@ -204,3 +204,52 @@ def test_dense_info_nce_lower_for_clustered_features():
     as_map = lambda v: v[:, :, None, None, None]  # noqa: E731
     assert dense_info_nce(as_map(clustered), same_label(modality)) < dense_info_nce(
         as_map(shuffled), same_label(modality))
+
+
+def test_moco_v3_loss_reaches_the_analytic_minimum_for_perfect_alignment():
+    import math
+
+    from contraseg.losses.contrastive import moco_v3_loss
+
+    t = 0.5
+    # N = 2: q_i = k_i, the two keys opposite (cos -1 = -1/(N-1), the best separation)
+    q = torch.tensor([[1.0, 0.0], [-1.0, 0.0]])
+    by_hand = -math.log(math.exp(1 / t) / (math.exp(1 / t) + math.exp(-1 / t))) * 2 * t
+    assert moco_v3_loss(q, q.clone(), t).item() == pytest.approx(by_hand, rel=1e-5)
+    # N orthogonal pairs (N <= C): 2T log(1 + (N - 1) e^(-1/T))
+    n = 4
+    eye = torch.eye(n) * 3.0  # scale does not matter: cosine similarities
+    expected = 2 * t * math.log(1 + (n - 1) * math.exp(-1 / t))
+    assert moco_v3_loss(eye, torch.eye(n), t).item() == pytest.approx(expected, rel=1e-5)
+    # a regular simplex of N = 3 in 2D (cos -1/2) beats orthogonal keys, and misaligned is worse
+    angles = torch.tensor([0.0, 2 * math.pi / 3, 4 * math.pi / 3])
+    simplex = torch.stack([angles.cos(), angles.sin()], dim=1)
+    simplex_min = -math.log(math.exp(1 / t) / (math.exp(1 / t) + 2 * math.exp(-0.5 / t))) * 2 * t
+    assert moco_v3_loss(simplex, simplex, t).item() == pytest.approx(simplex_min, rel=1e-5)
+    assert moco_v3_loss(simplex, simplex.roll(1, 0), t).item() > simplex_min + 1
+
+
+def test_moco_v3_keys_carry_no_gradient():
+    from contraseg.losses.contrastive import moco_v3_loss
+
+    q = torch.randn(5, 8, requires_grad=True)
+    k = torch.randn(5, 8, requires_grad=True)
+    moco_v3_loss(q, k, 1.0).backward()
+    assert q.grad is not None and k.grad is None
+
+
+def test_momentum_schedule_and_update():
+    import math
+
+    from contraseg.losses.contrastive import momentum_at, momentum_update
+
+    assert momentum_at(0.0, 0.99) == pytest.approx(0.99)
+    assert momentum_at(1.0, 0.99) == pytest.approx(1.0)
+    assert momentum_at(0.5, 0.99) == pytest.approx(1 - 0.5 * 0.01)
+    assert momentum_at(0.25, 0.99) == pytest.approx(1 - 0.5 * (1 + math.cos(math.pi / 4)) * 0.01)
+    target, source = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    before = target.weight.detach().clone()
+    momentum_update(target, source, 0.9)
+    assert torch.allclose(target.weight, 0.9 * before + 0.1 * source.weight)
+    momentum_update(target, source, 1.0)  # m = 1 freezes the target
+    assert torch.allclose(target.weight, 0.9 * before + 0.1 * source.weight)

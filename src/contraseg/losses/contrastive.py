@@ -7,6 +7,8 @@ pairs.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -162,3 +164,29 @@ def simsiam_loss(p1: Tensor, p2: Tensor, v1: Tensor, v2: Tensor) -> Tensor:
         return -F.cosine_similarity(p, v.detach(), dim=-1).mean()
 
     return 0.5 * negative_cosine(p1, v2) + 0.5 * negative_cosine(p2, v1)
+
+
+def moco_v3_loss(q: Tensor, k: Tensor, temperature: float) -> Tensor:
+    """MoCo v3's contrastive loss of queries q against keys k (N, C) each, one direction:
+    cross-entropy of the cosine similarities / T with the matching key as the class, times 2T
+    (the authors' scaling). Keys carry no gradient (they come from the momentum encoder)."""
+    q = F.normalize(q.float(), dim=1)
+    k = F.normalize(k.detach().float(), dim=1)
+    logits = q @ k.t() / temperature
+    labels = torch.arange(len(q), device=q.device)
+    return F.cross_entropy(logits, labels) * (2 * temperature)
+
+
+def momentum_at(progress: float, base: float) -> float:
+    """MoCo v3's momentum schedule: from `base` at progress 0 to 1 at progress 1 on a half
+    cosine, m = 1 - (1 - base) (1 + cos(pi t)) / 2."""
+    progress = min(max(progress, 0.0), 1.0)
+    return 1.0 - 0.5 * (1.0 + math.cos(math.pi * progress)) * (1.0 - base)
+
+
+@torch.no_grad()
+def momentum_update(target: torch.nn.Module, source: torch.nn.Module, momentum: float) -> None:
+    """theta_target <- m theta_target + (1 - m) theta_source, parameter by parameter (buffers
+    such as BatchNorm statistics are the target's own)."""
+    for t, s in zip(target.parameters(), source.parameters(), strict=True):
+        t.mul_(momentum).add_(s.detach(), alpha=1.0 - momentum)
