@@ -6,6 +6,7 @@ Every verb exits 1 with a one-line reason on bad input (no traceback) and writes
 from __future__ import annotations
 
 import functools
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +16,7 @@ import typer
 from rich.console import Console
 
 from contraseg import __version__
-from contraseg.errors import ContrasegError
+from contraseg.errors import ConfigError, ContrasegError
 from contraseg.utils.jsonio import dumps
 
 console = Console()
@@ -24,6 +25,9 @@ err_console = Console(stderr=True)
 # options that several verbs share, declared once
 WhichOption = Annotated[str, typer.Option(help="best or last checkpoint.")]
 DeviceOption = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
+InitOption = Annotated[Path | None, typer.Option(
+    help="Start from these weights: a run folder, a contraseg checkpoint, or a local timm / "
+         "torchvision Swin state dict (matched by name; mismatches are reported).")]
 
 app = typer.Typer(
     name="contraseg",
@@ -193,6 +197,7 @@ def train(
         min=2, help="Patient-wise cross-validation: train every fold into OUT/fold-K.")] = None,
     fold: Annotated[int | None, typer.Option(
         min=0, help="With --folds: train only this fold (0-based).")] = None,
+    init: InitOption = None,
 ) -> None:
     """Train a method on one or more datasets; `--resume` continues a stopped or killed run.
 
@@ -205,11 +210,58 @@ def train(
     from contraseg.engine.runs import start_training
 
     info = start_training(out, method=method, data=data or [], preset=preset,
-                          overrides=set_ or [], resume=resume, max_steps=max_steps,
-                          max_minutes=max_minutes, console=err_console, folds=folds,
-                          fold=fold)
+                          overrides=[*(set_ or []), *_init_override(init)], resume=resume,
+                          max_steps=max_steps, max_minutes=max_minutes, console=err_console,
+                          folds=folds, fold=fold)
     if info:
         console.print(f"run {info['status']} at step {info['step']}: {out}")
+
+
+def _init_override(init: Path | None) -> list[str]:
+    return [] if init is None else [f"init={json.dumps(str(init))}"]
+
+
+@app.command("pretrain")
+@user_errors
+def pretrain(
+    out: Annotated[Path, typer.Option("--out", help="Run folder (config, log, checkpoints).")],
+    method: Annotated[str, typer.Option(help="Method whose encoder to pre-train (swin-moco).")],
+    data: Annotated[
+        list[Path] | None,
+        typer.Option("--data", help="Dataset folder (labels not needed); repeat for several."),
+    ] = None,
+    preset: Annotated[str, typer.Option(help="paper or fast.")] = "fast",
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a setting: key=value (repeat).")
+    ] = None,
+    init: InitOption = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out.")] = False,
+    max_steps: Annotated[
+        int | None, typer.Option(min=0, help="Stop after this many steps in all.")] = None,
+    max_minutes: Annotated[
+        float | None, typer.Option(min=0, help="Stop after this many minutes.")] = None,
+) -> None:
+    """Self-supervised pre-training of a method's encoder on unlabeled images.
+
+    Example: `contraseg pretrain --method swin-moco --data /data/parotid --out runs/moco --init
+    swin_tiny_patch4_window7_224.pth`, then `contraseg train --method swin-moco --init
+    runs/moco --data /data/parotid-labelled --out runs/swin-moco`.
+    """
+    from contraseg.engine.runs import start_training
+    from contraseg.models.registry import list_methods
+
+    stage = f"{method}-pretrain"
+    stages = list_methods(kind="pretraining")
+    if stage not in stages:
+        names = ", ".join(m.removesuffix("-pretrain") for m in stages)
+        raise ConfigError(f"--method {method} has no pre-training stage (methods with one: "
+                          f"{names})")
+    info = start_training(out, method=None if resume else stage, data=data or [],
+                          preset=preset, overrides=[*(set_ or []), *_init_override(init)],
+                          resume=resume, max_steps=max_steps, max_minutes=max_minutes,
+                          console=err_console)
+    if info:
+        console.print(f"pre-training {info['status']} at step {info['step']}: {out}")
 
 
 @app.command("predict")

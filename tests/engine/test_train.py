@@ -374,3 +374,55 @@ def test_whole_tumour_only_training_and_evaluation(tmp_path, phantom):
         rows = list(csv.DictReader(handle))
     assert {r["region"] for r in rows} == {"WT"} and len(rows) == 4
     assert all(0.0 <= float(r["dice"]) <= 1.0 for r in rows)
+
+
+def test_pretrain_then_fine_tune_from_the_pretraining_run(tmp_path, phantom):
+    """`contraseg pretrain --method swin-moco` on the phantom's images (labels unused), then
+    `contraseg train --method swin-moco --init PRETRAIN_RUN`: the encoder is loaded, the decoder
+    copied from it, and run.json says so."""
+    from typer.testing import CliRunner
+
+    from contraseg.cli import app
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["pretrain", "--method", "swin-moco", "--data", str(phantom),
+                                 "--out", str(tmp_path / "moco"), "--preset", "tiny"])
+    assert result.exit_code == 0, result.output
+    run = json.loads((tmp_path / "moco" / "run.json").read_text())
+    assert run["method"] == "swin-moco-pretrain" and run["label_convention"] is None
+    assert len(run["split"]["train"]) == 4 and run["split"]["val"] == []
+    log = [json.loads(line) for line in (tmp_path / "moco" / "log.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(r["loss"]["moco"]) for r in log)
+    pre = weights(tmp_path / "moco")
+    # the momentum encoder trails the encoder (updated after each step, never equal)
+    key = "layers.0.blocks.0.attn.qkv.weight"
+    assert not torch.equal(pre[f"encoder.{key}"], pre[f"momentum_encoder.{key}"])
+    result = runner.invoke(app, ["train", "--method", "swin-moco", "--data", str(phantom),
+                                 "--out", str(tmp_path / "ft"), "--preset", "tiny",
+                                 "--init", str(tmp_path / "moco"), "--set", "val_every=0"])
+    assert result.exit_code == 0, result.output
+    init = json.loads((tmp_path / "ft" / "run.json").read_text())["init"]
+    assert init["loaded"] > 10 and init["decoder_copied"]
+    assert init["source"] == str((tmp_path / "moco").resolve())
+    bad = runner.invoke(app, ["pretrain", "--method", "unet", "--data", str(phantom),
+                              "--out", str(tmp_path / "x")])
+    assert bad.exit_code != 0 and "no pre-training stage" in bad.output
+    refused = runner.invoke(app, ["train", "--method", "unet", "--data", str(phantom),
+                                  "--out", str(tmp_path / "y"), "--preset", "tiny",
+                                  "--init", str(tmp_path / "moco")])
+    assert refused.exit_code != 0 and "does not take --init" in refused.output
+
+
+def test_init_files_that_hold_no_weights_are_refused(tmp_path):
+    from contraseg.engine.checkpoint import read_init_weights
+
+    (tmp_path / "notes.pt").write_bytes(b"not a torch file")
+    with pytest.raises(InputError, match="notes.pt"):
+        read_init_weights(tmp_path / "notes.pt")
+    torch.save({"epoch": 3}, tmp_path / "meta.pt")
+    with pytest.raises(InputError, match="no state dict"):
+        read_init_weights(tmp_path / "meta.pt")
+    torch.save({"state_dict": {"module.a": torch.ones(2)}}, tmp_path / "wrapped.pt")
+    assert list(read_init_weights(tmp_path / "wrapped.pt")) == ["a"]
+    with pytest.raises(InputError, match="no such file"):
+        read_init_weights(tmp_path / "missing.pt")

@@ -121,3 +121,29 @@ def load_method(run: str | Path, which: str = "best", device: str | torch.device
     meta["path"] = str(path)
     method.to(memory_format=memory_format(method, config.get("channels_last", True)))
     return method.to(device).eval(), meta
+
+
+def read_init_weights(source: str | Path) -> dict[str, torch.Tensor]:
+    """The state dict `--init` starts from: a contraseg run folder or checkpoint (its model),
+    or any other torch file of plain tensors (a timm / torchvision state dict, possibly under
+    "state_dict" or "model", "module." prefixes dropped). Read with weights_only=True."""
+    path = Path(source)
+    if path.is_dir():
+        return load_checkpoint(find_checkpoint(path))["model"]
+    if not path.is_file():
+        raise InputError(path, "--init: no such file or run folder")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise InputError(path, f"--init: not a readable weights file "
+                               f"({str(exc).splitlines()[0][:160]})") from None
+    if isinstance(data, dict) and data.get("format") == FORMAT:
+        return load_checkpoint(path)["model"]
+    while isinstance(data, dict) and len(data) <= 3 and any(
+            isinstance(data.get(k), dict) for k in ("state_dict", "model", "module")):
+        data = next(data[k] for k in ("state_dict", "model", "module")
+                    if isinstance(data.get(k), dict))
+    if not isinstance(data, dict) or not data or not all(
+            isinstance(v, torch.Tensor) for v in data.values()):
+        raise InputError(path, "--init: holds no state dict of tensors")
+    return {k.removeprefix("module."): v for k, v in data.items()}

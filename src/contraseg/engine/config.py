@@ -99,6 +99,8 @@ class TrainConfig:
     device: str = "auto"  # auto, cpu, cuda, cuda:1, ...
     # a generator run (introvae) for methods that compare with a pseudo-normal brain (clfc)
     normal_run: str | None = None
+    # weights to start from (--init): a run, a contraseg checkpoint or a timm/torchvision file
+    init: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

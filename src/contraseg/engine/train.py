@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ from contraseg.data.labels import LabelConvention, whole_tumour
 from contraseg.data.layouts import discover, order_modalities
 from contraseg.data.preprocess import PreprocessSettings
 from contraseg.engine import distributed
-from contraseg.engine.checkpoint import load_checkpoint, save_checkpoint
+from contraseg.engine.checkpoint import load_checkpoint, read_init_weights, save_checkpoint
 from contraseg.engine.config import TrainConfig, config_from_dict
 from contraseg.engine.generator import (
     GENERATOR_MODALITIES,
@@ -107,12 +107,22 @@ def preprocess_settings(config: TrainConfig) -> PreprocessSettings:
 
 def prepare_data(config: TrainConfig, data_dirs: list[Path], cache_dir: Path,
                  split: dict[str, list[str]] | None = None, console: Console | None = None,
-                 *, generator: bool = False, fold: tuple[int, int] | None = None) -> TrainData:
+                 *, kind: str = "segmentation", fold: tuple[int, int] | None = None
+                 ) -> TrainData:
     """Discover, split and preprocess (cached) every labelled case of every data folder; for a
-    `generator`, every case's healthy T1 instead (`engine.generator.normal_t1_case`). `fold`
-    (k, n): cross-validation fold k of n, whose cases are held out (split["test"])."""
+    "generator" `kind`, every case's healthy T1 instead (`engine.generator.normal_t1_case`);
+    for "pretraining", every case, labelled or not, all for training. `fold` (k, n):
+    cross-validation fold k of n, whose cases are held out (split["test"])."""
     specs = [discover(d, labels=config.data.labels) for d in data_dirs]
-    if generator:
+    if kind == "pretraining":
+        convention = None
+        modalities = order_modalities({m for s in specs for m in s.modalities})
+        keyed = {f"{s.root.name}/{c.case_id}": (replace(c, label=None), s) for s in specs
+                 for c in s.cases}
+        if not keyed:
+            raise InputError(data_dirs[0], "no case to pre-train on")
+        split = split or {"train": sorted(keyed), "val": []}
+    elif kind == "generator":
         convention, modalities = None, GENERATOR_MODALITIES
         keyed = {f"{s.root.name}/{c.case_id}": (normal, s) for s in specs for c in s.cases
                  if (normal := normal_t1_case(c)) is not None}
@@ -186,13 +196,13 @@ class Trainer:
         make_config(config.method, config.model)
         entry.cls.check_batch_size(config.loss_weights, config.data.batch_size)
         self.generator = entry.cls.kind == "generator"
-        self.score_key = "psnr" if self.generator else "dice_mean"
+        self.score_key = "psnr" if self.generator else "dice_mean"  # pretraining: no validation
         self.data_dirs = [Path(d).resolve() for d in data_dirs]
         run_info = self._read_run_info() if resume else {}
         cache_dir = Path(config.data.cache_dir) if config.data.cache_dir else self.out / "cache"
         self.data = prepare_data(config, self.data_dirs, cache_dir, run_info.get("split"),
                                  self.console if self.ctx.is_main else None,
-                                 generator=self.generator, fold=self.fold)
+                                 kind=entry.cls.kind, fold=self.fold)
         self._seed_everything()
         num_classes = self.data.convention.num_classes if self.data.convention else 1
         self.method = build_method(config.method, self.data.modalities, num_classes,
@@ -200,6 +210,8 @@ class Trainer:
         self.method.check_patch(config.data.patch_size)
         if generator_weights is not None:
             load_generator_weights(self.method, generator_weights)
+        self.init_report = (self._load_init() if config.init and not resume
+                            else run_info.get("init"))
         add_case_inputs(self.method, self.data.train, cache_dir)
         self.memory_format = memory_format(self.method, config.channels_last)
         self.method.to(memory_format=self.memory_format)
@@ -234,6 +246,20 @@ class Trainer:
                               f"{', '.join(refused)} (only {', '.join(sorted(RESUMABLE_CHANGES))} "
                               "may change)")
         return info
+
+    def _load_init(self) -> dict:
+        """Start from `config.init` (transfer learning); the summary goes to run.json."""
+        report = self.method.load_init(read_init_weights(self.config.init))
+        summary = {"source": str(Path(self.config.init).resolve()),
+                   "loaded": len(report["loaded"]), "skipped": report["skipped"],
+                   **{k: v for k, v in report.items() if k not in ("loaded", "skipped")}}
+        if not report["loaded"]:
+            raise InputError(self.config.init, "--init: no tensor fits the model "
+                                               f"({len(report['skipped'])} skipped)")
+        if self.ctx.is_main:
+            self.console.print(f"init: {summary['loaded']} tensors from {self.config.init}, "
+                               f"{len(summary['skipped'])} skipped")
+        return summary
 
     def _seed_everything(self) -> None:
         torch.manual_seed(self.config.seed)
@@ -304,6 +330,7 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         self.step += 1
+        self.method.after_step(self.step / self.config.total_steps)
         values = {name: float(value.detach()) for name, value in terms.items()}
         values["total"] = float(total.detach())
         self._log_scalars({f"loss/{k}": v for k, v in values.items()}
@@ -379,6 +406,7 @@ class Trainer:
             "preprocess": self.data.preprocess.to_dict(), "world_size": self.ctx.world_size,
             "step": self.step, "best": self.best if self.best > -float("inf") else None,
             **({"fold": {"index": self.fold[0], "folds": self.fold[1]}} if self.fold else {}),
+            **({"init": self.init_report} if self.init_report else {}),
             **extra,
         }
         self.out.mkdir(parents=True, exist_ok=True)

@@ -125,6 +125,16 @@ class Method(nn.Module):
                               f"{getattr(self, 'method_name', type(self).__name__)} needs "
                               f"multiples of {divisor}{where}")
 
+    def load_init(self, state: dict[str, Tensor]) -> dict:
+        """Start from other weights (`--init`): copy what fits, return {"loaded": [names],
+        "skipped": ["name: reason"], ...}. Methods without transfer learning refuse."""
+        raise ConfigError(f"{getattr(self, 'method_name', type(self).__name__)} does not "
+                          "take --init weights")
+
+    def after_step(self, progress: float) -> None:
+        """Called after every optimiser step with the share of training done (0-1]: e.g.
+        MoCo's momentum update. Default: nothing."""
+
     def param_groups(self, lr: float) -> list[dict]:
         """The optimiser's parameter groups (one group at the run's lr unless a method needs
         several, e.g. IntroVAE's encoder and decoder learning rates)."""

@@ -13,7 +13,7 @@ from contraseg.models.base import Method
 # Modules whose import registers the built-in methods (imported on first lookup, not at start-up).
 BUILTIN_MODULES = ("contraseg.models.unet", "contraseg.models.rfnet", "contraseg.models.dcseg",
                    "contraseg.models.dclmanet", "contraseg.models.introvae",
-                   "contraseg.models.clfc")
+                   "contraseg.models.clfc", "contraseg.models.swinmoco")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,294 @@
+"""`swin-moco`: MoCo v3 pre-training of a Swin encoder, then a Swin-Unet fine-tuned on labels.
+
+Xu, Dai et al., "Segmentation of Parotid Gland Tumors Using Multimodal MRI and Contrastive
+Learning" (paper 001, summary only) and its journal version "Swin MoCo"; MoCo v3 is Chen, Xie
+& He, "An Empirical Study of Training Self-Supervised Vision Transformers" (ICCV 2021).
+
+- `swin-moco-pretrain` (`contraseg pretrain --method swin-moco`): unlabeled 2D slices, the
+  modalities stacked as channels; two augmented views (random resized crop, flip, intensity
+  scale/shift); a Swin encoder (`models.swin.SwinEncoder2d`, global average pooled) with a
+  3-layer projector (hidden 4096, out 256, BN, last BN without affine) and a 2-layer predictor;
+  a momentum copy of encoder + projector (m from 0.99 to 1 on a half cosine, updated after
+  every optimiser step); loss `moco` = ctr(q1, k2) + ctr(q2, k1), ctr = cross-entropy of
+  cosine / T against the matching key, times 2T (T = 1).
+- `swin-moco` (`contraseg train --method swin-moco`): a Swin-Unet (the same encoder, a
+  symmetric Swin decoder with patch expanding and skips); `--init RUN` starts the encoder from
+  a pre-training run (or a timm / torchvision Swin-T state dict) and, with
+  `model.decoder_from_encoder`, every decoder stage's Swin blocks from the mirrored encoder
+  stage (the journal version's way of letting pre-training reach the decoder). Loss 0.4 `ce` +
+  0.6 `dice` (soft Dice over every class, background included, as Swin-Unet).
+- Transfer learning: `--init` on `pretrain` starts the MoCo encoder (and its momentum copy) from
+  a local Swin checkpoint; keys are mapped by name, shape-mismatched or unknown keys are
+  reported and skipped (e.g. a 3-channel patch embedding for 4 modalities).
+
+Divergences, and why: the decoder contrastive term the paper explored is not built (no
+description of it was at hand). Missing modalities (not in the paper) are zeroed channels with
+modality dropout, as the other methods. Augmentations are MRI-safe (no colour jitter,
+grayscale or solarisation, which need RGB).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from contraseg.errors import ConfigError
+from contraseg.losses.contrastive import moco_v3_loss, momentum_at, momentum_update
+from contraseg.losses.segmentation import soft_dice_loss
+from contraseg.models.base import Batch, Method, mask_missing
+from contraseg.models.registry import register
+from contraseg.models.slices import per_slice, slices_as_batch
+from contraseg.models.swin import SwinEncoder2d, SwinUnetDecoder, copy_encoder_to_decoder
+
+
+@dataclass
+class SwinMoCoConfig:
+    """Encoder: embed_dim, depths, heads, window, patch, drop_path (the issue's Swin: 96,
+    2/2/2/2, 3/6/12/24, 7, 4, 0.1). MoCo v3: projector_hidden / projection_dim (4096 / 256),
+    predictor_hidden (4096), temperature (1.0), momentum (0.99 -> 1), crop_scale (the random
+    resized crop's area range). decoder_from_encoder: with --init, copy the mirrored encoder
+    stages into the decoder."""
+
+    embed_dim: int = 96
+    depths: list[int] = field(default_factory=lambda: [2, 2, 2, 2])
+    heads: list[int] = field(default_factory=lambda: [3, 6, 12, 24])
+    window: int = 7
+    patch: int = 4
+    drop_path: float = 0.1
+    decoder_from_encoder: bool = True
+    projector_hidden: int = 4096
+    projection_dim: int = 256
+    predictor_hidden: int = 4096
+    temperature: float = 1.0
+    momentum: float = 0.99
+    crop_scale: list[float] = field(default_factory=lambda: [0.3, 1.0])
+
+    def __post_init__(self) -> None:
+        if len(self.depths) != len(self.heads) or not self.depths:
+            raise ConfigError("swin-moco needs one model.heads entry per model.depths entry")
+        if not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
+            raise ConfigError(f"model.crop_scale {self.crop_scale}: need 0 < low <= high <= 1")
+
+
+def build_encoder(in_channels: int, config: SwinMoCoConfig) -> SwinEncoder2d:
+    return SwinEncoder2d(in_channels, config.embed_dim, config.depths, config.heads,
+                         config.window, config.patch, config.drop_path)
+
+
+def mlp(layers: int, in_dim: int, hidden: int, out_dim: int, last_bn: bool) -> nn.Sequential:
+    """MoCo v3's MLP: Linear (no bias) + BN + ReLU between layers; a last BN without affine
+    parameters when `last_bn` (the projector)."""
+    modules: list[nn.Module] = []
+    for i in range(layers):
+        d_in = in_dim if i == 0 else hidden
+        d_out = out_dim if i == layers - 1 else hidden
+        modules.append(nn.Linear(d_in, d_out, bias=False))
+        if i < layers - 1:
+            modules += [nn.BatchNorm1d(d_out), nn.ReLU(inplace=True)]
+        elif last_bn:
+            modules.append(nn.BatchNorm1d(d_out, affine=False))
+    return nn.Sequential(*modules)
+
+
+def random_views(x: Tensor, available: Tensor, scale: tuple[float, float]) -> Tensor:
+    """One augmented view of every slice (N, M, X, Y): a random resized crop (area fraction in
+    `scale`, aspect ratio 3/4-4/3) resampled to the input size, a horizontal flip half of the
+    time, then a per-channel intensity scale (x U(0.8, 1.2)) and shift (+ U(-0.2, 0.2)) on the
+    available channels only (absent ones stay 0)."""
+    n, m = x.shape[:2]
+    device = x.device
+    area = torch.empty(n, device=device).uniform_(*scale)
+    log_ratio = torch.empty(n, device=device).uniform_(math.log(3 / 4), math.log(4 / 3))
+    ratio = log_ratio.exp()
+    sx = (area * ratio).sqrt().clamp(max=1.0)
+    sy = (area / ratio).sqrt().clamp(max=1.0)
+    cx = (torch.rand(n, device=device) * 2 - 1) * (1 - sx)
+    cy = (torch.rand(n, device=device) * 2 - 1) * (1 - sy)
+    flip = torch.where(torch.rand(n, device=device) < 0.5, -1.0, 1.0)
+    theta = torch.zeros(n, 2, 3, device=device)
+    # grid_sample's x is the last axis (Y here), y the first spatial one (X)
+    theta[:, 0, 0], theta[:, 0, 2] = sy * flip, cy
+    theta[:, 1, 1], theta[:, 1, 2] = sx, cx
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    view = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    gain = torch.empty(n, m, 1, 1, device=device).uniform_(0.8, 1.2)
+    shift = torch.empty(n, m, 1, 1, device=device).uniform_(-0.2, 0.2)
+    keep = available.to(view.dtype).view(n, m, 1, 1)
+    return (view * gain + shift) * keep
+
+
+@register("swin-moco-pretrain", SwinMoCoConfig)
+class SwinMoCoPretrain(Method):
+    """MoCo v3 pre-training of the Swin encoder (see the module docstring)."""
+
+    spatial: ClassVar[str] = "2d"
+    kind: ClassVar[str] = "pretraining"
+    loss_terms = ("moco",)
+
+    def __init__(self, modalities, num_classes, config: SwinMoCoConfig, loss_weights=None):
+        super().__init__(modalities, num_classes, loss_weights)
+        self.config = config
+        self.encoder = build_encoder(self.num_modalities, config)
+        width = self.encoder.widths[-1]
+        self.projector = mlp(3, width, config.projector_hidden, config.projection_dim, True)
+        self.predictor = mlp(2, config.projection_dim, config.predictor_hidden,
+                             config.projection_dim, False)
+        self.momentum_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
+        self.momentum_projector = copy.deepcopy(self.projector).requires_grad_(False)
+
+    @property
+    def size_divisor(self) -> int:
+        return self.config.patch * 2 ** (len(self.config.depths) - 1)
+
+    @classmethod
+    def batch_size_needed(cls, loss_weights: dict[str, float]) -> int:
+        return 2 if loss_weights.get("moco", 1.0) else 1  # negatives come from the batch
+
+    def param_groups(self, lr: float) -> list[dict]:
+        return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr}]
+
+    def forward(self, images: Tensor, available: Tensor) -> Tensor:
+        """(B, M, X, Y, Z) -> (B, C, 1, 1, Z): the pooled encoder features of every slice."""
+        def pooled(slices: Tensor) -> Tensor:
+            return self.encoder.pooled(slices)[..., None, None]
+
+        return per_slice(pooled, mask_missing(images, available))
+
+    def _query(self, view: Tensor) -> Tensor:
+        return self.predictor(self.projector(self.encoder.pooled(view)))
+
+    def _key(self, view: Tensor) -> Tensor:
+        with torch.no_grad():
+            return self.momentum_projector(self.momentum_encoder.pooled(view))
+
+    def losses(self, batch: Batch) -> dict[str, Tensor]:
+        images = mask_missing(batch.images.float(), batch.available)
+        slices = slices_as_batch(images)
+        available = batch.available.repeat_interleave(images.shape[-1], dim=0)
+        scale = tuple(self.config.crop_scale)
+        v1, v2 = random_views(slices, available, scale), random_views(slices, available, scale)
+        t = self.config.temperature
+        loss = (moco_v3_loss(self._query(v1), self._key(v2), t)
+                + moco_v3_loss(self._query(v2), self._key(v1), t))
+        return {"moco": loss}
+
+    def load_init(self, state: dict[str, Tensor]) -> dict:
+        """Transfer learning: the encoder (and its momentum copy) from a Swin checkpoint."""
+        loaded, skipped = load_matching(self.encoder, swin_encoder_state(state))
+        self.momentum_encoder.load_state_dict(self.encoder.state_dict())
+        return {"loaded": loaded, "skipped": skipped}
+
+    def after_step(self, progress: float) -> None:
+        """The momentum update of encoder and projector after each optimiser step."""
+        m = momentum_at(progress, self.config.momentum)
+        momentum_update(self.momentum_encoder, self.encoder, m)
+        momentum_update(self.momentum_projector, self.projector, m)
+
+
+@register("swin-moco", SwinMoCoConfig)
+class SwinMoCo(Method):
+    """The Swin-Unet fine-tuned for segmentation (see the module docstring)."""
+
+    spatial: ClassVar[str] = "2d"
+    loss_terms = ("ce", "dice")
+
+    def __init__(self, modalities, num_classes, config: SwinMoCoConfig, loss_weights=None):
+        super().__init__(modalities, num_classes, {"ce": 0.4, "dice": 0.6,
+                                                   **(loss_weights or {})})
+        self.config = config
+        self.encoder = build_encoder(self.num_modalities, config)
+        self.decoder = SwinUnetDecoder(self.encoder.widths, config.depths, config.heads,
+                                       config.window, num_classes, config.patch,
+                                       config.drop_path)
+
+    @property
+    def size_divisor(self) -> int:
+        return self.config.patch * 2 ** (len(self.config.depths) - 1)
+
+    def _segment(self, slices: Tensor) -> Tensor:
+        return self.decoder(*self.encoder(slices))
+
+    def forward(self, images: Tensor, available: Tensor) -> Tensor:
+        return per_slice(self._segment, mask_missing(images, available))
+
+    def losses(self, batch: Batch) -> dict[str, Tensor]:
+        logits = self(batch.images, batch.available)
+        return {"ce": F.cross_entropy(logits.float(), batch.target),
+                "dice": soft_dice_loss(logits, batch.target)}
+
+    def load_init(self, state: dict[str, Tensor]) -> dict:
+        """The encoder from a pre-training run (or any Swin checkpoint), then, with
+        `model.decoder_from_encoder`, the decoder's Swin blocks from the mirrored stages."""
+        loaded, skipped = load_matching(self.encoder, swin_encoder_state(state))
+        report: dict = {"loaded": loaded, "skipped": skipped}
+        if self.config.decoder_from_encoder and loaded:
+            report["decoder_copied"] = copy_encoder_to_decoder(self.encoder, self.decoder)
+        return report
+
+
+# --- transfer learning: Swin weights from other checkpoints --------------------------------------
+
+
+def swin_encoder_state(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """A Swin state dict renamed to `SwinEncoder2d`'s keys: a contraseg swin-moco run's
+    `encoder.*`, torchvision's `features.*` (Swin-T/S/B), or timm's `layers.*` (patch merging at
+    the end of a stage before timm 0.9, at the start of the next one since). Keys without a
+    counterpart keep a name that says where they came from (they are reported, not loaded)."""
+    if any(k.startswith("encoder.") for k in state):
+        return {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
+    if any(k.startswith("features.") for k in state):
+        return {_torchvision_key(k): v for k, v in state.items()}
+    merge_at_start = (not any(k.startswith("layers.0.downsample.") for k in state)
+                      and any(".downsample." in k for k in state))
+    return {_timm_key(k, merge_at_start): v for k, v in state.items()}
+
+
+def _mlp_names(key: str) -> str:
+    return (key.replace(".mlp.fc1.", ".mlp.linear1.").replace(".mlp.fc2.", ".mlp.linear2.")
+            .replace(".mlp.0.", ".mlp.linear1.").replace(".mlp.3.", ".mlp.linear2."))
+
+
+def _timm_key(key: str, merge_at_start: bool) -> str:
+    match = re.fullmatch(r"layers\.(\d+)\.downsample\.(.+)", key)
+    if match and merge_at_start:
+        return f"layers.{int(match[1]) - 1}.downsample.{match[2]}"
+    return _mlp_names(key)
+
+
+def _torchvision_key(key: str) -> str:
+    parts = key.split(".")
+    if parts[0] != "features":
+        return key
+    index = int(parts[1])
+    rest = ".".join(parts[2:])
+    if index == 0:  # Sequential(conv, permute, LayerNorm)
+        return {"0": "patch_embed.proj", "2": "patch_embed.norm"}.get(parts[2], key) + \
+            "." + ".".join(parts[3:])
+    if index % 2:  # stage (index - 1) / 2, its blocks
+        return _mlp_names(f"layers.{(index - 1) // 2}.blocks.{rest}")
+    return f"layers.{index // 2 - 1}.downsample.{rest}"
+
+
+def load_matching(module: nn.Module, state: dict[str, Tensor]) -> tuple[list[str], list[str]]:
+    """Copy every tensor of `state` whose name and shape match `module`'s; returns the loaded
+    names and 'name: reason' for the others."""
+    own = module.state_dict()
+    loaded, skipped, update = [], [], {}
+    for key, value in state.items():
+        if key not in own:
+            skipped.append(f"{key}: not in the model")
+        elif tuple(own[key].shape) != tuple(value.shape):
+            skipped.append(f"{key}: shape {tuple(value.shape)}, the model's "
+                           f"{tuple(own[key].shape)}")
+        else:
+            update[key] = value.to(own[key].dtype)
+            loaded.append(key)
+    module.load_state_dict(update, strict=False)
+    return loaded, skipped

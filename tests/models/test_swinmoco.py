@@ -1,0 +1,123 @@
+"""Swin-MoCo: transfer learning from timm / torchvision Swin state dicts, the pre-training
+objective, the momentum update and the decoder copy on --init."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+from contraseg.errors import ConfigError
+from contraseg.models.base import Batch
+from contraseg.models.registry import build_method
+from contraseg.models.swin import SwinEncoder2d
+from contraseg.models.swinmoco import _torchvision_key, random_views, swin_encoder_state
+from tests.models.tiny_methods import MODALITIES, build_tiny, mask
+
+SWIN_T = {"embed_dim": 96, "depths": [2, 2, 2, 2], "heads": [3, 6, 12, 24], "window": 7,
+          "patch": 4}
+
+
+def timm_swin_t_state(seed: int = 0) -> dict[str, torch.Tensor]:
+    """A timm >= 0.9 style Swin-T (depths 2, 2, 6, 2; 3 input channels) state dict, written
+    here by renaming independently of the code under test: fc1/fc2 MLP names, patch merging
+    at the START of the next stage, a 1000-class head."""
+    torch.manual_seed(seed)
+    source = SwinEncoder2d(3, 96, (2, 2, 6, 2), (3, 6, 12, 24), window=7)
+    state = {}
+    for key, value in source.state_dict().items():
+        key = key.replace("mlp.linear1", "mlp.fc1").replace("mlp.linear2", "mlp.fc2")
+        match = re.fullmatch(r"layers\.(\d)\.downsample\.(.+)", key)
+        if match:
+            key = f"layers.{int(match[1]) + 1}.downsample.{match[2]}"
+        state[key] = value.clone()
+    state["head.fc.weight"] = torch.randn(1000, 768)
+    state["head.fc.bias"] = torch.zeros(1000)
+    return state
+
+
+def test_init_from_a_timm_swin_t_loads_matching_keys_and_reports_the_rest():
+    timm = timm_swin_t_state()
+    torch.manual_seed(1)
+    method = build_method("swin-moco", MODALITIES, 4, SWIN_T)
+    report = method.load_init(timm)
+    own = method.encoder.state_dict()
+    assert "layers.0.blocks.1.attn.qkv.weight" in report["loaded"]
+    assert torch.equal(own["layers.0.blocks.1.attn.qkv.weight"],
+                       timm["layers.0.blocks.1.attn.qkv.weight"])
+    assert torch.equal(own["layers.1.blocks.0.mlp.linear1.weight"],
+                       timm["layers.1.blocks.0.mlp.fc1.weight"])
+    # timm's merging at the start of stage 1 is ours at the end of stage 0
+    assert torch.equal(own["layers.0.downsample.reduction.weight"],
+                       timm["layers.1.downsample.reduction.weight"])
+    assert torch.equal(own["norm.weight"], timm["norm.weight"])
+    skipped = dict(line.split(": ", 1) for line in report["skipped"])
+    assert skipped["patch_embed.proj.weight"] == "shape (96, 3, 4, 4), the model's (96, 4, 4, 4)"
+    assert skipped["layers.2.blocks.5.attn.qkv.weight"] == "not in the model"
+    assert skipped["head.fc.weight"] == "not in the model"
+    assert not any(k.startswith("layers.0.blocks.0.") for k in skipped)
+    # the decoder starts from the mirrored encoder stages
+    assert "decoder.layers.0.blocks.0 <- encoder.layers.2.blocks.0" in report["decoder_copied"]
+    assert torch.equal(method.decoder.layers[0].blocks[0].attn.qkv.weight,
+                       timm["layers.2.blocks.0.attn.qkv.weight"])
+
+
+def test_old_timm_layout_and_torchvision_names():
+    torch.manual_seed(0)
+    ours = SwinEncoder2d(3, 8, (2, 2), (1, 2), window=4)
+    old_timm = {k.replace("mlp.linear1", "mlp.fc1"): v for k, v in ours.state_dict().items()}
+    assert swin_encoder_state(old_timm).keys() == ours.state_dict().keys()
+    assert _torchvision_key("features.0.0.weight") == "patch_embed.proj.weight"
+    assert _torchvision_key("features.0.2.bias") == "patch_embed.norm.bias"
+    assert _torchvision_key("features.3.1.mlp.3.weight") == "layers.1.blocks.1.mlp.linear2.weight"
+    assert _torchvision_key("features.4.reduction.weight") == "layers.1.downsample.reduction.weight"
+    run_state = {f"encoder.{k}": v for k, v in ours.state_dict().items()} | {"head.weight": 0}
+    assert swin_encoder_state(run_state).keys() == ours.state_dict().keys()
+
+
+def pretrainer(**model):
+    method, patch = build_tiny("swin-moco-pretrain", **model)
+    return method, patch
+
+
+def test_pretraining_objective_momentum_and_views():
+    method, _ = pretrainer()
+    images = torch.randn(4, 4, 16, 16, 1)
+    available = mask([[1, 1, 1, 1], [1, 0, 1, 0], [0, 0, 1, 1], [1, 1, 1, 0]])
+    terms = method.losses(Batch(images, available))
+    assert set(terms) == {"moco"} and torch.isfinite(terms["moco"])
+    terms["moco"].backward()
+    assert method.encoder.patch_embed.proj.weight.grad is not None
+    assert all(p.grad is None for p in method.momentum_encoder.parameters())
+    before = {k: v.clone() for k, v in method.momentum_encoder.state_dict().items()}
+    with torch.no_grad():
+        for p in method.encoder.parameters():
+            p.add_(1.0)
+    method.after_step(0.0)  # m = 0.99 at the start
+    key = "layers.0.blocks.0.attn.qkv.weight"
+    expected = 0.99 * before[key] + 0.01 * method.encoder.state_dict()[key]
+    assert torch.allclose(method.momentum_encoder.state_dict()[key], expected, atol=1e-6)
+    # the views keep absent channels at 0 and change the present ones
+    slices = torch.randn(4, 4, 16, 16)
+    views = random_views(slices, available, (0.3, 1.0))
+    assert (views[~available] == 0).all() and not torch.allclose(views[available],
+                                                                 slices[available])
+    with pytest.raises(ConfigError, match="batch_size >= 2"):
+        method.check_batch_size(method.loss_weights, 1)
+
+
+def test_pretraining_starts_both_encoders_from_init_weights():
+    method, _ = pretrainer()
+    torch.manual_seed(4)
+    other = SwinEncoder2d(4, 8, (2, 2), (1, 2), window=4)
+    report = method.load_init({f"encoder.{k}": v for k, v in other.state_dict().items()})
+    assert not report["skipped"]
+    for name, value in other.state_dict().items():
+        assert torch.equal(method.encoder.state_dict()[name], value)
+        assert torch.equal(method.momentum_encoder.state_dict()[name], value)
+
+
+def test_fine_tuning_loss_weights_are_the_papers():
+    method, _ = build_tiny("swin-moco")
+    assert method.loss_weights == {"ce": 0.4, "dice": 0.6}
