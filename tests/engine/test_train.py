@@ -374,6 +374,12 @@ def test_whole_tumour_only_training_and_evaluation(tmp_path, phantom):
         rows = list(csv.DictReader(handle))
     assert {r["region"] for r in rows} == {"WT"} and len(rows) == 4
     assert all(0.0 <= float(r["dice"]) <= 1.0 for r in rows)
+    # mmseg-style per-case means over both classes (background included): with background IoU
+    # in [0, 1], mIoU lies between IoU_tumour / 2 and (1 + IoU_tumour) / 2
+    for r in rows:
+        iou, miou = float(r["iou"]), float(r["case_miou"])
+        assert iou / 2 - 1e-9 <= miou <= (1 + iou) / 2 + 1e-9
+        assert 0.0 <= float(r["case_mpa"]) <= 1.0
 
 
 def test_pretrain_then_fine_tune_from_the_pretraining_run(tmp_path, phantom):

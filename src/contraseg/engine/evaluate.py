@@ -30,7 +30,7 @@ from contraseg.engine.infer import (
     window_size,
 )
 from contraseg.errors import InputError
-from contraseg.evaluation.metrics import MetricSettings, region_metrics
+from contraseg.evaluation.metrics import MetricSettings, multiclass_metrics, region_metrics
 from contraseg.evaluation.protocol import availability, parse_subsets, subset_name
 from contraseg.evaluation.report import axial_slice, overlay_figure, write_report
 from contraseg.evaluation.representations import (
@@ -84,10 +84,13 @@ def evaluate_case(predictor: Predictor, case: CaseSpec, convention: LabelConvent
         post_scores = (scores if post is pred else region_metrics(
             post, reference, predictor.convention, settings.distance_spacing,
             settings.hd95_definition, settings.empty_policy))
+        # mmseg's per-class means over ALL classes (background included), for this case
+        classes = multiclass_metrics(pred, reference, predictor.convention.num_classes)
         for region, values in scores.items():
             rows.append({"case": case.case_id, "subset": subset_name(subset), "region": region,
                          **values, "dice_postproc": post_scores[region]["dice"],
-                         "hd95_postproc": post_scores[region]["hd95"]})
+                         "hd95_postproc": post_scores[region]["hd95"],
+                         "case_miou": classes["miou"], "case_mpa": classes["mpa"]})
         if len(subset) == len(pre.modalities):
             pictures |= {"images": dict(zip(pre.modalities, loaded.image, strict=True)),
                          "pred": pred, "ref": reference}
@@ -140,7 +143,11 @@ def evaluate_run(run: Path, data: Path, out: Path, *, subsets: str = "all", whic
     conventions = {**settings.to_dict(), "spacing": "per case, from its reference image"
                    if units == "mm" else None,
                    "et_postprocessing": f"predicted ET under {et_min} voxels becomes necrosis "
-                                        "(columns *_postproc)"}
+                                        "(columns *_postproc)",
+                   "case_miou_mpa": "per case and subset, mmsegmentation's mean IoU and mean "
+                                    "per-class accuracy (MPA) over every class, background "
+                                    "included, on the input grid (the same value on each "
+                                    "region's row)"}
     notes = {"method": predictor.method_name, "checkpoint": ", ".join(sources),
              "data": str(data), "cases": str(len(cases)),
              "subsets": ", ".join(subset_name(s) for s in chosen)}
