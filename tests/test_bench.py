@@ -43,10 +43,10 @@ def test_run_bench_refuses_unknown_targets_and_bad_repeats():
         run_bench(["metrics"], 0)
 
 
-@pytest.mark.parametrize("method", ["unet", "rfnet", "dc-seg", "dcl-manet", "clfc"])
+@pytest.mark.parametrize("method", ["unet", "rfnet", "dc-seg", "dcl-manet", "clfc", "swin-moco"])
 def test_bench_method_reports_every_figure(method):
     result = bench_method(method, preset="tiny", steps=2, case_shape=(20, 20, 20))
-    expected_patch = [16, 16, 4] if method == "clfc" else [16, 16, 16]
+    expected_patch = {"clfc": [16, 16, 4], "swin-moco": [16, 16, 2]}.get(method, [16, 16, 16])
     assert result["parameters"] > 0 and result["patch_size"] == expected_patch
     assert _is_timing(result["train_step"], 2)
     assert result["train_voxels_per_s"] > 0

@@ -16,7 +16,7 @@ from contraseg.engine.runs import start_training
 
 
 @pytest.mark.realdata
-@pytest.mark.parametrize("method", ["dc-seg", "dcl-manet"])
+@pytest.mark.parametrize("method", ["dc-seg", "dcl-manet", "swin-moco"])
 def test_real_scans_mixed_modalities_train_and_predict_on_the_input_grid(tmp_path, shared_data,
                                                                          method):
     """BraTS 2015 (FLAIR + T1c, z-scored) with TCGA (4 raw modalities): a run over the union
@@ -89,3 +89,24 @@ def test_clfc_on_real_scans_with_an_ixi_introvae(tmp_path, shared_data):
     out = predictor.predict_case(discover(case.parent).cases[0], tmp_path / "pred.nii.gz")
     image, pred = nib.load(next(case.glob("*-t1c.nii.gz"))), nib.load(out)
     assert pred.shape == image.shape and np.allclose(pred.affine, image.affine)
+
+
+@pytest.mark.realdata
+def test_swin_moco_pretrains_on_unlabelled_real_scans_then_fine_tunes(tmp_path, shared_data):
+    """MoCo pre-training on the unlabelled BraTS 2023 cases (raw intensities, their own grid),
+    then the Swin-Unet fine-tuned from it on TCGA: the pre-trained encoder is loaded."""
+    real = shared_data / "real"
+    info = start_training(tmp_path / "moco", method="swin-moco-pretrain", preset="tiny",
+                          data=[real / "brats2023-unlabeled"],
+                          overrides=["epochs=1", "data.patch_size=[64,64,1]"], resume=False,
+                          max_steps=None, max_minutes=None, console=None)
+    assert info["status"] == "finished" and info["label_convention"] is None
+    log = json.loads((tmp_path / "moco" / "log.jsonl").read_text().splitlines()[-1])
+    assert math.isfinite(log["loss"]["moco"])
+    info = start_training(tmp_path / "ft", method="swin-moco", preset="tiny",
+                          data=[real / "tcga-gbm-pseudolabel"],
+                          overrides=["epochs=1", "val_every=0", "data.patch_size=[48,48,4]",
+                                     f"init={tmp_path / 'moco'}"],
+                          resume=False, max_steps=None, max_minutes=None, console=None)
+    assert info["status"] == "finished" and info["init"]["skipped"] == []
+    assert info["init"]["loaded"] > 10 and info["init"]["decoder_copied"]
