@@ -410,6 +410,8 @@ def test_pretrain_then_fine_tune_from_the_pretraining_run(tmp_path, phantom):
     init = json.loads((tmp_path / "ft" / "run.json").read_text())["init"]
     assert init["loaded"] > 10 and init["decoder_copied"]
     assert init["source"] == str((tmp_path / "moco").resolve())
+    with pytest.raises(InputError, match="train --init RUN"):
+        Predictor.from_run(tmp_path / "moco", device="cpu")
     bad = runner.invoke(app, ["pretrain", "--method", "unet", "--data", str(phantom),
                               "--out", str(tmp_path / "x")])
     assert bad.exit_code != 0 and "no pre-training stage" in bad.output

@@ -279,8 +279,11 @@ class Predictor:
         the run's inference settings."""
         method, meta = load_method(run, which, resolve_device(str(device)))
         if method.kind != "segmentation":
+            use = {"generator": "`contraseg normal` uses it",
+                   "pretraining": "fine-tune from it: `contraseg train --init RUN`"}
             raise InputError(meta.get("path", run), f"is a {method.kind} run "
-                             f"({meta['method']}), not a segmenter; `contraseg normal` uses it")
+                             f"({meta['method']}), not a segmenter; "
+                             f"{use.get(method.kind, 'it cannot segment')}")
         config = config_from_dict(meta["config"])
         return cls(method, tuple(meta["modalities"]),
                    LabelConvention.from_dict(meta["label_convention"]),
