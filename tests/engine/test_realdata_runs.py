@@ -15,6 +15,23 @@ from contraseg.engine.infer import Predictor
 from contraseg.engine.runs import start_training
 
 
+def assert_segments_a_brats2023_case_on_its_grid(run, real, tmp_path) -> None:
+    """The run segments an unlabelled BraTS 2023 case; the map is on the case's grid."""
+    case = real / "brats2023-unlabeled" / "BraTS-GLI-00001-000"
+    predictor = Predictor.from_run(run)
+    out = predictor.predict_case(discover(case.parent).cases[0], tmp_path / "pred.nii.gz")
+    image, pred = nib.load(next(case.glob("*-t1c.nii.gz"))), nib.load(out)
+    assert pred.shape == image.shape and np.allclose(pred.affine, image.affine)
+
+
+def train_ixi_introvae(out, shared_data) -> dict:
+    """A tiny IntroVAE on the healthy IXI T1 (to prove the path, not to be good)."""
+    return start_training(out, method="introvae", preset="tiny", data=[shared_data / "normal"],
+                          overrides=["val_every=0", "epochs=1", "data.patch_size=[64,64,1]",
+                                     "data.val_fraction=0"],
+                          resume=False, max_steps=None, max_minutes=None, console=None)
+
+
 @pytest.mark.realdata
 @pytest.mark.parametrize("method", ["dc-seg", "dcl-manet", "swin-moco"])
 def test_real_scans_mixed_modalities_train_and_predict_on_the_input_grid(tmp_path, shared_data,
@@ -34,11 +51,7 @@ def test_real_scans_mixed_modalities_train_and_predict_on_the_input_grid(tmp_pat
     assert set(info["modalities"]) == {"t1", "t1c", "t2", "flair"}
     record = json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[-1])
     assert all(math.isfinite(v) for v in record["loss"].values())
-    case = real / "brats2023-unlabeled" / "BraTS-GLI-00001-000"
-    predictor = Predictor.from_run(tmp_path / "run")
-    out = predictor.predict_case(discover(case.parent).cases[0], tmp_path / "pred.nii.gz")
-    image, pred = nib.load(next(case.glob("*-t1c.nii.gz"))), nib.load(out)
-    assert pred.shape == image.shape and np.allclose(pred.affine, image.affine)
+    assert_segments_a_brats2023_case_on_its_grid(tmp_path / "run", real, tmp_path)
 
 
 @pytest.mark.realdata
@@ -47,11 +60,7 @@ def test_introvae_on_ixi_then_a_pseudo_normal_on_a_tcga_grid(tmp_path, shared_da
     prove the path), then the pseudo-normal T1 of a TCGA case written in that case's grid."""
     from contraseg.engine.generator import pseudo_normal
 
-    info = start_training(tmp_path / "vae", method="introvae", preset="tiny",
-                          data=[shared_data / "normal"],
-                          overrides=["val_every=0", "epochs=1", "data.patch_size=[64,64,1]",
-                                     "data.val_fraction=0"],
-                          resume=False, max_steps=None, max_minutes=None, console=None)
+    info = train_ixi_introvae(tmp_path / "vae", shared_data)
     assert info["status"] == "finished" and info["modalities"] == ["t1"]
     case = shared_data / "real" / "tcga-gbm-pseudolabel" / "TCGA-DU-7294"
     t1 = case / "TCGA-DU-7294_t1_bet.nii.gz"
@@ -67,11 +76,7 @@ def test_clfc_on_real_scans_with_an_ixi_introvae(tmp_path, shared_data):
     """CLFC end to end on real scans: an IntroVAE on IXI, then CLFC on TCGA (T1 present: the
     pseudo-normal comes from T1) with BraTS 2015 (FLAIR + T1c: T1c stands in, as the authors
     do for data without T1), then a BraTS 2023 case segmented on its own grid."""
-    start_training(tmp_path / "vae", method="introvae", preset="tiny",
-                   data=[shared_data / "normal"],
-                   overrides=["val_every=0", "epochs=1", "data.patch_size=[64,64,1]",
-                              "data.val_fraction=0"],
-                   resume=False, max_steps=None, max_minutes=None, console=None)
+    train_ixi_introvae(tmp_path / "vae", shared_data)
     real = shared_data / "real"
     info = start_training(tmp_path / "run", method="clfc", preset="tiny",
                           data=[real / "tcga-gbm-pseudolabel", real / "brats2015-flair-t1c"],
@@ -84,11 +89,7 @@ def test_clfc_on_real_scans_with_an_ixi_introvae(tmp_path, shared_data):
     # every training case has a pseudo-normal: from T1 (TCGA) or from T1c (BraTS 2015)
     assert any(c[0].any() for c in cached) and any(c[1].any() and not c[0].any()
                                                    for c in cached)
-    case = real / "brats2023-unlabeled" / "BraTS-GLI-00001-000"
-    predictor = Predictor.from_run(tmp_path / "run")
-    out = predictor.predict_case(discover(case.parent).cases[0], tmp_path / "pred.nii.gz")
-    image, pred = nib.load(next(case.glob("*-t1c.nii.gz"))), nib.load(out)
-    assert pred.shape == image.shape and np.allclose(pred.affine, image.affine)
+    assert_segments_a_brats2023_case_on_its_grid(tmp_path / "run", real, tmp_path)
 
 
 @pytest.mark.realdata

@@ -137,8 +137,9 @@ class Method(nn.Module):
 
     def param_groups(self, lr: float) -> list[dict]:
         """The optimiser's parameter groups (one group at the run's lr unless a method needs
-        several, e.g. IntroVAE's encoder and decoder learning rates)."""
-        return [{"params": list(self.parameters()), "lr": lr}]
+        several, e.g. IntroVAE's encoder and decoder learning rates). Frozen parameters
+        (requires_grad False: CLFC's generator, MoCo's momentum encoder) are left out."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr}]
 
     def forward(self, images: Tensor, available: Tensor) -> Tensor:  # pragma: no cover
         """(B, M, *S) images, (B, M) availability -> (B, C, *S) logits."""

@@ -230,9 +230,6 @@ class CLFC(Method):
             self.generator.eval()
         return self
 
-    def param_groups(self, lr: float) -> list[dict]:
-        return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr}]
-
     # --- the pseudo-normal -----------------------------------------------------------------
     def case_inputs_fingerprint(self) -> str | None:
         if self.generator is None:

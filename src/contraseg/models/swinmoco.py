@@ -76,6 +76,11 @@ class SwinMoCoConfig:
         if not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
             raise ConfigError(f"model.crop_scale {self.crop_scale}: need 0 < low <= high <= 1")
 
+    @property
+    def size_divisor(self) -> int:
+        """Input sides must be multiples of this: the patch, then one halving per merging."""
+        return self.patch * 2 ** (len(self.depths) - 1)
+
 
 def build_encoder(in_channels: int, config: SwinMoCoConfig) -> SwinEncoder2d:
     return SwinEncoder2d(in_channels, config.embed_dim, config.depths, config.heads,
@@ -145,14 +150,11 @@ class SwinMoCoPretrain(Method):
 
     @property
     def size_divisor(self) -> int:
-        return self.config.patch * 2 ** (len(self.config.depths) - 1)
+        return self.config.size_divisor
 
     @classmethod
     def batch_size_needed(cls, loss_weights: dict[str, float]) -> int:
         return 2 if loss_weights.get("moco", 1.0) else 1  # negatives come from the batch
-
-    def param_groups(self, lr: float) -> list[dict]:
-        return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr}]
 
     def forward(self, images: Tensor, available: Tensor) -> Tensor:
         """(B, M, X, Y, Z) -> (B, C, 1, 1, Z): the pooled encoder features of every slice."""
@@ -210,7 +212,7 @@ class SwinMoCo(Method):
 
     @property
     def size_divisor(self) -> int:
-        return self.config.patch * 2 ** (len(self.config.depths) - 1)
+        return self.config.size_divisor
 
     def _segment(self, slices: Tensor) -> Tensor:
         return self.decoder(*self.encoder(slices))
