@@ -271,7 +271,9 @@ def test_clfc_trains_with_a_normal_run_and_caches_the_pseudo_normals(tmp_path, p
     assert train(tmp_path / "clfc", phantom, sets, method="clfc")["status"] == "finished"
     run = json.loads((tmp_path / "clfc" / "run.json").read_text())
     generator = run["config"]["model"]["generator"]
-    assert generator["method"] == "introvae" and generator["run"].endswith("best.pt")
+    # the VAE did not validate: its last weights are attached (it has no best.pt)
+    assert generator["method"] == "introvae" and generator["run"].endswith("last.pt")
+    assert not (tmp_path / "vae" / "checkpoints" / "best.pt").exists()
     assert run["config"]["normal_run"] == str(tmp_path / "vae")
     files = sorted((cache / "case-inputs").glob("*.npy"))
     assert len(files) == len(run["split"]["train"])
@@ -282,7 +284,7 @@ def test_clfc_trains_with_a_normal_run_and_caches_the_pseudo_normals(tmp_path, p
                       method="clfc", max_steps=1)  # the paper's Baseline-1 ignores the VAE
     assert baseline1["status"] == "stopped"
     assert not any(k.startswith("generator.") for k in weights(tmp_path / "b1"))
-    vae = load_checkpoint(tmp_path / "vae" / "checkpoints" / "best.pt")["model"]
+    vae = load_checkpoint(tmp_path / "vae" / "checkpoints" / "last.pt")["model"]
     clfc = weights(tmp_path / "clfc")
     assert all(torch.equal(clfc[f"generator.{k}"], v) for k, v in vae.items())
     shutil.rmtree(tmp_path / "vae")

@@ -5,6 +5,17 @@ FLAIR and T1c): every case is laid out on the union of modality names, absent ch
 and marked not present. Each training sample draws a modality subset uniformly among the
 non-empty subsets of its present modalities (modality dropout), so one model serves them all.
 
+Sampling rules, chosen so that training sees what inference and the objectives assume:
+- a batch draws its cases without replacement (further permutations only when it is larger than
+  the training set), so no subject is its own negative in a contrastive term;
+- a random crop's start is uniform over the valid starts [0, shape - patch] (RFNet's and MONAI's
+  random crops); a foreground crop centres on a labelled voxel and is clipped into the volume
+  (MONAI's RandCropByPosNegLabel);
+- along an axis shorter than the patch the whole axis is taken and centred with zeros exactly as
+  MONAI's `sliding_window_inference` pads it at inference (diff // 2 before, the rest after);
+- rotations are 3D for 3D methods and in-plane only (about the last, slice axis) for 2D / 2.5D
+  ones, whose slice stacks a 3D rotation would mix.
+
 Randomness comes only from the `numpy.random.Generator` passed in; the engine derives it from
 (seed, step, rank), which makes a resumed run replay the same patches.
 """
@@ -91,31 +102,55 @@ def sample_subset(present: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return available
 
 
-def _patch_start(centre: np.ndarray, shape: Sequence[int], patch: Sequence[int]) -> np.ndarray:
-    start = np.asarray(centre) - np.asarray(patch) // 2
-    upper = np.maximum(np.asarray(shape) - np.asarray(patch), 0)
-    return np.clip(start, 0, upper)
+def centred_padding(size: int, patch: int) -> tuple[int, int]:
+    """Zeros before and after an axis of `size` voxels to fill a `patch`: the split MONAI's
+    `sliding_window_inference` pads with (diff // 2 before, the rest after), so a small volume
+    sits at the same place in a training patch as in an inference window."""
+    diff = max(int(patch) - int(size), 0)
+    return diff // 2, diff - diff // 2
 
 
 def crop_patch(array: np.ndarray, start: Sequence[int], patch: Sequence[int]) -> np.ndarray:
-    """array[..., start:start+patch] over the last three axes, zero-padded where it runs out."""
-    window = tuple(slice(s, s + p) for s, p in zip(start, patch, strict=True))
-    out = array[(..., *window)]
-    missing = [(0, p - n) for p, n in zip(patch, out.shape[-3:], strict=True)]
-    if any(after for _, after in missing):
-        out = np.pad(out, [(0, 0)] * (out.ndim - 3) + missing)
+    """array[..., start:start+patch] over the last three axes. An axis shorter than the patch is
+    taken whole (its start must be 0) and centred with zeros (`centred_padding`); elsewhere the
+    window must lie inside the array (no silent padding at the end)."""
+    shape = array.shape[-3:]
+    for s, p, n in zip(start, patch, shape, strict=True):
+        if not 0 <= s <= max(n - p, 0):
+            raise ValueError(f"crop start {list(start)} of a {list(patch)} patch does not fit "
+                             f"a {list(shape)} volume")
+    out = array[(..., *(slice(s, s + p) for s, p in zip(start, patch, strict=True)))]
+    padding = [centred_padding(n, p) for n, p in zip(shape, patch, strict=True)]
+    if any(before or after for before, after in padding):
+        out = np.pad(out, [(0, 0)] * (out.ndim - 3) + padding)
     return out
 
 
-def build_augmentation(cfg) -> Compose:
+def draw_cases(n_cases: int, batch_size: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices of a batch's cases, without replacement: the first `n_cases` draws are one
+    permutation, further ones come from fresh permutations (every case appears before any
+    repeats), so a batch no larger than the training set never pairs a subject with itself."""
+    rounds = -(-int(batch_size) // int(n_cases))
+    return np.concatenate([rng.permutation(n_cases) for _ in range(rounds)])[:batch_size]
+
+
+def build_augmentation(cfg, spatial: str) -> Compose:
     """MONAI transforms for flips, small rotations and intensity scale/shift (AugmentConfig);
-    a method's per-case inputs (`case_inputs`) follow the spatial ones only."""
+    a method's per-case inputs (`case_inputs`) follow the spatial ones only.
+
+    `spatial` is the method's ("3d", "2.5d", "2d"): 3D methods rotate about all three axes;
+    2D / 2.5D methods only in-plane, about the last (slice) axis, since a 3D rotation would move
+    voxels between the slices of a stack and zero-fill its centre slice. MONAI's `range_z` is
+    that rotation (checked: it keeps every slice's values in that slice)."""
+    if spatial not in ("3d", "2.5d", "2d"):
+        raise ValueError(f"spatial must be 3d, 2.5d or 2d, got {spatial!r}")
     radians = float(np.deg2rad(cfg.rotate_degrees))
+    out_of_plane = radians if spatial == "3d" else 0.0
     keys = ["image", "label", "case_inputs"]
     return Compose([
         *(RandFlipd(keys, prob=cfg.flip_prob, spatial_axis=axis, allow_missing_keys=True)
           for axis in range(3)),
-        RandRotated(keys, range_x=radians, range_y=radians, range_z=radians,
+        RandRotated(keys, range_x=out_of_plane, range_y=out_of_plane, range_z=radians,
                     prob=cfg.rotate_prob, mode=("bilinear", "nearest", "bilinear"),
                     padding_mode="zeros", allow_missing_keys=True),
         RandScaleIntensityd("image", factors=cfg.scale, prob=cfg.scale_prob, channel_wise=True),
@@ -137,14 +172,22 @@ class PatchSampler:
         self.modality_dropout = modality_dropout
         self.augment = augment
 
-    def _centre(self, case: TrainCase, rng: np.random.Generator) -> np.ndarray:
+    def _start(self, case: TrainCase, rng: np.random.Generator) -> np.ndarray:
+        """A crop's start. Foreground crops centre on a labelled voxel, clipped into the volume;
+        random crops draw the start uniformly over [0, shape - patch] (a centre drawn over the
+        volume and clipped would pile the crops up at the edges)."""
+        upper = np.maximum(np.asarray(case.label.shape) - np.asarray(self.patch), 0)
         if len(case.foreground) and rng.random() < self.foreground_fraction:
-            return case.foreground[rng.integers(len(case.foreground))]
-        return np.array([rng.integers(n) for n in case.label.shape])
+            centre = case.foreground[rng.integers(len(case.foreground))]
+            return np.clip(centre - np.asarray(self.patch) // 2, 0, upper)
+        return np.array([rng.integers(n + 1) for n in upper])
 
-    def sample_one(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        case = self.cases[rng.integers(len(self.cases))]
-        start = _patch_start(self._centre(case, rng), case.label.shape, self.patch)
+    def sample_one(self, rng: np.random.Generator, case: TrainCase | None = None
+                   ) -> dict[str, np.ndarray]:
+        """One sample of `case` (drawn uniformly when not given)."""
+        if case is None:
+            case = self.cases[rng.integers(len(self.cases))]
+        start = self._start(case, rng)
         item = {"image": crop_patch(case.image, start, self.patch),
                 "label": crop_patch(case.label[None], start, self.patch).astype(np.float32)}
         if case.case_inputs is not None:
@@ -164,6 +207,8 @@ class PatchSampler:
 
     def sample(self, rng: np.random.Generator, batch_size: int) -> dict[str, np.ndarray]:
         """A batch as stacked numpy arrays: images, target, available, present (and
-        case_inputs when the cases have them)."""
-        items = [self.sample_one(rng) for _ in range(batch_size)]
+        case_inputs when the cases have them); its cases are drawn without replacement
+        (`draw_cases`)."""
+        picks = draw_cases(len(self.cases), batch_size, rng)
+        items = [self.sample_one(rng, self.cases[i]) for i in picks]
         return {key: np.stack([item[key] for item in items]) for key in items[0]}

@@ -7,7 +7,8 @@ randomness is derived from the step, a run stopped (or killed) after a checkpoin
 with `--resume` ends with the same weights as an uninterrupted run (CPU, deterministic).
 
 The run folder: config.yaml (resolved), run.json (data, split, modalities, convention, status),
-log.jsonl (one line per epoch), tensorboard/, checkpoints/last.pt and best.pt.
+log.jsonl (one line per epoch), tensorboard/, checkpoints/last.pt and, when the run validates,
+best.pt (no validation, no best.pt: `--which auto` then evaluates the last weights).
 """
 
 from __future__ import annotations
@@ -203,6 +204,8 @@ class Trainer:
         self.data = prepare_data(config, self.data_dirs, cache_dir, run_info.get("split"),
                                  self.console if self.ctx.is_main else None,
                                  kind=entry.cls.kind, fold=self.fold)
+        entry.cls.check_training_cases(config.loss_weights, config.data.batch_size,
+                                       len(self.data.train))
         self._seed_everything()
         num_classes = self.data.convention.num_classes if self.data.convention else 1
         self.method = build_method(config.method, self.data.modalities, num_classes,
@@ -221,7 +224,7 @@ class Trainer:
         self.scheduler = make_scheduler(self.optimizer, config.optim, config.total_steps)
         self.sampler = PatchSampler(self.data.train, config.data.patch_size,
                                     config.data.foreground_fraction, config.data.modality_dropout,
-                                    build_augmentation(config.augment))
+                                    build_augmentation(config.augment, self.method.spatial))
         self.step, self.best = 0, -float("inf")
         if resume:
             self._load_last()
@@ -421,8 +424,6 @@ class Trainer:
             self.ctx, distributed.parameter_checksum(self.method))
         info: dict = {}
         if self.ctx.is_main:
-            if not (self.out / "checkpoints" / "best.pt").exists():
-                self._save("best")  # no validation ran: the last weights are the best we have
             info = self._write_run_files("finished" if finished else "stopped",
                                          train_seconds=seconds, rank_checksums=checksums)
             if self.writer is not None:

@@ -110,6 +110,28 @@ class Method(nn.Module):
         not given weigh 1) is defined for; known before any data is read."""
         return 1
 
+    @classmethod
+    def needs_distinct_subjects(cls, loss_weights: dict[str, float]) -> bool:
+        """Whether the objective with these weights compares a batch's samples with each other
+        (negatives or positives taken from the other samples), so two crops of one subject in a
+        batch would bias it. That is exactly why an objective needs two samples, so methods
+        state it once, through `batch_size_needed`."""
+        return cls.batch_size_needed(loss_weights) > 1
+
+    @classmethod
+    def check_training_cases(cls, loss_weights: dict[str, float], batch_size: int,
+                             cases: int) -> None:
+        """Refuse a batch (per process) larger than the training set when the objective needs
+        distinct subjects: the sampler would then have to repeat a case within a batch."""
+        if not cls.needs_distinct_subjects(loss_weights) or batch_size <= cases:
+            return
+        needed = cls.batch_size_needed(loss_weights)
+        fix = (f"set data.batch_size <= {cases} or add training cases" if cases >= needed
+               else f"add training cases (at least {needed})")
+        raise ConfigError(f"{getattr(cls, 'method_name', cls.__name__)} compares the subjects "
+                          f"of a batch, but data.batch_size {batch_size} is larger than the "
+                          f"{cases} training cases: {fix}")
+
     @property
     def min_batch_size(self) -> int:
         return self.batch_size_needed(self.loss_weights)

@@ -156,6 +156,13 @@ class SwinMoCoPretrain(Method):
     def batch_size_needed(cls, loss_weights: dict[str, float]) -> int:
         return 2 if loss_weights.get("moco", 1.0) else 1  # negatives come from the batch
 
+    @classmethod
+    def needs_distinct_subjects(cls, loss_weights: dict[str, float]) -> bool:
+        """No: MoCo's instances are slices, and the slices of one slab are already negatives
+        of each other (the authors' batches of 2D slices mix slices of one patient too), so a
+        batch larger than the number of unlabelled scans is fine."""
+        return False
+
     def forward(self, images: Tensor, available: Tensor) -> Tensor:
         """(B, M, X, Y, Z) -> (B, C, 1, 1, Z): the pooled encoder features of every slice."""
         def pooled(slices: Tensor) -> Tensor:
