@@ -259,3 +259,50 @@ def test_output_folder_that_is_a_file(tmp_path):
     one_line_error(run("data", "phantom", "--out", str(blocker), "--cases", "1", "--size", "32"),
                    str(blocker))
     assert blocker.read_text() == "not a folder"  # inputs and bystanders are never modified
+
+
+def test_compare_seeds_with_vs(tmp_path):
+    """`contraseg compare A1 A2 A3 --vs B1 B2` (also `--vs B1 --vs B2`): per-seed means, mean
+    and SD over seeds, and the average rows, in the JSON; the two-report form still works."""
+    from scipy import stats
+    from typer.testing import CliRunner
+
+    from contraseg.cli import app
+    from contraseg.evaluation.report import write_metrics_csv
+
+    base = np.array([0.50, 0.60, 0.70, 0.80, 0.90, 0.70])
+    diff = np.array([0.07, -0.02, 0.03, -0.05, 0.04, -0.01])
+
+    def report(name, values):
+        rows = [{"case": f"c{i}", "subset": subset, "region": "WT", "dice": float(v + shift)}
+                for i, v in enumerate(values) for subset, shift in (("t1", 0.0), ("t2", 0.1))]
+        write_metrics_csv(rows, tmp_path / name / "metrics.csv")
+        return str(tmp_path / name)
+
+    a = [report(f"a{k}", base + o) for k, o in enumerate((0.0, 0.02, 0.04))]
+    b = [report(f"b{k}", base + diff + o) for k, o in enumerate((0.0, 0.04))]
+    runner = CliRunner()
+    greedy = runner.invoke(app, ["compare", *a, "--vs", *b, "--json"])
+    assert greedy.exit_code == 0, greedy.output
+    data = json.loads(greedy.stdout)
+    repeated = runner.invoke(app, ["compare", *a, "--vs", b[0], "--json", "--vs", b[1]])
+    assert json.loads(repeated.stdout) == data
+    assert (data["seeds_a"], data["seeds_b"]) == (3, 2)
+    assert [r["subset"] for r in data["results"]] == ["t1", "t2"]
+    average = data["average"][0]
+    assert (average["subset"], average["region"], average["n"]) == ("average", "WT", 6)
+    assert average["seed_means_a"] == pytest.approx([0.75, 0.77, 0.79])
+    assert average["mean_a"] == pytest.approx(0.77) and average["sd_a"] == pytest.approx(0.02)
+    assert average["mean_b"] == pytest.approx(0.78)
+    expected = stats.wilcoxon(base + 0.02, base + diff + 0.02)  # seed-averaged case scores
+    assert average["p_value"] == pytest.approx(float(expected.pvalue))
+    table = runner.invoke(app, ["compare", *a, "--vs", *b], env={"COLUMNS": "250"})
+    assert table.exit_code == 0 and "A seeds" in table.stdout and "average" in table.stdout
+    old = runner.invoke(app, ["compare", a[0], b[0], "--json"])
+    assert old.exit_code == 0 and json.loads(old.stdout)["seeds_b"] == 1
+    bad = runner.invoke(app, ["compare", *a])
+    assert bad.exit_code == 1 and "--vs" in bad.stderr and len(bad.stderr.splitlines()) == 1
+    short = report("short", base[:5])
+    bad = runner.invoke(app, ["compare", *a, "--vs", b[0], short])
+    assert bad.exit_code == 1 and len(bad.stderr.splitlines()) == 1
+    assert bad.stderr.startswith(f"error: {short}") and "lacks case(s) c5" in bad.stderr

@@ -23,8 +23,22 @@ console = Console()
 err_console = Console(stderr=True)
 
 # options that several verbs share, declared once
-WhichOption = Annotated[str, typer.Option(help="best or last checkpoint.")]
+WhichOption = Annotated[str, typer.Option(
+    help="auto (best when the run validated, else last), best or last checkpoint.")]
 DeviceOption = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
+# inference settings of predict and evaluate (None: the run's own, from its config)
+OverlapOption = Annotated[float | None, typer.Option(
+    min=0.0, max=0.99, help="Sliding-window overlap (0-1); default: the run's.")]
+TtaOption = Annotated[bool | None, typer.Option(
+    help="Average over the 8 flips; default: the run's.")]
+EtMinOption = Annotated[int | None, typer.Option(
+    min=0, help="Predicted ET under this many voxels of a 1 mm grid (500 for BraTS; scaled to "
+                "the voxel size, off under a 100 mm field of view) becomes necrosis; 0: off.")]
+BlendOption = Annotated[str | None, typer.Option(
+    help="Window weights: gaussian or constant; default: the run's.")]
+BlendSpaceOption = Annotated[str | None, typer.Option(
+    help="Blend window logits or softmax probabilities (RFNet's released inference averages "
+         "probabilities uniformly); default: the run's.")]
 InitOption = Annotated[Path | None, typer.Option(
     help="Start from these weights: a run folder, a contraseg checkpoint, or a local timm / "
          "torchvision Swin state dict (matched by name; mismatches are reported).")]
@@ -287,13 +301,13 @@ def predict(
         typer.Option(help="Label values to write (brats2020, brats2023, ...); default: the "
                           "input folder's convention, else the run's."),
     ] = None,
-    which: WhichOption = "best",
+    which: WhichOption = "auto",
     device: DeviceOption = "auto",
-    overlap: Annotated[float | None, typer.Option(help="Sliding-window overlap (0-1).")] = None,
-    tta: Annotated[bool | None, typer.Option(help="Average over the 8 flips.")] = None,
-    et_min_voxels: Annotated[
-        int | None, typer.Option(help="Predicted ET under this size becomes necrosis (0: off).")
-    ] = None,
+    overlap: OverlapOption = None,
+    tta: TtaOption = None,
+    et_min_voxels: EtMinOption = None,
+    blend: BlendOption = None,
+    blend_space: BlendSpaceOption = None,
 ) -> None:
     """Segment a patient from any subset of the run's modalities, matched by name.
 
@@ -305,13 +319,19 @@ def predict(
     """
     from contraseg.engine.predict import run_predict
 
-    written = run_predict(run, out, inputs=inputs or [],
-                          named={"t1": t1, "t1c": t1c, "t2": t2, "flair": flair}, data=data,
-                          resample_to=resample_to, which=which, device=device,
-                          overrides={"overlap": overlap, "tta_flips": tta,
-                                     "et_min_voxels": et_min_voxels}, console=err_console,
-                          labels=labels)
-    console.print(f"wrote {written}")
+    written, source = run_predict(
+        run, out, inputs=inputs or [], named={"t1": t1, "t1c": t1c, "t2": t2, "flair": flair},
+        data=data, resample_to=resample_to, which=which, device=device,
+        overrides=_infer_overrides(overlap, tta, et_min_voxels, blend, blend_space),
+        console=err_console, labels=labels)
+    console.print(f"wrote {written} with {source}", highlight=False)
+
+
+def _infer_overrides(overlap: float | None, tta: bool | None, et_min_voxels: int | None,
+                     blend: str | None, blend_space: str | None) -> dict:
+    """The inference options of predict / evaluate as InferConfig changes (None: the run's)."""
+    return {"overlap": overlap, "tta_flips": tta, "et_min_voxels": et_min_voxels,
+            "blend": blend, "blend_space": blend_space}
 
 
 @app.command("evaluate")
@@ -325,8 +345,13 @@ def evaluate(
     labels: Annotated[str | None, typer.Option(help="Label convention of --data.")] = None,
     units: Annotated[str, typer.Option(help="Distance units: voxel (BraTS) or mm.")] = "voxel",
     hd95: Annotated[str, typer.Option(help="HD95 definition: brats or monai.")] = "brats",
-    which: WhichOption = "best",
+    which: WhichOption = "auto",
     device: DeviceOption = "auto",
+    overlap: OverlapOption = None,
+    tta: TtaOption = None,
+    et_min_voxels: EtMinOption = None,
+    blend: BlendOption = None,
+    blend_space: BlendSpaceOption = None,
     overlays: Annotated[int, typer.Option(min=0, help="Cases with overlay pictures.")] = 2,
     figures: Annotated[bool, typer.Option(
         "--figures", help="Also draw the PCA of disentangled representations (dc-seg).")] = False,
@@ -335,34 +360,78 @@ def evaluate(
     summary in the layout of DC-Seg's Table 1 (Markdown and HTML with a heatmap) and overlays.
     With --figures, methods with disentangled representations (dc-seg) also get
     figures/representations.png: their anatomical maps and modality codes projected by PCA,
-    like DC-Seg's Figure 3.
+    like DC-Seg's Figure 3. The weights are the run's best checkpoint when it validated, else
+    its last (`--which`); inference settings default to the run's and the report records them.
 
-    Example: `contraseg evaluate --run runs/unet --data data/test --out reports/unet`
+    Example: `contraseg evaluate --run runs/unet --data data/test --out reports/unet`;
+    RFNet's released inference: `... --blend constant --blend-space probabilities`
     """
     from contraseg.engine.evaluate import evaluate_run
 
     report = evaluate_run(run, data, out, subsets=subsets, which=which, device=device,
                           labels=labels, units=units, hd95=hd95, overlays=overlays,
-                          figures=figures, console=err_console)
+                          figures=figures, console=err_console,
+                          infer=_infer_overrides(overlap, tta, et_min_voxels, blend,
+                                                 blend_space))
     console.print(f"report: {report}")
 
 
-@app.command("compare")
+class _CompareCommand(typer.core.TyperCommand):
+    """`compare`'s parser: every path after `--vs`, up to the next option, is one of method B's
+    reports, so `--vs B1 B2 B3` reads as `--vs B1 --vs B2 --vs B3` (and not B2, B3 as A's)."""
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        rewritten, state = [], ""
+        for index, arg in enumerate(args):
+            if arg == "--":
+                rewritten += args[index:]
+                break
+            if state == "value":  # the value of an explicit --vs
+                rewritten.append(arg)
+                state = "more"
+            elif state == "more" and not arg.startswith("-"):
+                rewritten += ["--vs", arg]
+            else:
+                rewritten.append(arg)
+                state = "value" if arg == "--vs" else ""
+        return super().parse_args(ctx, rewritten)
+
+
+@app.command("compare", cls=_CompareCommand)
 @user_errors
 def compare(
-    report_a: Annotated[Path, typer.Argument(help="First report folder (or metrics.csv).")],
-    report_b: Annotated[Path, typer.Argument(help="Second report folder (or metrics.csv).")],
+    reports: Annotated[list[Path], typer.Argument(
+        help="Report folders (or metrics.csv): A then B; with --vs, method A's reports, one per "
+             "training seed.", metavar="REPORT", show_default=False)],
+    vs: Annotated[list[Path] | None, typer.Option(
+        "--vs", help="Method B's reports, one per training seed (`--vs B1 B2` or `--vs B1 "
+                     "--vs B2`); the seed counts of A and B may differ.",
+        show_default=False)] = None,
     metric: Annotated[str, typer.Option(help="Metric column to compare.")] = "dice",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Paired Wilcoxon signed-rank test between two reports, per subset and region (B - A),
-    with Holm-corrected p-values.
+    """Paired Wilcoxon signed-rank tests of method B against method A (B - A), per subset and
+    region and on each case's mean over the subsets (the `average` rows), with Holm-corrected
+    p-values (the per-subset rows and the average rows are two separate families).
+
+    With several training seeds per method, each method's score is the mean ± SD over seeds of
+    its mean over the cases, and the test ranks each case's score averaged over the method's
+    seeds. Every report of one method must hold the same cases.
 
     Example: `contraseg compare reports/unet reports/rfnet --metric dice`
-    """
-    from contraseg.evaluation.stats import compare_reports, print_comparison
 
-    result = compare_reports(report_a, report_b, metric=metric)
+    Example (seeds): `contraseg compare unet-s0 unet-s1 unet-s2 --vs rfnet-s0 rfnet-s1 rfnet-s2`
+    """
+    from contraseg.evaluation.stats import compare_seeds, print_comparison
+
+    if vs:
+        reports_a, reports_b = reports, vs
+    elif len(reports) == 2:
+        reports_a, reports_b = reports[:1], reports[1:]
+    else:
+        raise ConfigError(f"compare needs two reports (A B), or A's reports then B's after --vs; "
+                          f"got {len(reports)} report(s) and no --vs")
+    result = compare_seeds(reports_a, reports_b, metric=metric)
     if as_json:
         print(dumps(result.to_dict()))
     else:
@@ -390,7 +459,7 @@ def normal(
     run: Annotated[Path, typer.Option("--run", help="A generator run (introvae).")],
     t1: Annotated[Path, typer.Option("--t1", help="The case's T1 (or T1c when it has no T1).")],
     out: Annotated[Path, typer.Option("--out", help="Output .nii.gz (the case's grid).")],
-    which: WhichOption = "best",
+    which: WhichOption = "auto",
     device: DeviceOption = "auto",
 ) -> None:
     """Write the pseudo-normal T1 of a case: what its brain looks like without the tumour.
