@@ -70,13 +70,96 @@ def test_evaluate_selected_subsets(trained, tmp_path):
 
 def test_compare_two_reports(trained, tmp_path):
     run, data = trained
-    for which in ("best", "last"):
+    for name, overlap in (("a", "0.25"), ("b", "0.5")):
         assert cli("evaluate", "--run", str(run), "--data", str(data), "--out",
-                   str(tmp_path / which), "--which", which, "--overlays", "0").returncode == 0
-    result = cli("compare", str(tmp_path / "best"), str(tmp_path / "last"), "--json")
+                   str(tmp_path / name), "--overlap", overlap, "--overlays", "0").returncode == 0
+    result = cli("compare", str(tmp_path / "a"), str(tmp_path / "b"), "--json")
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
     assert out["n_paired"] == 3 * 15 * 3
+
+
+def test_a_run_without_validation_is_evaluated_with_its_last_weights(trained, tmp_path):
+    run, data = trained  # val_every=0: no validation, so no best.pt
+    assert not (run / "checkpoints" / "best.pt").exists()
+    best = cli("evaluate", "--run", str(run), "--data", str(data), "--out", str(tmp_path / "b"),
+               "--which", "best")
+    assert best.returncode == 1 and "did not validate" in best.stderr
+    assert "--which last" in best.stderr and not (tmp_path / "b").exists()
+    middle = cli("predict", "--run", str(run), "--out", str(tmp_path / "m.nii.gz"),
+                 str(data / "Phantom-00000"), "--which", "middle")
+    assert middle.returncode == 1 and "'middle'" in middle.stderr
+    assert "Traceback" not in middle.stderr and not (tmp_path / "m.nii.gz").exists()
+    auto = cli("evaluate", "--run", str(run), "--data", str(data), "--out", str(tmp_path / "r"),
+               "--overlays", "0")
+    assert auto.returncode == 0, auto.stderr
+    notes = json.loads((tmp_path / "r" / "summary.json").read_text())["notes"]
+    steps = json.loads((run / "run.json").read_text())["step"]
+    assert notes["checkpoint"] == f"{run / 'checkpoints' / 'last.pt'} (step {steps})"
+    assert f"last.pt (step {steps})" in (tmp_path / "r" / "summary.md").read_text()
+    one = cli("predict", "--run", str(run), "--out", str(tmp_path / "p.nii.gz"),
+              str(data / "Phantom-00000"))
+    assert one.returncode == 0, one.stderr
+    assert f"last.pt(step{steps})" in "".join(one.stdout.split())
+
+
+def test_evaluate_takes_and_records_the_inference_settings(trained, tmp_path):
+    run, data = trained
+    result = cli("evaluate", "--run", str(run), "--data", str(data), "--out", str(tmp_path / "r"),
+                 "--overlap", "0.4", "--tta", "--blend", "constant", "--blend-space",
+                 "probabilities", "--et-min-voxels", "300", "--subsets", "full",
+                 "--overlays", "0")
+    assert result.returncode == 0, result.stderr
+    conventions = json.loads((tmp_path / "r" / "summary.json").read_text())["conventions"]
+    assert conventions["inference"] | {"window": None} == {
+        "window": None, "overlap": 0.4, "blend": "constant", "blend_space": "probabilities",
+        "tta_flips": True, "sw_batch_size": 2, "bf16": False}
+    assert "300 mm^3" in conventions["et_postprocessing"]
+    bad = cli("evaluate", "--run", str(run), "--data", str(data), "--out", str(tmp_path / "x"),
+              "--blend", "median")
+    assert bad.returncode == 1 and "median" in bad.stderr and "gaussian" in bad.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_the_brats_et_rule_leaves_the_small_phantom_alone(trained, tmp_path):
+    """The 500-voxel rule is BraTS's (whole-head scans): on a 32 mm phantom it is not applied,
+    so the post-processed columns equal the raw ones (it turned 94% ET Dice into HD95 373)."""
+    run, data = trained
+    result = cli("evaluate", "--run", str(run), "--data", str(data), "--out", str(tmp_path / "r"),
+                 "--overlays", "0", "--subsets", "full,flair")
+    assert result.returncode == 0, result.stderr
+    with open(tmp_path / "r" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert all(float(r["et_rule_voxels"]) == 0 for r in rows)
+    assert all(r["dice_postproc"] == r["dice"] and r["hd95_postproc"] == r["hd95"] for r in rows)
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert "not applied to 3 of 3 cases" in summary["conventions"]["et_postprocessing"]
+    assert "| †" not in (tmp_path / "r" / "summary.md").read_text().replace("0 †", "| †")
+
+
+def test_evaluate_scores_finished_folds_only_and_names_the_rest(tmp_path):
+    write_phantom(tmp_path / "ph", cases=3, size=32, seed=6)
+    for fold in (0, 1):
+        start_training(tmp_path / "cv", method="unet", data=[tmp_path / "ph"], preset="tiny",
+                       overrides=["epochs=1", "val_every=0", "data.val_fraction=0"],
+                       resume=False, max_steps=None, max_minutes=None, console=None,
+                       folds=3, fold=fold)
+    info_path = tmp_path / "cv" / "fold-1" / "run.json"
+    info = json.loads(info_path.read_text())
+    info_path.write_text(json.dumps(info | {"status": "stopped", "step": 1}))
+    held_out = json.loads((tmp_path / "cv" / "fold-0" / "run.json").read_text())["split"]["test"]
+    result = cli("evaluate", "--run", str(tmp_path / "cv"), "--data", str(tmp_path / "ph"),
+                 "--out", str(tmp_path / "r"), "--overlays", "0", "--subsets", "full")
+    assert result.returncode == 0, result.stderr
+    with open(tmp_path / "r" / "metrics.csv") as f:
+        cases = {r["case"] for r in csv.DictReader(f)}
+    assert {f"ph/{c}" for c in cases} == set(held_out)
+    note = json.loads((tmp_path / "r" / "summary.json").read_text())["notes"]["cross-validation"]
+    assert note.startswith("1 of 3 folds finished")
+    assert "fold-1 stopped at step 1" in note and "fold-2 not started" in note
+    missing = sorted({"Phantom-00000", "Phantom-00001", "Phantom-00002"} - cases)
+    assert note.endswith(f"2 case(s) not scored: {', '.join(missing)}")
+    assert "incomplete cross-validation" in " ".join(result.stderr.split())
 
 
 def _case_files(data: Path, case: str) -> dict[str, Path]:

@@ -21,6 +21,7 @@ from contraseg.engine.checkpoint import save_checkpoint
 from contraseg.engine.config import InferConfig, load_config
 from contraseg.engine.infer import (
     Predictor,
+    et_rule_threshold,
     flip_combinations,
     has_enhancing_class,
     postprocess_et,
@@ -99,6 +100,35 @@ def test_stitched_windows_equal_the_whole_image(overlap: float, blend: str) -> N
     with torch.no_grad():
         whole = torch.cat([method(image, row[None]) for row in rows])
     torch.testing.assert_close(out, whole, atol=1e-5, rtol=1e-5)
+
+
+class WindowMean(Method):
+    """Two classes: logits (0, mean of the window / 4) everywhere in the window, so two
+    overlapping windows disagree and the blending space shows."""
+
+    def __init__(self):
+        super().__init__(("t1",), 2)
+
+    def forward(self, images: Tensor, available: Tensor) -> Tensor:
+        mean = mask_missing(images, available).mean(dim=(1, 2, 3, 4), keepdim=True) / 4
+        return torch.cat([torch.zeros_like(images), mean.expand_as(images)], dim=1)
+
+
+def test_blending_probabilities_averages_each_windows_softmax() -> None:
+    image = torch.arange(12.0).reshape(1, 1, 12, 1, 1).expand(1, 1, 12, 4, 4).contiguous()
+    # windows x = 0..7 and 4..11 (overlap 0.5 of 8): window means 3.5 and 7.5
+    first, second = torch.sigmoid(torch.tensor(3.5 / 4)), torch.sigmoid(torch.tensor(7.5 / 4))
+    rows = torch.ones(1, 1, dtype=torch.bool)
+    cfg = _cfg(overlap=0.5, blend="constant", sw_batch_size=1)
+    logits = sliding_window_probabilities(WindowMean(), image, rows, cfg, (8, 4, 4))[0, 1]
+    probs = sliding_window_probabilities(WindowMean(), image, rows,
+                                         replace(cfg, blend_space="probabilities"), (8, 4, 4))
+    probs = probs[0, 1]
+    for blended, overlap_value in ((logits, torch.sigmoid(torch.tensor(5.5 / 4))),
+                                   (probs, (first + second) / 2)):
+        torch.testing.assert_close(blended[:4], first.expand(4, 4, 4))
+        torch.testing.assert_close(blended[4:8], overlap_value.expand(4, 4, 4))
+        torch.testing.assert_close(blended[8:], second.expand(4, 4, 4))
 
 
 def test_image_smaller_than_roi_and_size_divisor() -> None:
@@ -293,14 +323,32 @@ def test_predict_files_writes_raw_labels_in_the_input_grid(tmp_path, convention,
     assert [p.name for p in out.parent.iterdir()] == ["pred.nii.gz"]
 
 
+def test_et_rule_threshold_keeps_the_physical_volume_and_brats_scope() -> None:
+    assert et_rule_threshold(500, (240, 240, 155), (1.0, 1.0, 1.0)) == 500
+    assert et_rule_threshold(500, (120, 120, 78), (2.0, 2.0, 2.0)) == 63  # 62 voxels: 496 mm^3
+    assert et_rule_threshold(500, (256, 256, 106), (0.86, 0.86, 1.5)) == 451
+    assert et_rule_threshold(500, (64, 64, 64), (1.0, 1.0, 1.0)) == 0  # the demo's phantom
+    assert et_rule_threshold(500, (240, 240, 60), (1.0, 1.0, 1.0)) == 0  # a 60 mm slab
+    assert et_rule_threshold(0, (240, 240, 155), (1.0, 1.0, 1.0)) == 0
+
+
 def test_et_rule_end_to_end(tmp_path) -> None:
-    files = _write_case(tmp_path / "in", {m: f"{m}.nii" for m in MODALITIES})
+    big_voxels = np.diag([-5.0, -6.0, 10.0, 1.0])  # 300 mm^3 voxels: a 105 x 108 x 110 mm view
+    files = _write_case(tmp_path / "in", {m: f"{m}.nii" for m in MODALITIES}, big_voxels)
     run = _make_run(tmp_path, "brats2023", favour=3)
     box = int((_crop_box_map(1) > 0).sum())
-    for min_voxels, raw in ((box + 1, 1), (box, 3)):
-        predictor = Predictor.from_run(run, device="cpu", infer=_cfg(et_min_voxels=min_voxels))
-        out = predictor.predict_files(files, tmp_path / f"et{min_voxels}.nii.gz")
+    for min_mm3, raw in ((300 * box + 1, 1), (300 * box, 3)):
+        predictor = Predictor.from_run(run, device="cpu", infer=_cfg(et_min_voxels=min_mm3))
+        out = predictor.predict_files(files, tmp_path / f"et{min_mm3}.nii.gz")
         np.testing.assert_array_equal(np.asarray(nib.load(out).dataobj), _crop_box_map(raw))
+
+
+def test_et_rule_is_off_on_a_small_field_of_view(tmp_path) -> None:
+    files = _write_case(tmp_path / "in", {m: f"{m}.nii" for m in MODALITIES})  # 25 x 18 x 16 mm
+    run = _make_run(tmp_path, "brats2023", favour=3)
+    predictor = Predictor.from_run(run, device="cpu", infer=_cfg(et_min_voxels=500))
+    out = predictor.predict_files(files, tmp_path / "et.nii.gz")
+    np.testing.assert_array_equal(np.asarray(nib.load(out).dataobj), _crop_box_map(3))
 
 
 def test_subset_matched_by_name_with_synonyms(tmp_path) -> None:

@@ -21,7 +21,7 @@ import monai
 import torch
 
 from contraseg import __version__
-from contraseg.errors import InputError
+from contraseg.errors import ConfigError, InputError
 from contraseg.utils.fs import atomic_path
 
 FORMAT = "contraseg.checkpoint"
@@ -71,18 +71,39 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return data
 
 
-def find_checkpoint(run: str | Path, which: str = "best") -> Path:
-    """`run` may be a run folder (its best or last checkpoint) or a checkpoint file."""
+CHECKPOINT_CHOICES = ("auto", "best", "last")
+
+
+def find_checkpoint(run: str | Path, which: str = "auto") -> Path:
+    """`run` may be a run folder or a checkpoint file (taken as it is, whatever `which`).
+
+    `which` for a folder: "best" (chosen on validation; refused when the run never validated),
+    "last" (the end of training, what the papers report), or "auto": best.pt when the run
+    validated, else last.pt. A run without validation writes no best.pt, so "auto" never picks
+    weights that no validation chose.
+    """
+    if which not in CHECKPOINT_CHOICES:
+        raise ConfigError(f"--which {which!r}: expected one of {', '.join(CHECKPOINT_CHOICES)}")
     run = Path(run)
     if run.is_file():
         return run
     if not run.is_dir():
         raise InputError(run, "no such run folder or checkpoint file")
     folder = run / "checkpoints"
-    for name in (which, "last" if which == "best" else "best"):
-        if (folder / f"{name}.pt").is_file():
-            return folder / f"{name}.pt"
-    raise InputError(run, "holds no checkpoint (checkpoints/best.pt or last.pt)")
+    best, last = folder / "best.pt", folder / "last.pt"
+    if not best.is_file() and not last.is_file():
+        raise InputError(run, "holds no checkpoint (checkpoints/best.pt or last.pt)")
+    if which == "best" and not best.is_file():
+        raise InputError(run, "has no best checkpoint: the run did not validate "
+                              "(data.val_fraction 0 or val_every 0); use --which last")
+    if which == "last" and not last.is_file():
+        raise InputError(run, "has no checkpoints/last.pt")
+    return best if which == "best" or (which == "auto" and best.is_file()) else last
+
+
+def describe_checkpoint(meta: dict[str, Any]) -> str:
+    """'<path> (step N)': which weights a prediction or report used."""
+    return f"{meta.get('path', '?')} (step {meta.get('step', '?')})"
 
 
 def check_modalities(meta: dict[str, Any], given: list[str] | tuple[str, ...], source: str) -> None:
@@ -96,7 +117,7 @@ def check_modalities(meta: dict[str, Any], given: list[str] | tuple[str, ...], s
         raise InputError(source, f"no input modality; the run uses {', '.join(known)}")
 
 
-def load_method(run: str | Path, which: str = "best", device: str | torch.device = "cpu"):
+def load_method(run: str | Path, which: str = "auto", device: str | torch.device = "cpu"):
     """Rebuild the method of a run (or checkpoint file) with its weights, in eval mode.
 
     Returns (method, meta): meta is the checkpoint without the model and optimizer tensors.

@@ -66,12 +66,17 @@ class OptimConfig:
 @dataclass
 class InferConfig:
     overlap: float = 0.5
-    blend: Literal["gaussian", "constant"] = "gaussian"
+    blend: Literal["gaussian", "constant"] = "gaussian"  # window weights (MONAI's modes)
+    # what the windows' weights average: logits (then one softmax), or each window's softmax
+    # probabilities (RFNet's released inference: probabilities averaged uniformly)
+    blend_space: Literal["logits", "probabilities"] = "logits"
     # Windows per forward call. Keep it > 1 on CPUs: for a single small window PyTorch picks its
     # naive conv3d instead of oneDNN (5.7x slower for a 240x240x155 case at 48^3, measured).
     sw_batch_size: int = 2
     tta_flips: bool = False
-    et_min_voxels: int = 0  # BraTS peers: predicted ET under 500 voxels becomes necrosis
+    # BraTS peers: predicted ET under 500 voxels (of a 1 mm grid: 500 mm^3, scaled to the
+    # input's voxel size; off on fields of view under 100 mm) becomes necrosis; 0: off
+    et_min_voxels: int = 0
     # Subsets decoded together per window during evaluation. On CPUs 1 is fastest once
     # sw_batch_size > 1 (15 U-Net subsets of a 128x128x96 case: 22.5 s at 1, 45.2 s at 15,
     # measured in one run); larger values may pay off on GPUs.
@@ -158,6 +163,11 @@ def _set_path(values: dict, key: str, value: Any) -> None:
 def config_from_dict(values: dict[str, Any]) -> TrainConfig:
     """Build (and type-check) a TrainConfig from a plain dict such as a saved run's config."""
     return _build(TrainConfig, values, "")
+
+
+def infer_config(values: dict[str, Any]) -> InferConfig:
+    """A type-checked InferConfig (e.g. a run's settings with command-line overrides)."""
+    return _build(InferConfig, values, "infer.")
 
 
 def _build(cls: type, values: dict[str, Any], prefix: str):

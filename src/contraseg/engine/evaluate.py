@@ -10,6 +10,7 @@ metrics); the report (DC-Seg Table 1 layout, heatmap, overlays) is written besid
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,9 @@ from contraseg.data.labels import LabelConvention, is_whole_tumour
 from contraseg.data.layouts import discover
 from contraseg.data.preprocess import GridRecord, invert_labels, invert_probabilities, preprocess
 from contraseg.engine.infer import (
+    BRATS_FIELD_OF_VIEW_MM,
     Predictor,
+    et_rule_threshold,
     has_enhancing_class,
     method_device,
     postprocess_et,
@@ -58,7 +61,9 @@ def evaluate_case(predictor: Predictor, case: CaseSpec, convention: LabelConvent
     run knows, the full-subset prediction ("images", "pred", "ref").
 
     A case lacking a modality (BraTS 2015: FLAIR and T1c only) is scored on the subsets it can
-    provide; distances use the case's own spacing when `units` is mm.
+    provide; distances use the case's own spacing when `units` is mm. The *_postproc columns
+    apply the small-ET rule with `et_min_voxels` voxels of a 1 mm grid, scaled to the case's
+    grid (`et_rule_threshold`; column `et_rule_voxels`, 0 where the rule does not apply).
     """
     loaded = load_case(case.present_only())
     if loaded.label is None:
@@ -75,12 +80,13 @@ def evaluate_case(predictor: Predictor, case: CaseSpec, convention: LabelConvent
                                         predictor.roi_size, bf16=predictor.bf16)
     prob = prob.cpu().numpy()
     brain = has_enhancing_class(predictor.convention)
+    threshold = et_rule_threshold(et_min_voxels, loaded.shape, loaded.spacing) if brain else 0
     rows, pictures = [], {"input": (image, present)}
     for k, subset in enumerate(feasible):
         pred = _to_input_grid(prob[k], pre.record)
         scores = region_metrics(pred, reference, predictor.convention, settings.distance_spacing,
                                 settings.hd95_definition, settings.empty_policy)
-        post = postprocess_et(pred, et_min_voxels) if brain else pred
+        post = postprocess_et(pred, threshold)
         post_scores = (scores if post is pred else region_metrics(
             post, reference, predictor.convention, settings.distance_spacing,
             settings.hd95_definition, settings.empty_policy))
@@ -90,22 +96,27 @@ def evaluate_case(predictor: Predictor, case: CaseSpec, convention: LabelConvent
             rows.append({"case": case.case_id, "subset": subset_name(subset), "region": region,
                          **values, "dice_postproc": post_scores[region]["dice"],
                          "hd95_postproc": post_scores[region]["hd95"],
-                         "case_miou": classes["miou"], "case_mpa": classes["mpa"]})
+                         "case_miou": classes["miou"], "case_mpa": classes["mpa"],
+                         "et_rule_voxels": threshold})
         if len(subset) == len(pre.modalities):
             pictures |= {"images": dict(zip(pre.modalities, loaded.image, strict=True)),
                          "pred": pred, "ref": reference}
     return rows, pictures
 
 
-def evaluate_run(run: Path, data: Path, out: Path, *, subsets: str = "all", which: str = "best",
+def evaluate_run(run: Path, data: Path, out: Path, *, subsets: str = "all", which: str = "auto",
                  device: str = "auto", labels: str | None = None, units: str = "voxel",
                  hd95: str = "brats", overlays: int = 2, figures: bool = False,
-                 console: Console | None = None) -> Path:
+                 console: Console | None = None, infer: dict | None = None) -> Path:
     """Evaluate `run` on every labelled case of `data`; returns the report's HTML path.
 
     A cross-validation folder (`contraseg train --folds`) is evaluated fold by fold: each case
     of `data` is scored by the fold that held it out (its run.json's split["test"]), so the
-    report covers every case once, as the papers' five-fold protocol.
+    report covers every case once, as the papers' five-fold protocol. Only finished folds are
+    scored; the report names the others and the cases left unscored (`cross_validation_plan`).
+    `which`: auto (best when the run validated, else last), best or last; `infer` overrides the
+    run's inference settings (overlap, tta_flips, et_min_voxels, blend, blend_space). The
+    report records the checkpoint (file and step) and the inference settings used.
     figures: also draw the PCA of the method's disentangled representations (DC-Seg's
     Figure 3) from the central training-sized crop of every case, when the method has them.
     """
@@ -115,10 +126,19 @@ def evaluate_run(run: Path, data: Path, out: Path, *, subsets: str = "all", whic
     cases = [c for c in spec.cases if c.label is not None]
     if not cases:
         raise InputError(data, "no labelled case to evaluate")
-    plan = cross_validation_plan(Path(run), spec.root.name, cases)
+    cv = cross_validation_plan(Path(run), spec.root.name, cases)
+    if cv.incomplete and console is not None:
+        console.print(f"[yellow]incomplete cross-validation:[/] {cv.incomplete}", highlight=False)
+    plan = cv.plan
     if not any(fold_cases for _, fold_cases in plan):
         raise InputError(data, f"holds none of the cases held out by the folds of {run}")
-    predictor = Predictor.from_run(plan[0][0], which, device)
+
+    def load(fold_run: Path) -> Predictor:
+        predictor = Predictor.from_run(fold_run, which, device)
+        predictor.override(infer or {})
+        return predictor
+
+    predictor = load(plan[0][0])
     chosen = parse_subsets(subsets, predictor.modalities)
     settings = MetricSettings(units, hd95, "brats", (1.0, 1.0, 1.0))  # spacing: per case
     et_min = predictor.infer.et_min_voxels or PEERS_ET_MIN_VOXELS
@@ -128,7 +148,7 @@ def evaluate_run(run: Path, data: Path, out: Path, *, subsets: str = "all", whic
         task = bar.add_task("evaluate", total=sum(len(c) for _, c in plan))
         for index, (fold_run, fold_cases) in enumerate(plan):
             if index:
-                predictor = Predictor.from_run(fold_run, which, device)
+                predictor = load(fold_run)
             sources.append(predictor.source)
             for case in fold_cases:
                 case_rows, pictures = evaluate_case(predictor, case, spec.convention, chosen,
@@ -142,8 +162,8 @@ def evaluate_run(run: Path, data: Path, out: Path, *, subsets: str = "all", whic
     cases = [c for _, fold_cases in plan for c in fold_cases]
     conventions = {**settings.to_dict(), "spacing": "per case, from its reference image"
                    if units == "mm" else None,
-                   "et_postprocessing": f"predicted ET under {et_min} voxels becomes necrosis "
-                                        "(columns *_postproc)",
+                   "et_postprocessing": _et_rule_note(et_min, rows),
+                   "inference": inference_settings(predictor),
                    "case_miou_mpa": "per case and subset, mmsegmentation's mean IoU and mean "
                                     "per-class accuracy (MPA) over every class, background "
                                     "included, on the input grid (the same value on each "
@@ -151,6 +171,8 @@ def evaluate_run(run: Path, data: Path, out: Path, *, subsets: str = "all", whic
     notes = {"method": predictor.method_name, "checkpoint": ", ".join(sources),
              "data": str(data), "cases": str(len(cases)),
              "subsets": ", ".join(subset_name(s) for s in chosen)}
+    if cv.incomplete:
+        notes["cross-validation"] = cv.incomplete
     extra = [] if reps is None else [representation_figure(
         reps, out / "figures" / "representations.png",
         f"{predictor.method_name}: PCA of the representations of {len(cases)} cases")]
@@ -158,23 +180,75 @@ def evaluate_run(run: Path, data: Path, out: Path, *, subsets: str = "all", whic
                         figures=extra)
 
 
+def inference_settings(predictor: Predictor) -> dict:
+    """What the report states about how the predictions were made."""
+    cfg = predictor.infer
+    return {"window": list(window_size(predictor.method, predictor.roi_size)),
+            "overlap": cfg.overlap, "blend": cfg.blend, "blend_space": cfg.blend_space,
+            "tta_flips": cfg.tta_flips, "sw_batch_size": cfg.sw_batch_size,
+            "bf16": predictor.bf16}
+
+
+def _et_rule_note(et_min: int, rows: list[dict]) -> str:
+    thresholds = {row["case"]: int(row["et_rule_voxels"]) for row in rows}
+    off = sorted(case for case, t in thresholds.items() if t == 0)
+    used = sorted({t for t in thresholds.values() if t > 0})
+    note = (f"columns *_postproc: predicted ET under {et_min} mm^3 ({et_min} voxels of a 1 mm "
+            "grid, scaled to each case's voxel size: " +
+            (", ".join(map(str, used)) + " voxels" if used else "no case") +
+            ") becomes necrosis; cells it changed are marked † with the number of cases")
+    if off:
+        note += (f"; not applied to {len(off)} of {len(thresholds)} cases (field of view under "
+                 f"{BRATS_FIELD_OF_VIEW_MM:g} mm on some axis, or not the brain-tumour classes: "
+                 "the rule is BraTS's, for whole-head scans)")
+    return note
+
+
+@dataclass
+class CrossValidationPlan:
+    """[(run, cases)] to score, and why some folds or cases are left out ("" when none)."""
+
+    plan: list[tuple[Path, list[CaseSpec]]]
+    incomplete: str = ""
+
+
 def cross_validation_plan(run: Path, data_name: str, cases: list[CaseSpec]
-                          ) -> list[tuple[Path, list[CaseSpec]]]:
-    """[(run, cases)]: a plain run scores every case; a folder of folds (`fold-K/run.json`)
-    gives each fold the cases of its held-out split (ids are `<data folder name>/<case>`)."""
+                          ) -> CrossValidationPlan:
+    """A plain run scores every case; a folder of folds (`fold-K/run.json`) gives each FINISHED
+    fold the cases of its held-out split (ids are `<data folder name>/<case>`). Folds that are
+    missing or not finished are left out and named with the cases nobody scored, so a
+    half-trained cross-validation is never reported as complete."""
     if not run.is_dir() or (run / "run.json").is_file():
-        return [(run, cases)]
+        return CrossValidationPlan([(run, cases)])
     folds = sorted(run.glob("fold-*/run.json"), key=lambda p: int(p.parent.name.split("-")[1]))
     if not folds:
-        return [(run, cases)]  # Predictor.from_run says what is missing
-    plan = []
+        return CrossValidationPlan([(run, cases)])  # Predictor.from_run says what is missing
+    plan, problems, expected = [], [], 0
     for info_path in folds:
-        held_out = set(json.loads(info_path.read_text())["split"].get("test", []))
+        info = json.loads(info_path.read_text())
+        held_out = set(info["split"].get("test", []))
         if not held_out:
             raise InputError(info_path, "is not a cross-validation fold (no split['test'])")
+        expected = max(expected, int(info.get("fold", {}).get("folds", 0)))
+        if info.get("status") != "finished":
+            problems.append(f"{info_path.parent.name} {info.get('status', 'unknown')} at step "
+                            f"{info.get('step', '?')}")
+            continue
         plan.append((info_path.parent,
                      [c for c in cases if f"{data_name}/{c.case_id}" in held_out]))
-    return plan
+    started = {int(p.parent.name.split("-")[1]) for p in folds}
+    problems += [f"fold-{k} not started" for k in range(expected) if k not in started]
+    if not plan:
+        raise InputError(run, "no finished cross-validation fold to evaluate (" +
+                         "; ".join(problems) + ")")
+    if not problems:
+        return CrossValidationPlan(plan)
+    scored = {c.case_id for _, fold_cases in plan for c in fold_cases}
+    unscored = sorted(c.case_id for c in cases if c.case_id not in scored)
+    return CrossValidationPlan(plan, (
+        f"{len(plan)} of {max(expected, len(folds))} folds finished; left out: " +
+        "; ".join(problems) + f"; {len(unscored)} case(s) not scored: " +
+        (", ".join(unscored) or "none")))
 
 
 def _add_representations(reps: RepresentationSet, predictor: Predictor, case_id: str,

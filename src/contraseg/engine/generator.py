@@ -71,7 +71,7 @@ def validate_generator(method: Method, cases: list[TrainCase], config) -> dict[s
     return {key: float(np.mean(values)) for key, values in scores.items()}
 
 
-def pseudo_normal(run: str | Path, t1: str | Path, out: str | Path, *, which: str = "best",
+def pseudo_normal(run: str | Path, t1: str | Path, out: str | Path, *, which: str = "auto",
                   device: str = "auto") -> Path:
     """Write the pseudo-normal T1 of one case: the run's generator reconstructs the case's T1
     (preprocessed with the run's settings) whole slice by whole slice (the same computation
@@ -93,7 +93,7 @@ def pseudo_normal(run: str | Path, t1: str | Path, out: str | Path, *, which: st
     return save_nifti(volume, loaded.affine, Path(out), header=loaded.header, dtype="float32")
 
 
-def load_generator(run: str | Path, which: str = "best", device: str | torch.device = "cpu"
+def load_generator(run: str | Path, which: str = "auto", device: str | torch.device = "cpu"
                    ) -> tuple[Method, dict[str, Any]]:
     """A generator run's method and metadata; any other run is refused naming its file."""
     from contraseg.engine.checkpoint import load_method

@@ -20,9 +20,10 @@ raw values.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import nibabel as nib
@@ -36,8 +37,8 @@ from contraseg.data.io import LoadedCase, load_case, save_nifti
 from contraseg.data.labels import BRAIN_CLASS_NAMES, LabelConvention
 from contraseg.data.layouts import canonical_modality, discover, strip_nifti_suffix
 from contraseg.data.preprocess import PreprocessSettings, invert_probabilities, preprocess
-from contraseg.engine.checkpoint import load_method
-from contraseg.engine.config import InferConfig, config_from_dict
+from contraseg.engine.checkpoint import describe_checkpoint, load_method
+from contraseg.engine.config import InferConfig, config_from_dict, infer_config
 from contraseg.engine.distributed import resolve_device
 from contraseg.errors import ContrasegError, InputError
 from contraseg.models.base import Method
@@ -89,9 +90,10 @@ def _decode_chunk(method: Method, encoded: object, rows: Tensor, batch: int) -> 
     return logits.unflatten(0, (n, batch)).transpose(0, 1).flatten(1, 2)
 
 
-def _subset_predictor(method: Method, availability: Tensor, chunk: int, bf16: bool
-                      ) -> Callable[[Tensor], Tensor]:
-    """The window predictor: one `encode`, then `decode` for every pattern, by chunks."""
+def _subset_predictor(method: Method, availability: Tensor, chunk: int, bf16: bool,
+                      probabilities: bool = False) -> Callable[[Tensor], Tensor]:
+    """The window predictor: one `encode`, then `decode` for every pattern, by chunks; with
+    `probabilities`, each pattern's softmax instead of its logits."""
     device_type = method_device(method).type
 
     def predict(window: Tensor) -> Tensor:
@@ -99,7 +101,10 @@ def _subset_predictor(method: Method, availability: Tensor, chunk: int, bf16: bo
             encoded = method.encode(window)
             parts = [_decode_chunk(method, encoded, availability[i:i + chunk], window.shape[0])
                      for i in range(0, availability.shape[0], chunk)]
-        return torch.cat(parts, dim=1).float()
+        out = torch.cat(parts, dim=1).float()
+        if probabilities:
+            out = torch.softmax(out.unflatten(1, (availability.shape[0], -1)), dim=2).flatten(1, 2)
+        return out
 
     return predict
 
@@ -126,7 +131,8 @@ def sliding_window_logits(
     bf16: bool = False,
     out_device: str | torch.device | None = None,
 ) -> Tensor:
-    """Logits (K, C, *S) of one image (1, M, *S) for each availability row (K, M) bool.
+    """Logits (K, C, *S) of one image (1, M, *S) for each availability row (K, M) bool (with
+    `cfg.blend_space` "probabilities": blended softmax probabilities instead).
 
     Windows of `roi_size` (rounded up to `size_divisor`) overlap by `cfg.overlap`, blended with
     `cfg.blend` weights (gaussian: sigma = roi / 8), `cfg.sw_batch_size` windows per call.
@@ -140,7 +146,8 @@ def sliding_window_logits(
     _check_shapes(method, image, availability, roi)
     device = method_device(method)
     rows = availability.to(device=device, dtype=torch.bool)
-    predictor = _subset_predictor(method, rows, max(1, int(cfg.subset_chunk)), bf16)
+    predictor = _subset_predictor(method, rows, max(1, int(cfg.subset_chunk)), bf16,
+                                  probabilities=cfg.blend_space == "probabilities")
     was_training = method.training
     method.eval()
     try:
@@ -181,18 +188,19 @@ def sliding_window_probabilities(
 ) -> Tensor:
     """Softmax probabilities (K, C, *S); with `cfg.tta_flips`, the mean over all flips.
 
-    Each flipped pass flips the image, runs `sliding_window_logits`, takes the softmax and flips
-    it back (nnU-Net's mirroring; 8 passes in 3D).
+    Each flipped pass flips the image, runs `sliding_window_logits`, takes the softmax (unless
+    the windows already blended probabilities) and flips it back (nnU-Net's mirroring; 8
+    passes in 3D).
     """
     flips = flip_combinations(image.ndim - 2) if cfg.tta_flips else [()]
     total: Tensor | None = None
     for dims in flips:
         flipped = image.flip(dims) if dims else image
-        logits = sliding_window_logits(method, flipped, availability, cfg, roi_size, bf16=bf16,
-                                       out_device=out_device)
-        prob = torch.softmax(logits, dim=1)
+        out = sliding_window_logits(method, flipped, availability, cfg, roi_size, bf16=bf16,
+                                    out_device=out_device)
+        prob = out if cfg.blend_space == "probabilities" else torch.softmax(out, dim=1)
         prob = prob.flip(dims) if dims else prob
-        total = prob if total is None else total.add_(prob)
+        total = prob if total is None else total + prob
     return total / len(flips)
 
 
@@ -204,11 +212,35 @@ def has_enhancing_class(convention: LabelConvention) -> bool:
     return tuple(convention.class_names[:4]) == BRAIN_CLASS_NAMES
 
 
+BRATS_FIELD_OF_VIEW_MM = 100.0  # the ET rule's scope: scans at least this wide on every axis
+
+
+def et_rule_threshold(min_voxels: int, shape: Sequence[int], spacing: Sequence[float]) -> int:
+    """The small-ET rule's threshold in voxels of a grid of `shape` and `spacing` (mm); 0: off.
+
+    BraTS's peers count `min_voxels` (500) voxels on BraTS's 1 mm isotropic grid, i.e. a
+    physical volume of `min_voxels` mm^3: the threshold keeps that volume on any grid (2 mm
+    voxels: 63, since 62 voxels are 496 mm^3). The rule is defined for whole-head scans
+    (BraTS: 240 x 240 x 155 mm); on a field of view under BRATS_FIELD_OF_VIEW_MM along any
+    axis (the 64 mm phantom, a crop) it is off, because a 500 mm^3 enhancing rim is no longer
+    "small" there (it turned a 94% ET Dice on the phantom into HD95 373).
+    """
+    if min_voxels <= 0:
+        return 0
+    extent = np.asarray(shape, dtype=float) * np.asarray(spacing, dtype=float)
+    if np.any(extent < BRATS_FIELD_OF_VIEW_MM):
+        return 0
+    # a whole number of voxels under min_voxels mm^3 is one under ceil(min_voxels / volume)
+    volume = float(np.prod(np.asarray(spacing, dtype=float)))
+    return max(1, math.ceil(min_voxels / volume - 1e-9))
+
+
 def postprocess_et(labels_canonical: np.ndarray, min_voxels: int, et_class: int = 3,
                    replace_with: int = 1) -> np.ndarray:
     """The BraTS peers' rule: predicted enhancing tumour of fewer than `min_voxels` voxels
     (counted over the whole map) becomes `replace_with` (necrosis / non-enhancing core), so the
-    tumour core is unchanged and ET becomes empty. `min_voxels <= 0` disables it.
+    tumour core is unchanged and ET becomes empty. `min_voxels <= 0` disables it; callers pass
+    `et_rule_threshold(...)`, the count for the map's own grid.
 
     Only meaningful for canonical brain classes (`has_enhancing_class`); `Predictor` skips it
     for other conventions. Returns a new array when it relabels, else the input itself.
@@ -270,10 +302,10 @@ class Predictor:
     roi_size: tuple[int, ...]
     infer: InferConfig
     bf16: bool = False
-    source: str = ""
+    source: str = ""  # the checkpoint file and its training step
 
     @classmethod
-    def from_run(cls, run: str | Path, which: str = "best", device: str | torch.device = "auto",
+    def from_run(cls, run: str | Path, which: str = "auto", device: str | torch.device = "auto",
                  *, infer: InferConfig | None = None, bf16: bool = False) -> Predictor:
         """Load a run folder (its `which` checkpoint) or a checkpoint file; `infer` overrides
         the run's inference settings."""
@@ -289,7 +321,14 @@ class Predictor:
                    LabelConvention.from_dict(meta["label_convention"]),
                    PreprocessSettings.from_dict(meta["preprocess"]),
                    tuple(int(n) for n in config.data.patch_size), infer or config.infer, bf16,
-                   meta.get("path", str(run)))
+                   describe_checkpoint(meta))
+
+    def override(self, changes: Mapping[str, object]) -> None:
+        """Replace the run's inference settings named in `changes` (None: keep the run's);
+        values are type-checked like `--set infer.KEY=VALUE`."""
+        given = {key: value for key, value in changes.items() if value is not None}
+        if given:
+            self.infer = infer_config({**asdict(self.infer), **given})
 
     def _unknown(self, source: str | Path, name: str) -> InputError:
         return InputError(source, f"modality '{name}' is not one of the run's "
@@ -332,7 +371,8 @@ class Predictor:
         canonical = prob.argmax(0).astype(np.uint8)
         before = canonical
         if has_enhancing_class(self.convention):  # counted on the input grid, like BraTS peers
-            canonical = postprocess_et(canonical, self.infer.et_min_voxels)
+            threshold = et_rule_threshold(self.infer.et_min_voxels, loaded.shape, loaded.spacing)
+            canonical = postprocess_et(canonical, threshold)
         out = convention or self.convention
         return PredictionResult(
             loaded.case_id, out.to_raw(canonical, dtype=_raw_dtype(out)), canonical,

@@ -3,7 +3,6 @@ Predictor."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
@@ -29,16 +28,16 @@ def _named_inputs(inputs: list[str], named: dict[str, Path | None]) -> dict[str,
 
 def run_predict(run: Path, out: Path, *, inputs: list[str], named: dict[str, Path | None],
                 data: Path | None, resample_to: str | None, which: str, device: str,
-                overrides: dict, console: Console, labels: str | None = None) -> Path:
-    """Segment one case (files or a case folder) into `out`, or a dataset into folder `out`.
+                overrides: dict, console: Console, labels: str | None = None
+                ) -> tuple[Path, str]:
+    """Segment one case (files or a case folder) into `out`, or a dataset into folder `out`;
+    returns what was written and which checkpoint (file and step) made it.
 
     Labels are written with the raw values of `labels`, else of the case folder's or dataset's
     own convention (when it has the run's classes), else of the run's.
     """
     predictor = Predictor.from_run(run, which, device)
-    changes = {k: v for k, v in overrides.items() if v is not None}
-    if changes:
-        predictor.infer = replace(predictor.infer, **changes)
+    predictor.override(overrides)
     if data is not None:
         if inputs or any(named.values()):
             raise ConfigError("--data (batch mode) takes no other inputs")
@@ -47,7 +46,7 @@ def run_predict(run: Path, out: Path, *, inputs: list[str], named: dict[str, Pat
             console.print(f"[red]failed:[/] {failure.message}", highlight=False)
         if failures:
             raise ContrasegError(f"{len(failures)} case(s) failed; the others are in {out}")
-        return out
+        return out, predictor.source
     if len(inputs) == 1 and "=" not in inputs[0] and not any(named.values()):
         folder = Path(inputs[0])
         if not folder.is_dir():
@@ -56,7 +55,8 @@ def run_predict(run: Path, out: Path, *, inputs: list[str], named: dict[str, Pat
         if len(spec.cases) != 1:
             raise InputError(folder, f"holds {len(spec.cases)} cases; use --data for batch mode")
         return predictor.predict_case(spec.cases[0], out, resample_to=resample_to,
-                                      convention=predictor.output_convention(spec.convention))
+                                      convention=predictor.output_convention(spec.convention)
+                                      ), predictor.source
     convention = predictor.output_convention(get_convention(labels)) if labels else None
     return predictor.predict_files(_named_inputs(inputs, named), out, resample_to=resample_to,
-                                   convention=convention)
+                                   convention=convention), predictor.source

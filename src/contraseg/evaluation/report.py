@@ -19,7 +19,7 @@ import html
 import math
 import shutil
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -148,6 +148,9 @@ class SummaryRow:
     mean: dict[str, float]
     std: dict[str, float]
     n: dict[str, int]
+    # *_postproc tables: cases whose value the post-processing changed (the average row: the
+    # subset rows' sum)
+    changed: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -169,7 +172,8 @@ class SummaryTable:
     def to_dict(self) -> dict:
         """JSON-ready form (NaN becomes null)."""
         rows = [
-            {"name": r.name, "markers": r.markers, "mean": r.mean, "std": r.std, "n": r.n}
+            {"name": r.name, "markers": r.markers, "mean": r.mean, "std": r.std, "n": r.n,
+             **({"changed_by_postprocessing": r.changed} if r.changed else {})}
             for r in self.records()
         ]
         return json_safe({"metric": self.metric, "modalities": list(self.modalities),
@@ -229,8 +233,28 @@ def summary_table(
     )
     subset_means = {r: [row.mean[r] for row in table_rows] for r in regions}
     average = _summary_row("average", None, "", subset_means, regions)
+    if metric.endswith(POSTPROC_SUFFIX) and any(_base(metric) in row for row in rows):
+        table_rows, average = _with_changes(rows, metric, mods, table_rows, average)
     n_cases = len({str(row["case"]) for row in rows})
     return SummaryTable(metric, mods, regions, n_cases, table_rows, average)
+
+
+def _differs(a: object, b: object) -> bool:
+    a, b = (math.nan if v is None else float(v) for v in (a, b))
+    return not (a == b or (math.isnan(a) and math.isnan(b)))
+
+
+def _with_changes(rows, metric, mods, table_rows, average):
+    """Count, per cell of a *_postproc table, the cases whose value differs from the raw one."""
+    counts: dict[tuple[Subset, str], int] = {}
+    for row in rows:
+        if _differs(row.get(metric), row.get(_base(metric))):
+            key = (subset_from_name(str(row["subset"]), mods), str(row["region"]))
+            counts[key] = counts.get(key, 0) + 1
+    table_rows = tuple(replace(r, changed={region: counts.get((r.subset, region), 0)
+                                           for region in r.mean}) for r in table_rows)
+    total = {region: sum(r.changed[region] for r in table_rows) for region in average.mean}
+    return table_rows, replace(average, changed=total)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -272,9 +296,19 @@ def table_cells(table: SummaryTable) -> tuple[list[str], list[list[str]]]:
             text = format_value(table.metric, row.mean[region])
             if row.subset is not None and not math.isnan(row.std[region]):
                 text += f" ± {format_value(table.metric, row.std[region])}"
+            if row.changed.get(region):
+                text += f" †{row.changed[region]}"
             cells.append(text)
         body.append([*marks, row.name, *cells])
     return header, body
+
+
+def table_footnote(table: SummaryTable) -> str:
+    """The footnote of a table whose cells carry † marks ("" when none does)."""
+    if not any(row.changed.get(r) for row in table.records() for r in table.regions):
+        return ""
+    return ("†k: the ET post-processing changed the value of k cases in this cell (the "
+            "average row: summed over its subsets); unmarked cells equal the raw values.")
 
 
 def _flatten(conventions: Mapping, prefix: str = "") -> list[tuple[str, str]]:
@@ -418,6 +452,8 @@ def _markdown(title, tables, units, conventions, notes, heatmap, overlays, figur
         lines += [f"## {metric_label(table.metric, units)}", "",
                   f"Mean over {table.n_cases} cases (● available, ○ missing).", ""]
         lines += _markdown_table(*table_cells(table)) + [""]
+        if footnote := table_footnote(table):
+            lines += [footnote, ""]
     lines += ["## Heatmap", "", f"![heatmap]({heatmap})", "", "## Metric conventions", ""]
     lines += [f"- {AGGREGATION}"] + [f"- **{k}**: {v}" for k, v in _flatten(conventions)]
     if overlays:
@@ -454,6 +490,8 @@ def _html(title, tables, units, conventions, notes, heatmap, overlays, figures) 
         parts += [f"<h2>{esc(metric_label(table.metric, units))}</h2>",
                   f"<p>Mean over {table.n_cases} cases (● available, ○ missing).</p>",
                   _html_table(*table_cells(table))]
+        if footnote := table_footnote(table):
+            parts.append(f"<p><small>{esc(footnote)}</small></p>")
     parts += ["<h2>Heatmap</h2>", _png_tag(heatmap, "heatmap"), "<h2>Metric conventions</h2>",
               f"<p>{esc(AGGREGATION)}</p><ul>"]
     parts += [f"<li><b>{esc(k)}</b>: {esc(v)}</li>" for k, v in _flatten(conventions)] + ["</ul>"]
