@@ -37,7 +37,7 @@ def main(out: Path, overrides: list[str]) -> None:
     if not train_dir.exists():
         write_phantom(train_dir, cases=12, size=64, seed=0)
         write_phantom(test_dir, cases=4, size=64, seed=10_000)
-    if not (out / "run" / "checkpoints" / "best.pt").exists():
+    if not (out / "run" / "checkpoints" / "last.pt").exists():
         start_training(out / "run", method="introvae", data=[train_dir], preset="fast",
                        overrides=overrides, resume=False, max_steps=None, max_minutes=None,
                        console=None)

@@ -22,7 +22,7 @@ for seed in $seeds; do
   for variant in pretrained scratch; do
     run="$out/$variant-seed$seed"
     init=(); [ "$variant" = pretrained ] && init=(--init "$out/moco")
-    [ -f "$run/checkpoints/best.pt" ] ||
+    [ -f "$run/checkpoints/last.pt" ] ||
       contraseg train --method swin-moco --data "$out/labelled25" --out "$run" \
         --set seed="$seed" --set data.val_fraction=0 "${init[@]}"
     [ -f "$run/report/metrics.csv" ] ||

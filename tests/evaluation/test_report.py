@@ -184,6 +184,33 @@ def test_write_report(tmp_path) -> None:
     assert read_metrics_csv(out / "metrics.csv")[0]["dice"] == rows[0]["dice"]
 
 
+def test_cells_the_et_post_processing_changed_are_footnoted(tmp_path) -> None:
+    """c2's ET on t1c went from 0.4 to 0.0 after the rule: that cell (and the average) carry
+    a †1 mark; the WT cells and the raw table carry none."""
+    rows = []
+    for case, subsets in VALUES.items():
+        for subset, regions in subsets.items():
+            for region, (dice, _) in regions.items():
+                post = 0.0 if (case, subset, region) == ("c2", "t1c", "TC") else dice
+                rows.append({"case": case, "subset": subset, "region": region, "dice": dice,
+                             "dice_postproc": post})
+    table = summary_table(rows, "dice_postproc", MODS)
+    t1c = next(row for row in table.rows if row.name == "t1c")
+    assert t1c.changed == {"WT": 0, "TC": 1} and table.average.changed == {"WT": 0, "TC": 1}
+    assert not summary_table(rows, "dice", MODS).rows[0].changed
+    write_report(tmp_path / "r", rows, MODS, {}, metrics=("dice",))
+    markdown = (tmp_path / "r" / "summary.md").read_text()
+    assert "| ○ | ○ | ● | ○ | t1c | 70.00 ± 14.14 | 30.00 ± 42.43 †1 |" in markdown
+    assert "| ○ | ○ | ● | ○ | t1c | 70.00 ± 14.14 | 50.00 ± 14.14 |" in markdown  # raw table
+    assert "|  |  |  |  | average | 80.00 | 56.67 †1 |" in markdown
+    assert markdown.count("†k: the ET post-processing changed") == 1
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    post = next(t for t in summary["tables"] if t["metric"] == "dice_postproc")
+    cells = {row["name"]: row.get("changed_by_postprocessing") for row in post["rows"]}
+    assert cells["t1c"] == cells["average"] == {"WT": 0, "TC": 1}
+    assert cells["flair+t1c"] == {"WT": 0, "TC": 0}
+
+
 def test_write_report_missing_overlay(tmp_path) -> None:
     with pytest.raises(InputError, match="overlay"):
         write_report(tmp_path / "r", make_rows(), MODS, {}, overlays=[tmp_path / "none.png"])
