@@ -111,3 +111,42 @@ def test_swin_moco_pretrains_on_unlabelled_real_scans_then_fine_tunes(tmp_path, 
                           resume=False, max_steps=None, max_minutes=None, console=None)
     assert info["status"] == "finished" and info["init"]["skipped"] == []
     assert info["init"]["loaded"] > 10 and info["init"]["decoder_copied"]
+
+
+@pytest.mark.realdata
+@pytest.mark.slow  # about 7 minutes on 2 CPU cores: `make test-slow`
+def test_the_unet_cpu_preset_learns_real_brats_scans(tmp_path, shared_data):
+    """A guard of the real-data path, not the benchmark: the U-Net `cpu` preset trained briefly
+    (200 steps) on 4 BraTS 2018 cases of the benchmark's training split segments a held-back
+    test case with all four modalities far better than chance (whole tumour)."""
+    from contraseg.data.io import load_case
+    from contraseg.data.labels import get_convention
+    from contraseg.evaluation.metrics import confusion_counts, overlap_metrics
+    from tests.conftest import REPO
+
+    split = json.loads((REPO / "scripts" / "real_benchmark" / "brats2018_split.json").read_text())
+    brats = shared_data / "real" / "brats2018"
+    files = {"flair": "{case}/{case}_flair.nii.gz", "t1": "{case}/{case}_t1.nii.gz",
+             "t1c": "{case}/{case}_t1ce.nii.gz", "t2": "{case}/{case}_t2.nii.gz"}
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "contraseg.json").write_text(json.dumps({
+        "root": str(brats), "modalities": list(files), "labels": "brats2020",
+        "files": {"images": files, "label": "{case}/{case}_seg.nii.gz"},
+        "cases": split["train"][3:7]}))  # one 2013/CBICA mix: ABM, ALU, AME, AVG
+    info = start_training(tmp_path / "run", method="unet", preset="cpu",
+                          data=[tmp_path / "train"],
+                          overrides=["budget_minutes=null", "epochs=4", "iters_per_epoch=50"],
+                          resume=False, max_steps=None, max_minutes=None, console=None)
+    assert info["status"] == "finished" and info["step"] == 200
+    held_back = split["test"][1]  # Brats18_CBICA_AQN_1, never trained on
+    case = discover(brats, labels="brats2020")
+    spec = next(c for c in case.cases if c.case_id == held_back)
+    predictor = Predictor.from_run(tmp_path / "run")
+    out = predictor.predict_case(spec, tmp_path / "pred.nii.gz")
+    reference = load_case(spec).label
+    pred = np.asarray(nib.load(out).dataobj)
+    convention = get_convention("brats2020")
+    wt = overlap_metrics(confusion_counts(convention.region_masks(
+        convention.to_canonical(pred))["WT"], convention.region_masks(
+        convention.to_canonical(reference))["WT"]))["dice"]
+    assert wt > 0.6, f"WT Dice {wt:.3f} on {held_back}"

@@ -436,3 +436,25 @@ def test_init_files_that_hold_no_weights_are_refused(tmp_path):
     assert list(read_init_weights(tmp_path / "wrapped.pt")) == ["a"]
     with pytest.raises(InputError, match="no such file"):
         read_init_weights(tmp_path / "missing.pt")
+
+
+def test_a_time_budget_fits_the_schedule_to_the_measured_step_time(tmp_path, phantom):
+    """budget_minutes: after 20 timed steps, `epochs` is set from the measured step time so the
+    poly schedule ends with the budget; run.json records the fit, the lr follows the fitted
+    schedule, and a resumed run keeps the fitted length instead of timing again."""
+    sets = ["val_every=0", "epochs=1000", "iters_per_epoch=10", "budget_minutes=0.5"]
+    info = train(tmp_path / "run", phantom, sets, max_steps=25)
+    budget = info["budget"]
+    assert info["status"] == "stopped" and info["step"] == 25
+    assert budget["minutes"] == 0.5 and budget["timed_steps"] == 17
+    longest = int(30.0 / (budget["step_seconds"] * 1.03)) // 10  # 30 s, nothing spent yet
+    assert 3 <= budget["epochs"] <= longest and budget["epochs"] != 1000
+    assert info["config"]["epochs"] == budget["epochs"]
+    total = budget["total_steps"]
+    assert total == 10 * budget["epochs"]
+    resumed = train(tmp_path / "run", phantom, [], resume=True, max_steps=30)
+    assert resumed["step"] == 30 and resumed["budget"] == budget
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    for record in log[1:]:  # tiny preset: lr 1e-3, poly 0.9 over the fitted length
+        assert record["lr"] == pytest.approx(1e-3 * (1 - record["step"] / total) ** 0.9)
+    assert [r["step"] for r in log] == [10, 20, 30]

@@ -95,6 +95,9 @@ class TrainConfig:
     infer: InferConfig = field(default_factory=InferConfig)
     epochs: int = 300
     iters_per_epoch: int = 150
+    # minutes of training to fit the schedule to: the first steps are timed and `epochs` is
+    # set so the lr schedule ends when the budget does (the result is recorded in run.json)
+    budget_minutes: float | None = None
     val_every: int = 10  # epochs; 0 disables validation
     checkpoint_every: int = 1  # epochs
     amp: Literal["none", "bf16", "fp16"] = "none"

@@ -41,6 +41,27 @@ def lr_factor(step: int, total_steps: int, cfg: OptimConfig) -> float:
 class StepSchedule(torch.optim.lr_scheduler.LambdaLR):
     """The per-step schedules (`lr_factor`); the end of an epoch changes nothing."""
 
+    def __init__(self, optimizer: torch.optim.Optimizer, cfg: OptimConfig, total_steps: int):
+        self.cfg = cfg
+        super().__init__(optimizer, self._factor(total_steps))
+
+    def _factor(self, total_steps: int):
+        return lambda step: lr_factor(step, total_steps, self.cfg)
+
+    def set_total_steps(self, total_steps: int) -> None:
+        """Stretch or shrink the schedule to end at `total_steps` (a time budget's fit); the
+        lr of the current step follows at once."""
+        self.lr_lambdas = [self._factor(total_steps) for _ in self.optimizer.param_groups]
+        for group, base, factor in zip(self.optimizer.param_groups, self.base_lrs,
+                                       self.lr_lambdas, strict=True):
+            group["lr"] = base * factor(self.last_epoch)
+        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+
+    def state_dict(self) -> dict:
+        state = super().state_dict()
+        state.pop("cfg", None)  # plain data only in checkpoints; the config rebuilds it
+        return state
+
     def end_epoch(self, mean_loss: float) -> None:
         pass
 
@@ -63,6 +84,9 @@ class PlateauSchedule:
     def get_last_lr(self) -> list[float]:
         return [group["lr"] for group in self.optimizer.param_groups]
 
+    def set_total_steps(self, total_steps: int) -> None:
+        pass  # the plateau schedule does not depend on the length of the run
+
     def state_dict(self) -> dict:
         return self.plateau.state_dict()
 
@@ -77,4 +101,4 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, total_ste
         if cfg.warmup_steps:
             raise ConfigError("optim.schedule=plateau has no warm-up: set optim.warmup_steps=0")
         return PlateauSchedule(optimizer, cfg)
-    return StepSchedule(optimizer, lambda step: lr_factor(step, total_steps, cfg))
+    return StepSchedule(optimizer, cfg, total_steps)

@@ -56,6 +56,8 @@ from contraseg.models.registry import build_method, get_entry, make_config
 from contraseg.utils.fs import atomic_path
 
 RESUMABLE_CHANGES = {"epochs", "val_every", "checkpoint_every", "device"}
+BUDGET_CALIBRATION_STEPS = 20  # steps timed to fit a budget (the first 3 warm up, not counted)
+BUDGET_MARGIN = 1.03  # per-step time x this: epoch ends and checkpoints cost a little too
 
 
 @dataclass
@@ -215,6 +217,7 @@ class Trainer:
             load_generator_weights(self.method, generator_weights)
         self.init_report = (self._load_init() if config.init and not resume
                             else run_info.get("init"))
+        self.budget: dict | None = run_info.get("budget")  # a fitted budget is kept on resume
         add_case_inputs(self.method, self.data.train, cache_dir)
         self.memory_format = memory_format(self.method, config.channels_last)
         self.method.to(memory_format=self.memory_format)
@@ -293,25 +296,58 @@ class Trainer:
         """Train until the configured steps, `max_steps` or `max_minutes`; returns run.json."""
         if self.ctx.is_main:
             self._write_run_files(status="running")
-        start, total = time.monotonic(), self.config.total_steps
-        stop_at = min(total, max_steps) if max_steps is not None else total
+        start = time.monotonic()
         epoch_terms: dict[str, list[float]] = {}
+        step_seconds: list[float] = []
         with self._progress() as bar:
-            task = bar.add_task("train", total=total, completed=self.step, terms="")
-            while self.step < stop_at:
+            task = bar.add_task("train", total=self.config.total_steps, completed=self.step,
+                                terms="")
+            while self.step < self._stop_at(max_steps):
+                tick = time.monotonic()
                 terms = self._train_step()
+                step_seconds.append(time.monotonic() - tick)
                 for name, value in terms.items():
                     epoch_terms.setdefault(name, []).append(value)
                 bar.update(task, advance=1, terms=_fmt_terms(terms))
+                if self._fitting_budget() and len(step_seconds) == BUDGET_CALIBRATION_STEPS:
+                    self._fit_budget(step_seconds[3:], time.monotonic() - start)
+                    bar.update(task, total=self.config.total_steps)
                 if self.step % self.config.iters_per_epoch == 0:
                     self._end_epoch(epoch_terms)
                     epoch_terms = {}
                 if max_minutes is not None and time.monotonic() - start > 60 * max_minutes:
                     break
-        finished = self.step >= total
+        finished = self.step >= self.config.total_steps
         if self.step % self.config.iters_per_epoch:  # stopped mid-epoch: keep what was done
             self._save("last")
         return self._finish(finished, time.monotonic() - start)
+
+    def _stop_at(self, max_steps: int | None) -> int:
+        total = self.config.total_steps
+        return min(total, max_steps) if max_steps is not None else total
+
+    def _fitting_budget(self) -> bool:
+        return self.config.budget_minutes is not None and self.budget is None
+
+    def _fit_budget(self, step_seconds: list[float], elapsed: float) -> None:
+        """Set `epochs` so that training ends when `budget_minutes` does, from the median time
+        of the steps so far (the slowest rank's under DDP), and stretch the lr schedule to it."""
+        per_step = max(distributed.gather_floats(self.ctx, float(np.median(step_seconds))))
+        remaining = 60 * float(self.config.budget_minutes) - elapsed
+        steps = self.step + max(int(remaining / (per_step * BUDGET_MARGIN)), 0)
+        iters = self.config.iters_per_epoch
+        epochs = max(steps // iters, -(-self.step // iters), 1)
+        self.config = replace(self.config, epochs=epochs)
+        self.scheduler.set_total_steps(self.config.total_steps)
+        self.budget = {"minutes": self.config.budget_minutes, "step_seconds": per_step,
+                       "timed_steps": len(step_seconds), "epochs": epochs,
+                       "total_steps": self.config.total_steps}
+        if self.ctx.is_main:
+            self._write_run_files(status="running")
+            if not self.console.is_terminal:
+                self.console.print(f"budget {self.config.budget_minutes:g} min: {per_step:.3f} s "
+                                   f"per step -> {epochs} epochs ({self.config.total_steps} "
+                                   "steps)", highlight=False)
 
     def _train_step(self) -> dict[str, float]:
         rng = np.random.default_rng([self.config.seed, self.step, self.ctx.rank])
@@ -410,6 +446,7 @@ class Trainer:
             "step": self.step, "best": self.best if self.best > -float("inf") else None,
             **({"fold": {"index": self.fold[0], "folds": self.fold[1]}} if self.fold else {}),
             **({"init": self.init_report} if self.init_report else {}),
+            **({"budget": self.budget} if self.budget else {}),
             **extra,
         }
         self.out.mkdir(parents=True, exist_ok=True)
