@@ -112,6 +112,16 @@ def test_every_paper_value_names_its_source(method):
     assert values == leaf_count(yaml.safe_load(text)["paper"]) > 0
 
 
+@pytest.mark.parametrize("method", [m for m in yaml_files() if "cpu" in yaml.safe_load(
+    preset_text(m))])
+def test_every_cpu_preset_value_says_why(method):
+    """The real-scan `cpu` presets state each value's basis the same way."""
+    text = preset_text(method)
+    values, bad = unsourced_lines(text, "cpu")
+    assert not bad, f"{method}.yaml `cpu` lines without a basis:\n" + "\n".join(bad)
+    assert values == leaf_count(yaml.safe_load(text)["cpu"]) > 0
+
+
 @pytest.mark.parametrize("method", PAPER_METHODS)
 def test_paper_presets_train_on_the_whole_split(method):
     config = load_config(method, "paper")
