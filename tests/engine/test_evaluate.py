@@ -70,9 +70,9 @@ def test_evaluate_selected_subsets(trained, tmp_path):
 
 def test_compare_two_reports(trained, tmp_path):
     run, data = trained
-    for name, overlap in (("a", "0.25"), ("b", "0.5")):
+    for name, blend in (("a", "gaussian"), ("b", "constant")):
         assert cli("evaluate", "--run", str(run), "--data", str(data), "--out",
-                   str(tmp_path / name), "--overlap", overlap, "--overlays", "0").returncode == 0
+                   str(tmp_path / name), "--blend", blend, "--overlays", "0").returncode == 0
     result = cli("compare", str(tmp_path / "a"), str(tmp_path / "b"), "--json")
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
@@ -91,7 +91,7 @@ def test_a_run_without_validation_is_evaluated_with_its_last_weights(trained, tm
     assert middle.returncode == 1 and "'middle'" in middle.stderr
     assert "Traceback" not in middle.stderr and not (tmp_path / "m.nii.gz").exists()
     auto = cli("evaluate", "--run", str(run), "--data", str(data), "--out", str(tmp_path / "r"),
-               "--overlays", "0")
+               "--overlays", "0", "--subsets", "full")
     assert auto.returncode == 0, auto.stderr
     notes = json.loads((tmp_path / "r" / "summary.json").read_text())["notes"]
     steps = json.loads((run / "run.json").read_text())["step"]
@@ -106,13 +106,13 @@ def test_a_run_without_validation_is_evaluated_with_its_last_weights(trained, tm
 def test_evaluate_takes_and_records_the_inference_settings(trained, tmp_path):
     run, data = trained
     result = cli("evaluate", "--run", str(run), "--data", str(data), "--out", str(tmp_path / "r"),
-                 "--overlap", "0.4", "--tta", "--blend", "constant", "--blend-space",
+                 "--overlap", "0.1", "--tta", "--blend", "constant", "--blend-space",
                  "probabilities", "--et-min-voxels", "300", "--subsets", "full",
                  "--overlays", "0")
     assert result.returncode == 0, result.stderr
     conventions = json.loads((tmp_path / "r" / "summary.json").read_text())["conventions"]
     assert conventions["inference"] | {"window": None} == {
-        "window": None, "overlap": 0.4, "blend": "constant", "blend_space": "probabilities",
+        "window": None, "overlap": 0.1, "blend": "constant", "blend_space": "probabilities",
         "tta_flips": True, "sw_batch_size": 2, "bf16": False}
     assert "300 mm^3" in conventions["et_postprocessing"]
     bad = cli("evaluate", "--run", str(run), "--data", str(data), "--out", str(tmp_path / "x"),
