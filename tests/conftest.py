@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -22,3 +23,11 @@ def shared_data() -> Path:
     if not (root / "README.md").is_file():
         pytest.skip(f"real data not found at {root} (set CONTRASEG_SHARED_DATA to its location)")
     return root
+
+
+def load_script(path: Path):
+    """A script of the repository (not a package module) imported by its path."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

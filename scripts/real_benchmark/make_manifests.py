@@ -1,8 +1,10 @@
-"""Write the two manifests of the real-scan benchmark's fixed split: OUT/train/contraseg.json
-and OUT/test/contraseg.json, each listing its cases of the BraTS 2018 folder (read in place,
-never copied).
+"""Write the manifests of the real-scan benchmark (files are read in place, never copied):
+OUT/train/contraseg.json and OUT/test/contraseg.json, the fixed split of the BraTS 2018 folder
+(brats2018_split.json), and OUT/normal/contraseg.json, the healthy IXI subject's T1 (with its
+brain mask) that CLFC's normal-appearance network trains on beside the tumour-free slices of
+the training cases.
 
-Usage: python scripts/real_benchmark/make_manifests.py BRATS2018_DIR OUT
+Usage: python scripts/real_benchmark/make_manifests.py SHARED_DATA OUT
 """
 
 from __future__ import annotations
@@ -12,27 +14,44 @@ import sys
 from pathlib import Path
 
 SPLIT = Path(__file__).with_name("brats2018_split.json")
-FILES = {"flair": "{case}/{case}_flair.nii.gz", "t1": "{case}/{case}_t1.nii.gz",
-         "t1c": "{case}/{case}_t1ce.nii.gz", "t2": "{case}/{case}_t2.nii.gz"}
+BRATS_FILES = {"images": {"flair": "{case}/{case}_flair.nii.gz", "t1": "{case}/{case}_t1.nii.gz",
+                          "t1c": "{case}/{case}_t1ce.nii.gz", "t2": "{case}/{case}_t2.nii.gz"},
+               "label": "{case}/{case}_seg.nii.gz"}
+IXI_FILES = {"images": {"t1": "{case}/IXI002-Guys-0828-T1_brain.nii.gz"},
+             "brain_mask": "{case}/IXI002-Guys-0828-T1_brainmask.nii.gz"}
 
 
-def main(brats: Path, out: Path) -> None:
-    split = json.loads(SPLIT.read_text())
+def manifest(root: Path, cases: list[str], files: dict, labels: str | None = None) -> dict:
+    """A `contraseg.json` listing `cases` of `root` through the `files` patterns."""
+    data = {"root": str(root.resolve()), "modalities": list(files["images"]), "files": files,
+            "cases": list(cases)}
+    return {**data, "labels": labels} if labels else data
+
+
+def brats_split() -> dict[str, list[str]]:
+    return json.loads(SPLIT.read_text())
+
+
+def write(folder: Path, data: dict) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / "contraseg.json"
+    tmp = target.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(target)
+
+
+def main(shared: Path, out: Path) -> None:
+    brats, split = shared / "real" / "brats2018", brats_split()
     missing = [c for part in ("train", "test") for c in split[part]
                if not (brats / c / f"{c}_seg.nii.gz").is_file()]
     if missing:
         sys.exit(f"{brats}: missing case(s) {', '.join(missing)} of {SPLIT}")
     for part in ("train", "test"):
-        manifest = {"root": str(brats.resolve()), "modalities": list(FILES),
-                    "labels": "brats2020",
-                    "files": {"images": FILES, "label": "{case}/{case}_seg.nii.gz"},
-                    "cases": split[part]}
-        folder = out / part
-        folder.mkdir(parents=True, exist_ok=True)
-        target = folder / "contraseg.json"
-        tmp = target.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-        tmp.replace(target)
+        write(out / part, manifest(brats, split[part], BRATS_FILES, "brats2020"))
+    ixi = shared / "normal"
+    if not (ixi / "ixi002" / IXI_FILES["images"]["t1"].format(case="ixi002")).is_file():
+        sys.exit(f"{ixi}: missing the healthy subject ixi002")
+    write(out / "normal", manifest(ixi, ["ixi002"], IXI_FILES))
 
 
 if __name__ == "__main__":

@@ -197,7 +197,9 @@ def train(
         list[Path] | None,
         typer.Option("--data", help="Dataset folder; repeat to train on several."),
     ] = None,
-    preset: Annotated[str, typer.Option(help="paper (the publication's settings) or fast.")] = (
+    preset: Annotated[str, typer.Option(
+        help="paper (the publication's settings), cpu (real scans on a CPU in an hour), fast "
+             "(minutes on the phantom) or tiny (smoke tests).")] = (
         "fast"),
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override a setting: key=value (repeat).")
@@ -244,7 +246,8 @@ def pretrain(
         list[Path] | None,
         typer.Option("--data", help="Dataset folder (labels not needed); repeat for several."),
     ] = None,
-    preset: Annotated[str, typer.Option(help="paper or fast.")] = "fast",
+    preset: Annotated[str, typer.Option(
+        help="paper, cpu, fast or tiny (as train).")] = "fast",
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override a setting: key=value (repeat).")
     ] = None,

@@ -22,7 +22,7 @@ from contraseg.data.dataset import (
 )
 from contraseg.data.labels import get_convention
 from contraseg.data.phantom import write_phantom
-from contraseg.engine.config import AugmentConfig
+from contraseg.engine.config import AugmentConfig, DataConfig
 from contraseg.engine.runs import start_training
 from contraseg.errors import ConfigError
 from contraseg.models.registry import get_entry
@@ -43,6 +43,53 @@ def test_subsets_are_uniform_over_the_present_modalities():
     assert len(counts) == 7  # 2^3 - 1 non-empty subsets of the 3 present modalities
     assert all(not subset[1] for subset in counts)  # the absent modality is never available
     assert all(abs(n / 7000 - 1 / 7) < 0.02 for n in counts.values())
+
+
+def test_full_modality_prob_keeps_every_present_modality_that_often():
+    rng = np.random.default_rng(0)
+    present = np.array([True, True, False, True])
+    draws = [tuple(sample_subset(present, rng, full_prob=0.5)) for _ in range(7000)]
+    full = sum(d == tuple(present) for d in draws) / len(draws)
+    assert abs(full - (0.5 + 0.5 / 7)) < 0.02  # kept whole, or drawn whole among the 7 subsets
+    assert all(not d[2] for d in draws)
+    rest = Counter(d for d in draws if d != tuple(present))
+    assert len(rest) == 6 and all(abs(n / len(draws) - 0.5 / 7) < 0.015 for n in rest.values())
+
+
+def test_sampler_passes_full_modality_prob_and_config_refuses_a_bad_one():
+    sampler = PatchSampler([toy_case()], (8, 8, 8), 0.0, True, full_modality_prob=1.0)
+    rng = np.random.default_rng(2)
+    assert all(sampler.sample_one(rng)["available"].all() for _ in range(20))
+    with pytest.raises(ConfigError, match="full_modality_prob"):
+        DataConfig(full_modality_prob=1.5)
+
+
+def tumour_slab_case(case_id: str = "slabs", tumour_slices=range(10, 20)) -> TrainCase:
+    label = np.zeros((8, 8, 30), np.uint8)
+    for z in tumour_slices:
+        label[2:4, 2:4, z] = 2
+    image = np.broadcast_to(np.arange(30, dtype=np.float32), (1, 8, 8, 30)).copy()
+    return TrainCase(case_id, image, label, np.array([True]), np.argwhere(label > 0))
+
+
+@pytest.mark.parametrize("depth", [1, 3])
+def test_tumour_free_patches_hold_no_tumour_slice_and_reach_every_free_window(depth):
+    case = tumour_slab_case()
+    sampler = PatchSampler([case], (8, 8, depth), 1.0, False, tumour_free=True)
+    rng = np.random.default_rng(0)
+    first = [int(sampler.sample_one(rng)["images"][0, 0, 0, 0]) for _ in range(600)]
+    tumour = set(range(10, 20))
+    expected = {z for z in range(30 - depth + 1) if not set(range(z, z + depth)) & tumour}
+    assert set(first) == expected  # every tumour-free window, none touching slices 10-19
+
+
+def test_tumour_free_sampling_leaves_out_cases_without_a_free_window():
+    whole = tumour_slab_case("all tumour", range(30))
+    sampler = PatchSampler([whole, tumour_slab_case()], (8, 8, 1), 0.0, False,
+                           tumour_free=True)
+    assert [c.case_id for c in sampler.cases] == ["slabs"]
+    with pytest.raises(ConfigError, match="tumour-free"):
+        PatchSampler([whole], (8, 8, 1), 0.0, False, tumour_free=True)
 
 
 def test_foreground_fraction_one_always_sees_tumour_and_zero_rarely():

@@ -23,7 +23,7 @@ from contraseg.data.dataset import PatchSampler, TrainCase
 from contraseg.data.phantom import write_phantom
 from contraseg.engine.config import load_config
 from contraseg.engine.train import prepare_data, split_cases
-from contraseg.models.registry import get_entry
+from contraseg.models.registry import build_method, get_entry
 
 PAPER_METHODS = ["unet", "rfnet", "dc-seg", "dcl-manet", "clfc", "swin-moco",
                  "swin-moco-pretrain", "introvae"]
@@ -176,3 +176,20 @@ def test_paper_crops_do_not_favour_labelled_voxels(method):
     foreground = hit_fraction(PatchSampler([case], patch, 1.0, False), 200)
     assert foreground == 1.0
     assert 0.0 < uniform < 0.25, f"{method}: {uniform:.3f} of the crops hold the one voxel"
+
+
+@pytest.mark.parametrize("method", [m for m in yaml_files() if "cpu" in yaml.safe_load(
+    preset_text(m))])
+def test_every_cpu_preset_builds_its_network_for_its_patch(method):
+    """A `cpu` preset's network builds for the four BraTS modalities (a generator: T1) and
+    accepts its patch."""
+    overrides = []
+    if method == "clfc":  # the generator is a run folder in use: its architecture stands in
+        overrides = ['model.generator={"method": "introvae", "model": {"channels": [4, 8], '
+                     '"latent_channels": 4}}']
+    config = load_config(method, "cpu", overrides)
+    generator = get_entry(method).cls.kind == "generator"
+    modalities, classes = (("t1",), 1) if generator else (("t1", "t1c", "t2", "flair"), 4)
+    built = build_method(method, modalities, classes, config.model, config.loss_weights)
+    built.check_patch(config.data.patch_size)
+    assert config.budget_minutes is not None and config.data.val_fraction == 0

@@ -114,30 +114,26 @@ def test_swin_moco_pretrains_on_unlabelled_real_scans_then_fine_tunes(tmp_path, 
 
 
 @pytest.mark.realdata
-@pytest.mark.slow  # about 7 minutes on 2 CPU cores: `make test-slow`
+@pytest.mark.slow  # about 5 minutes on 2 CPU cores: `make test-slow`
 def test_the_unet_cpu_preset_learns_real_brats_scans(tmp_path, shared_data):
     """A guard of the real-data path, not the benchmark: the U-Net `cpu` preset trained briefly
-    (200 steps) on 4 BraTS 2018 cases of the benchmark's training split segments a held-back
+    (400 steps) on 4 BraTS 2018 cases of the benchmark's training split segments a held-back
     test case with all four modalities far better than chance (whole tumour)."""
     from contraseg.data.io import load_case
     from contraseg.data.labels import get_convention
     from contraseg.evaluation.metrics import confusion_counts, overlap_metrics
-    from tests.conftest import REPO
+    from tests.conftest import REPO, load_script
 
-    split = json.loads((REPO / "scripts" / "real_benchmark" / "brats2018_split.json").read_text())
-    brats = shared_data / "real" / "brats2018"
-    files = {"flair": "{case}/{case}_flair.nii.gz", "t1": "{case}/{case}_t1.nii.gz",
-             "t1c": "{case}/{case}_t1ce.nii.gz", "t2": "{case}/{case}_t2.nii.gz"}
-    (tmp_path / "train").mkdir()
-    (tmp_path / "train" / "contraseg.json").write_text(json.dumps({
-        "root": str(brats), "modalities": list(files), "labels": "brats2020",
-        "files": {"images": files, "label": "{case}/{case}_seg.nii.gz"},
-        "cases": split["train"][3:7]}))  # one 2013/CBICA mix: ABM, ALU, AME, AVG
+    bench = load_script(REPO / "scripts" / "real_benchmark" / "make_manifests.py")
+    split, brats = bench.brats_split(), shared_data / "real" / "brats2018"
+    # one 2013/CBICA mix of the benchmark's training split: ABM, ALU, AME, AVG
+    bench.write(tmp_path / "train", bench.manifest(brats, split["train"][3:7], bench.BRATS_FILES,
+                                                   "brats2020"))
     info = start_training(tmp_path / "run", method="unet", preset="cpu",
                           data=[tmp_path / "train"],
-                          overrides=["budget_minutes=null", "epochs=4", "iters_per_epoch=50"],
+                          overrides=["budget_minutes=null", "epochs=4", "iters_per_epoch=100"],
                           resume=False, max_steps=None, max_minutes=None, console=None)
-    assert info["status"] == "finished" and info["step"] == 200
+    assert info["status"] == "finished" and info["step"] == 400
     held_back = split["test"][1]  # Brats18_CBICA_AQN_1, never trained on
     case = discover(brats, labels="brats2020")
     spec = next(c for c in case.cases if c.case_id == held_back)

@@ -11,11 +11,12 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from contraseg.data.phantom import write_phantom
-from contraseg.engine.checkpoint import load_checkpoint, load_method
+from contraseg.engine.checkpoint import load_checkpoint, load_method, save_checkpoint
 from contraseg.engine.config import load_config
 from contraseg.engine.infer import Predictor
 from contraseg.engine.runs import start_training
@@ -71,11 +72,18 @@ def test_stopped_and_resumed_equals_uninterrupted(tmp_path, phantom):
     train(tmp_path / "full", phantom)
     stopped = train(tmp_path / "part", phantom, max_steps=3)  # mid-epoch 2
     assert stopped["status"] == "stopped" and stopped["step"] == 3
+    last = tmp_path / "part" / "checkpoints" / "last.pt"
+    state = load_checkpoint(last)
+    assert 0 < state["train_seconds"] <= stopped["train_seconds"]
+    save_checkpoint(last, {**state, "train_seconds": 1000.0})  # a long first session
+    tick = time.monotonic()
     resumed = start_training(tmp_path / "part", method=None, data=[], preset="tiny",
                              overrides=[], resume=True, max_steps=None, max_minutes=None,
                              console=None)
     assert resumed["status"] == "finished" and resumed["step"] == 6
     assert_same_weights(tmp_path / "full", tmp_path / "part")
+    # the run's training time adds the sessions up
+    assert 1000 < resumed["train_seconds"] < 1000 + time.monotonic() - tick
 
 
 def _cli(*args: str, **kwargs) -> subprocess.Popen:
@@ -231,6 +239,30 @@ def test_introvae_trains_on_the_phantoms_normal_brains(tmp_path, phantom):
     assert method.kind == "generator"
     with pytest.raises(InputError, match="generator run"):
         Predictor.from_run(tmp_path / "vae", device="cpu")
+
+
+def test_a_generator_learns_from_the_tumour_free_slices_of_labelled_cases(tmp_path, phantom):
+    """Tumour cases without a healthy twin (real scans): the generator keeps each case's label
+    only to draw slices that hold no tumour."""
+    from contraseg.engine.train import Trainer
+
+    cases = sorted(p.name for p in phantom.iterdir() if p.is_dir())[:2]
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "contraseg.json").write_text(json.dumps({
+        "root": str(phantom), "modalities": ["t1"], "labels": "brats2023",
+        "files": {"images": {"t1": "{case}/{case}-t1n.nii.gz"},
+                  "label": "{case}/{case}-seg.nii.gz"},
+        "cases": cases}))
+    config = load_config("introvae", "tiny", ["data.val_fraction=0"])
+    trainer = Trainer(config, [tmp_path / "data"], tmp_path / "vae")
+    labels = [case.label for case in trainer.data.train]
+    assert all(label.any() for label in labels)  # the tumour is known ...
+    rng = np.random.default_rng(0)
+    for _ in range(40):  # ... and never sampled
+        assert not trainer.sampler.sample(rng, 2)["target"].any()
+    for case in trainer.data.train:
+        tumour_slices = np.flatnonzero(case.label.any(axis=(0, 1)))
+        assert not set(trainer.sampler.free_starts[case.case_id]) & set(tumour_slices)
 
 
 def test_normal_writes_the_pseudo_normal_t1_on_the_input_grid(tmp_path, phantom):

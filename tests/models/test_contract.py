@@ -92,3 +92,21 @@ def test_every_parameter_gets_a_gradient(method_and_shape):
             assert param.grad is not None, f"{name} gets no gradient"
             assert torch.isfinite(param.grad).all(), f"{name} has a non-finite gradient"
             assert param.grad.abs().sum() > 0, f"{name} has an all-zero gradient"
+
+
+def test_the_unet_offers_monais_unet_strided_from_the_first_layer():
+    from monai.networks.nets import UNet as MonaiUNet
+
+    from contraseg.errors import ConfigError
+    from contraseg.models.registry import build_method
+
+    method = build_method("unet", MODALITIES, NUM_CLASSES,
+                          {"network": "monai", "base_channels": 4, "depth": 3})
+    assert isinstance(method.net, MonaiUNet) and method.size_divisor == 4
+    first = next(m for m in method.net.modules() if isinstance(m, torch.nn.Conv3d))
+    assert first.stride == (2, 2, 2)  # nothing but the last layer at full resolution
+    images = torch.randn(2, len(MODALITIES), 16, 16, 16)
+    available = torch.tensor([[True] * len(MODALITIES), [True] + [False] * (len(MODALITIES) - 1)])
+    assert method(images, available).shape == (2, NUM_CLASSES, 16, 16, 16)
+    with pytest.raises(ConfigError, match="model.network 'resnet'"):
+        build_method("unet", MODALITIES, NUM_CLASSES, {"network": "resnet"})

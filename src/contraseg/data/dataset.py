@@ -93,8 +93,12 @@ def to_train_case(case: CaseSpec, spec: DatasetSpec, modalities: Sequence[str],
     return TrainCase(case.case_id, image, label, present, coords.astype(np.int32))
 
 
-def sample_subset(present: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A subset of the present modalities, uniform over the 2^p - 1 non-empty ones."""
+def sample_subset(present: np.ndarray, rng: np.random.Generator,
+                  full_prob: float = 0.0) -> np.ndarray:
+    """A subset of the present modalities: all of them with probability `full_prob`, else
+    uniform over the 2^p - 1 non-empty ones (which include all of them)."""
+    if full_prob and rng.random() < full_prob:
+        return present.copy()
     indices = np.flatnonzero(present)
     code = int(rng.integers(1, 2 ** len(indices)))
     available = np.zeros_like(present)
@@ -124,6 +128,16 @@ def crop_patch(array: np.ndarray, start: Sequence[int], patch: Sequence[int]) ->
     if any(before or after for before, after in padding):
         out = np.pad(out, [(0, 0)] * (out.ndim - 3) + padding)
     return out
+
+
+def tumour_free_starts(label: np.ndarray, depth: int) -> np.ndarray:
+    """Starts along the last axis of the windows of `depth` slices that hold no labelled voxel
+    (a volume thinner than the window: start 0 when it is all background)."""
+    free = ~label.reshape(-1, label.shape[-1]).any(axis=0)
+    if len(free) <= depth:
+        return np.zeros(int(free.all()), dtype=np.int64)
+    runs = np.convolve(free.astype(np.int64), np.ones(depth, dtype=np.int64), mode="valid")
+    return np.flatnonzero(runs == depth)
 
 
 def draw_cases(n_cases: int, batch_size: int, rng: np.random.Generator) -> np.ndarray:
@@ -159,17 +173,29 @@ def build_augmentation(cfg, spatial: str) -> Compose:
 
 
 class PatchSampler:
-    """Draws training batches: patches with foreground oversampling, augmentation, subsets."""
+    """Draws training batches: patches with foreground oversampling, augmentation, subsets
+    (with `modality_dropout`, all present modalities with probability `full_modality_prob`,
+    else a uniform non-empty subset). `tumour_free`: only patches whose slices (last axis) hold
+    no labelled voxel (a generator learning normal appearance from the healthy slices of tumour
+    cases); a case without such a window is left out."""
 
     def __init__(self, cases: Sequence[TrainCase], patch_size: Sequence[int],
                  foreground_fraction: float, modality_dropout: bool,
-                 augment: Callable | None = None):
-        if not cases:
-            raise ConfigError("no training cases")
-        self.cases = list(cases)
+                 augment: Callable | None = None, *, full_modality_prob: float = 0.0,
+                 tumour_free: bool = False):
         self.patch = tuple(int(p) for p in patch_size)
+        self.free_starts: dict[str, np.ndarray] = {}
+        if tumour_free:
+            self.free_starts = {c.case_id: tumour_free_starts(c.label, self.patch[-1])
+                                for c in cases}
+            cases = [c for c in cases if len(self.free_starts[c.case_id])]
+        if not cases:
+            raise ConfigError("no training cases" + (" with a tumour-free patch" if tumour_free
+                                                     else ""))
+        self.cases = list(cases)
         self.foreground_fraction = float(foreground_fraction)
         self.modality_dropout = modality_dropout
+        self.full_modality_prob = float(full_modality_prob)
         self.augment = augment
 
     def _start(self, case: TrainCase, rng: np.random.Generator) -> np.ndarray:
@@ -177,6 +203,10 @@ class PatchSampler:
         random crops draw the start uniformly over [0, shape - patch] (a centre drawn over the
         volume and clipped would pile the crops up at the edges)."""
         upper = np.maximum(np.asarray(case.label.shape) - np.asarray(self.patch), 0)
+        if case.case_id in self.free_starts:
+            free = self.free_starts[case.case_id]
+            return np.array([*(rng.integers(n + 1) for n in upper[:-1]),
+                             free[rng.integers(len(free))]])
         if len(case.foreground) and rng.random() < self.foreground_fraction:
             centre = case.foreground[rng.integers(len(case.foreground))]
             return np.clip(centre - np.asarray(self.patch) // 2, 0, upper)
@@ -197,7 +227,8 @@ class PatchSampler:
             item = {key: np.asarray(value) for key, value in self.augment(item).items()}
             # shifts never fill absent channels
             item["image"] = item["image"] * case.present[:, None, None, None]
-        available = sample_subset(case.present, rng) if self.modality_dropout else case.present
+        available = (sample_subset(case.present, rng, self.full_modality_prob)
+                     if self.modality_dropout else case.present)
         out = {"images": item["image"].astype(np.float32),
                "target": np.rint(item["label"][0]).astype(np.int64),
                "available": available.copy(), "present": case.present.copy()}

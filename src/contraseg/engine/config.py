@@ -26,6 +26,7 @@ class DataConfig:
     batch_size: int = 2
     foreground_fraction: float = 0.33  # share of patches centred on a labelled voxel
     modality_dropout: bool = True  # sample a modality subset per sample (uniform over subsets)
+    full_modality_prob: float = 0.0  # with modality_dropout: share of samples kept whole first
     val_fraction: float = 0.2  # patient-wise, deterministic for the seed
     labels: str | None = None  # label convention override (else the layout's)
     resample_to: str | None = None  # modality whose grid the others are resampled onto
@@ -33,6 +34,12 @@ class DataConfig:
     orientation: str | None = "RAS"
     cache_dir: str | None = None  # None: <run>/cache
     whole_tumour: bool = False  # merge the tumour classes into one (CLFC's released code)
+
+    def __post_init__(self):
+        for name in ("foreground_fraction", "full_modality_prob", "val_fraction"):
+            if not 0.0 <= float(getattr(self, name)) <= 1.0:
+                raise ConfigError(f"data.{name} {getattr(self, name)}: expected a value in "
+                                  "[0, 1]")
 
 
 @dataclass

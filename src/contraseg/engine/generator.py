@@ -1,8 +1,9 @@
 """Training a generator (IntroVAE, CLFC's normal-appearance network) with the segmentation engine.
 
-A generator learns from healthy T1 volumes without labels: `normal_t1_case` picks, per case, the
+A generator learns normal appearance from healthy T1: `normal_t1_case` picks, per case, the
 phantom's tumour-free T1 (`-normal-t1n`, the `normal_t1` extra) when there is one, else the
-case's T1 (a healthy subject's scan, e.g. IXI). Validation measures how well it reconstructs
+case's T1: a healthy subject's scan (e.g. IXI), or the slices of a labelled tumour case that
+hold no tumour (the trainer samples only those). Validation measures how well it reconstructs
 held-out brains: PSNR and SSIM (MONAI's metrics) of the whole preprocessed volume.
 
 A segmenter that compares with a pseudo-normal (CLFC) is given its generator with
@@ -32,16 +33,17 @@ from contraseg.models.base import Method
 GENERATOR_MODALITIES = ("t1",)
 
 
-def normal_t1_case(case: CaseSpec) -> CaseSpec | None:
-    """The case reduced to one healthy T1 (the `normal_t1` extra first), unlabelled; None when
-    it has neither."""
+def normal_t1_case(case: CaseSpec, keep_label: bool = True) -> CaseSpec | None:
+    """The case reduced to one healthy T1: the `normal_t1` extra (unlabelled), else its T1 with
+    its label when it has one and `keep_label` (the trainer then samples only the slices that
+    hold no tumour: `PatchSampler(tumour_free=True)`); None when it has no T1."""
     if "normal_t1" in case.extras:
-        ref = ImageRef(case.extras["normal_t1"])
-    elif "t1" in case.images:
-        ref = case.images["t1"]
-    else:
+        return replace(case, images={"t1": ImageRef(case.extras["normal_t1"])}, label=None,
+                       extras={}, missing={})
+    if "t1" not in case.images:
         return None
-    return replace(case, images={"t1": ref}, label=None, extras={}, missing={})
+    return replace(case, images={"t1": case.images["t1"]},
+                   label=case.label if keep_label else None, extras={}, missing={})
 
 
 def reconstruction_scores(reference: np.ndarray, output: np.ndarray) -> dict[str, float]:

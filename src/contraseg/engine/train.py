@@ -128,7 +128,7 @@ def prepare_data(config: TrainConfig, data_dirs: list[Path], cache_dir: Path,
     elif kind == "generator":
         convention, modalities = None, GENERATOR_MODALITIES
         keyed = {f"{s.root.name}/{c.case_id}": (normal, s) for s in specs for c in s.cases
-                 if (normal := normal_t1_case(c)) is not None}
+                 if (normal := normal_t1_case(c, s.convention is not None)) is not None}
         if not keyed:
             raise InputError(data_dirs[0], "no case with a T1 (or a phantom normal T1) to "
                                            "train the generator on")
@@ -227,8 +227,11 @@ class Trainer:
         self.scheduler = make_scheduler(self.optimizer, config.optim, config.total_steps)
         self.sampler = PatchSampler(self.data.train, config.data.patch_size,
                                     config.data.foreground_fraction, config.data.modality_dropout,
-                                    build_augmentation(config.augment, self.method.spatial))
+                                    build_augmentation(config.augment, self.method.spatial),
+                                    full_modality_prob=config.data.full_modality_prob,
+                                    tumour_free=self.generator)
         self.step, self.best = 0, -float("inf")
+        self.seconds_before, self.started = 0.0, time.monotonic()  # training time of the run
         if resume:
             self._load_last()
         self.writer = None
@@ -290,13 +293,14 @@ class Trainer:
         self.optimizer.load_state_dict(data["optimizer"])
         self.scheduler.load_state_dict(data["scheduler"])
         self.step, self.best = int(data["step"]), float(data.get("best", -float("inf")))
+        self.seconds_before = float(data.get("train_seconds", 0.0))
 
     # --- the loop --------------------------------------------------------------------------
     def run(self, max_steps: int | None = None, max_minutes: float | None = None) -> dict:
         """Train until the configured steps, `max_steps` or `max_minutes`; returns run.json."""
         if self.ctx.is_main:
             self._write_run_files(status="running")
-        start = time.monotonic()
+        start = self.started = time.monotonic()
         epoch_terms: dict[str, list[float]] = {}
         step_seconds: list[float] = []
         with self._progress() as bar:
@@ -320,7 +324,7 @@ class Trainer:
         finished = self.step >= self.config.total_steps
         if self.step % self.config.iters_per_epoch:  # stopped mid-epoch: keep what was done
             self._save("last")
-        return self._finish(finished, time.monotonic() - start)
+        return self._finish(finished)
 
     def _stop_at(self, max_steps: int | None) -> int:
         total = self.config.total_steps
@@ -433,7 +437,8 @@ class Trainer:
         if which == "last":
             payload |= {"optimizer": self.optimizer.state_dict(),
                         "scheduler": self.scheduler.state_dict(),
-                        "rng": {"torch": torch.get_rng_state()}}
+                        "rng": {"torch": torch.get_rng_state()},
+                        "train_seconds": self._train_seconds()}
         save_checkpoint(self.out / "checkpoints" / f"{which}.pt", payload)
 
     def _write_run_files(self, status: str, **extra: Any) -> dict:
@@ -456,13 +461,19 @@ class Trainer:
             tmp.write_text(json.dumps(info, indent=2))
         return info
 
-    def _finish(self, finished: bool, seconds: float) -> dict:
+    def _train_seconds(self) -> float:
+        """Training time of the run: every earlier session's up to its last checkpoint, and
+        this one's so far."""
+        return self.seconds_before + time.monotonic() - self.started
+
+    def _finish(self, finished: bool) -> dict:
         checksums = distributed.gather_floats(
             self.ctx, distributed.parameter_checksum(self.method))
         info: dict = {}
         if self.ctx.is_main:
             info = self._write_run_files("finished" if finished else "stopped",
-                                         train_seconds=seconds, rank_checksums=checksums)
+                                         train_seconds=self._train_seconds(),
+                                         rank_checksums=checksums)
             if self.writer is not None:
                 self.writer.close()
         self.ctx.barrier()
