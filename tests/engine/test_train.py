@@ -265,6 +265,15 @@ def test_a_generator_learns_from_the_tumour_free_slices_of_labelled_cases(tmp_pa
         assert not set(trainer.sampler.free_starts[case.case_id]) & set(tumour_slices)
 
 
+def test_clfc_refuses_a_generator_trained_on_another_grid(tmp_path, phantom):
+    train(tmp_path / "vae", phantom, ["epochs=1", "val_every=0",
+                                      "data.target_spacing=[2.0,2.0,2.0]"], method="introvae")
+    with pytest.raises(ConfigError, match="2x2x2 mm grid, this run samples the input grid"):
+        train(tmp_path / "clfc", phantom, [f"normal_run={tmp_path / 'vae'}"], method="clfc",
+              max_steps=1)
+    assert not (tmp_path / "clfc" / "run.json").exists()
+
+
 def test_normal_writes_the_pseudo_normal_t1_on_the_input_grid(tmp_path, phantom):
     from typer.testing import CliRunner
 

@@ -119,9 +119,23 @@ def attach_normal_run(config) -> tuple[Any, dict[str, torch.Tensor] | None]:
         raise ConfigError(f"normal_run: method {config.method} does not use a normal-appearance "
                           "generator (clfc does)")
     generator, meta = load_generator(config.normal_run)
+    trained = meta["config"].get("data", {}).get("target_spacing")
+    if _grid(trained) != _grid(config.data.target_spacing):
+        raise ConfigError(f"normal_run: the generator learnt slices on the "
+                          f"{_grid_name(trained)} grid, this run samples the "
+                          f"{_grid_name(config.data.target_spacing)} grid (set "
+                          "data.target_spacing to the generator's)")
     spec = {"method": meta["method"], "model": meta["config"].get("model", {}),
             "run": str(Path(meta["path"]).resolve())}
     return replace(config, model={**config.model, "generator": spec}), generator.state_dict()
+
+
+def _grid(spacing) -> tuple[float, ...] | None:
+    return None if spacing is None else tuple(round(float(v), 6) for v in spacing)
+
+
+def _grid_name(spacing) -> str:
+    return "input" if spacing is None else "x".join(f"{float(v):g}" for v in spacing) + " mm"
 
 
 def load_generator_weights(method: Method, weights: dict[str, torch.Tensor]) -> None:
