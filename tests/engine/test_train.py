@@ -499,3 +499,25 @@ def test_a_time_budget_fits_the_schedule_to_the_measured_step_time(tmp_path, pha
     for record in log[1:]:  # tiny preset: lr 1e-3, poly 0.9 over the fitted length
         assert record["lr"] == pytest.approx(1e-3 * (1 - record["step"] / total) ** 0.9)
     assert [r["step"] for r in log] == [10, 20, 30]
+
+
+def test_a_budget_holds_when_the_steps_slow_down_after_the_fit(tmp_path, phantom, monkeypatch):
+    """The first steps' pace alone would overrun a budget when later steps cost more (other
+    work on the machine, checkpoints): the end of the schedule follows the pace, epoch by
+    epoch, so the run still ends with its budget."""
+    from contraseg.data.dataset import PatchSampler
+
+    sample, calls = PatchSampler.sample, []
+
+    def slower(self, rng, batch_size):
+        calls.append(1)
+        if len(calls) > 25:
+            time.sleep(0.3)
+        return sample(self, rng, batch_size)
+
+    monkeypatch.setattr(PatchSampler, "sample", slower)
+    sets = ["val_every=0", "epochs=1000", "iters_per_epoch=5", "budget_minutes=0.25"]
+    info = train(tmp_path / "run", phantom, sets)
+    assert info["status"] == "finished" and info["budget"]["refits"] >= 1
+    assert info["step"] == info["budget"]["total_steps"] == info["budget"]["epochs"] * 5
+    assert info["train_seconds"] < 15 + 3  # 0.25 minutes, and at most about an epoch more

@@ -301,6 +301,7 @@ class Trainer:
         if self.ctx.is_main:
             self._write_run_files(status="running")
         start = self.started = time.monotonic()
+        self.session_start_step = self.budget_step = self.step
         epoch_terms: dict[str, list[float]] = {}
         step_seconds: list[float] = []
         with self._progress() as bar:
@@ -317,6 +318,9 @@ class Trainer:
                     self._fit_budget(step_seconds[3:], time.monotonic() - start)
                     bar.update(task, total=self.config.total_steps)
                 if self.step % self.config.iters_per_epoch == 0:
+                    if self._refitting_budget():
+                        self._refit_budget()
+                        bar.update(task, total=self.config.total_steps)
                     self._end_epoch(epoch_terms)
                     epoch_terms = {}
                 if max_minutes is not None and time.monotonic() - start > 60 * max_minutes:
@@ -333,6 +337,32 @@ class Trainer:
     def _fitting_budget(self) -> bool:
         return self.config.budget_minutes is not None and self.budget is None
 
+    def _refitting_budget(self) -> bool:
+        """A fitted budget is checked again once an epoch has passed since the last fit."""
+        return (self.budget is not None and self.step < self.config.total_steps
+                and self.step - self.budget_step >= self.config.iters_per_epoch)
+
+    def _refit_budget(self) -> None:
+        """Move the end of the schedule (whole epochs, never before the current one) so that
+        training ends with the budget at this session's pace so far, every cost counted
+        (checkpoints, logging, other work on the machine): the first 20 steps' median alone
+        under-estimates a long run."""
+        pace = (time.monotonic() - self.started) / max(self.step - self.session_start_step, 1)
+        pace = max(distributed.gather_floats(self.ctx, pace))
+        remaining = 60 * float(self.config.budget_minutes) - self._train_seconds()
+        steps = self.step + max(int(remaining / pace), 0)
+        iters = self.config.iters_per_epoch
+        epochs = max(steps // iters, -(-self.step // iters), 1)
+        self.budget_step = self.step
+        if epochs == self.config.epochs:
+            return
+        self.config = replace(self.config, epochs=epochs)
+        self.scheduler.set_total_steps(self.config.total_steps)
+        self.budget.update(epochs=epochs, total_steps=self.config.total_steps,
+                           step_seconds=pace, refits=self.budget.get("refits", 0) + 1)
+        if self.ctx.is_main:
+            self._write_run_files(status="running")
+
     def _fit_budget(self, step_seconds: list[float], elapsed: float) -> None:
         """Set `epochs` so that training ends when `budget_minutes` does, from the median time
         of the steps so far (the slowest rank's under DDP), and stretch the lr schedule to it."""
@@ -346,6 +376,7 @@ class Trainer:
         self.budget = {"minutes": self.config.budget_minutes, "step_seconds": per_step,
                        "timed_steps": len(step_seconds), "epochs": epochs,
                        "total_steps": self.config.total_steps}
+        self.budget_step = self.step
         if self.ctx.is_main:
             self._write_run_files(status="running")
             if not self.console.is_terminal:
