@@ -49,7 +49,7 @@ def main(shared: Path, out: Path) -> None:
     for part in ("train", "test"):
         write(out / part, manifest(brats, split[part], BRATS_FILES, "brats2020"))
     ixi = shared / "normal"
-    if not (ixi / "ixi002" / IXI_FILES["images"]["t1"].format(case="ixi002")).is_file():
+    if not (ixi / IXI_FILES["images"]["t1"].format(case="ixi002")).is_file():
         sys.exit(f"{ixi}: missing the healthy subject ixi002")
     write(out / "normal", manifest(ixi, ["ixi002"], IXI_FILES))
 
