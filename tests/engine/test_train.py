@@ -504,20 +504,26 @@ def test_a_time_budget_fits_the_schedule_to_the_measured_step_time(tmp_path, pha
 def test_a_budget_holds_when_the_steps_slow_down_after_the_fit(tmp_path, phantom, monkeypatch):
     """The first steps' pace alone would overrun a budget when later steps cost more (other
     work on the machine, checkpoints): the end of the schedule follows the pace, epoch by
-    epoch, so the run still ends with its budget."""
+    epoch, so the run still ends with its budget. The trainer's clock is a fake one that each
+    step advances by 0.01 s for the first 25 steps, then by 0.3 s (no dependence on the
+    machine's speed or load)."""
+    from types import SimpleNamespace
+
     from contraseg.data.dataset import PatchSampler
 
-    sample, calls = PatchSampler.sample, []
+    clock, calls, sample = [0.0], [], PatchSampler.sample
 
     def slower(self, rng, batch_size):
         calls.append(1)
-        if len(calls) > 25:
-            time.sleep(0.3)
+        clock[0] += 0.01 if len(calls) <= 25 else 0.3
         return sample(self, rng, batch_size)
 
     monkeypatch.setattr(PatchSampler, "sample", slower)
+    monkeypatch.setattr("contraseg.engine.train.time", SimpleNamespace(monotonic=lambda: clock[0]))
     sets = ["val_every=0", "epochs=1000", "iters_per_epoch=5", "budget_minutes=0.25"]
     info = train(tmp_path / "run", phantom, sets)
-    assert info["status"] == "finished" and info["budget"]["refits"] >= 1
-    assert info["step"] == info["budget"]["total_steps"] == info["budget"]["epochs"] * 5
-    assert info["train_seconds"] < 15 + 3  # 0.25 minutes, and at most about an epoch more
+    budget = info["budget"]
+    assert info["status"] == "finished" and budget["refits"] >= 1
+    assert budget["step_seconds"] == pytest.approx(0.3)  # the pace now, not the first 0.01 s
+    assert info["step"] == budget["total_steps"] == budget["epochs"] * 5 < 100
+    assert 15 - 1.5 < info["train_seconds"] <= 15 + 1.5  # the budget, within one epoch

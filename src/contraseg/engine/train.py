@@ -300,8 +300,8 @@ class Trainer:
         """Train until the configured steps, `max_steps` or `max_minutes`; returns run.json."""
         if self.ctx.is_main:
             self._write_run_files(status="running")
-        start = self.started = time.monotonic()
-        self.session_start_step = self.budget_step = self.step
+        start = self.started = self.budget_clock = time.monotonic()
+        self.budget_step = self.step
         epoch_terms: dict[str, list[float]] = {}
         step_seconds: list[float] = []
         with self._progress() as bar:
@@ -344,16 +344,17 @@ class Trainer:
 
     def _refit_budget(self) -> None:
         """Move the end of the schedule (whole epochs, never before the current one) so that
-        training ends with the budget at this session's pace so far, every cost counted
+        training ends with the budget at the pace since the last fit, every cost counted
         (checkpoints, logging, other work on the machine): the first 20 steps' median alone
-        under-estimates a long run."""
-        pace = (time.monotonic() - self.started) / max(self.step - self.session_start_step, 1)
+        misjudges a long run."""
+        now = time.monotonic()
+        pace = (now - self.budget_clock) / max(self.step - self.budget_step, 1)
         pace = max(distributed.gather_floats(self.ctx, pace))
         remaining = 60 * float(self.config.budget_minutes) - self._train_seconds()
         steps = self.step + max(int(remaining / pace), 0)
         iters = self.config.iters_per_epoch
         epochs = max(steps // iters, -(-self.step // iters), 1)
-        self.budget_step = self.step
+        self.budget_step, self.budget_clock = self.step, now
         if epochs == self.config.epochs:
             return
         self.config = replace(self.config, epochs=epochs)
@@ -376,7 +377,7 @@ class Trainer:
         self.budget = {"minutes": self.config.budget_minutes, "step_seconds": per_step,
                        "timed_steps": len(step_seconds), "epochs": epochs,
                        "total_steps": self.config.total_steps}
-        self.budget_step = self.step
+        self.budget_step, self.budget_clock = self.step, time.monotonic()
         if self.ctx.is_main:
             self._write_run_files(status="running")
             if not self.console.is_terminal:
