@@ -27,6 +27,7 @@ from monai.metrics import PSNRMetric, SSIMMetric
 
 from contraseg.data.cases import CaseSpec, ImageRef
 from contraseg.data.dataset import TrainCase
+from contraseg.data.preprocess import PreprocessSettings
 from contraseg.errors import ConfigError, InputError
 from contraseg.models.base import Method
 
@@ -119,23 +120,31 @@ def attach_normal_run(config) -> tuple[Any, dict[str, torch.Tensor] | None]:
         raise ConfigError(f"normal_run: method {config.method} does not use a normal-appearance "
                           "generator (clfc does)")
     generator, meta = load_generator(config.normal_run)
-    trained = meta["config"].get("data", {}).get("target_spacing")
-    if _grid(trained) != _grid(config.data.target_spacing):
-        raise ConfigError(f"normal_run: the generator learnt slices on the "
-                          f"{_grid_name(trained)} grid, this run samples the "
-                          f"{_grid_name(config.data.target_spacing)} grid (set "
-                          "data.target_spacing to the generator's)")
+    check_same_preprocessing(PreprocessSettings.from_dict(meta["preprocess"]), config)
     spec = {"method": meta["method"], "model": meta["config"].get("model", {}),
             "run": str(Path(meta["path"]).resolve())}
     return replace(config, model={**config.model, "generator": spec}), generator.state_dict()
 
 
-def _grid(spacing) -> tuple[float, ...] | None:
-    return None if spacing is None else tuple(round(float(v), 6) for v in spacing)
+def check_same_preprocessing(trained: PreprocessSettings, config) -> None:
+    """Refuse a generator whose slices were preprocessed otherwise than the segmenter's will be
+    (another grid, orientation, crop or normalisation): its pseudo-normals would be wrong."""
+    from contraseg.engine.train import preprocess_settings  # train imports this module
+
+    ours = preprocess_settings(config)
+    if replace(trained, version=ours.version) == ours:
+        return
+    if trained.target_spacing != ours.target_spacing:
+        raise ConfigError(f"normal_run: the generator learnt slices on the "
+                          f"{_grid_name(trained.target_spacing)} grid, this run samples the "
+                          f"{_grid_name(ours.target_spacing)} grid (set data.target_spacing "
+                          "to the generator's)")
+    raise ConfigError(f"normal_run: the generator learnt slices preprocessed with "
+                      f"{trained.to_dict()}, this run's are {ours.to_dict()}")
 
 
 def _grid_name(spacing) -> str:
-    return "input" if spacing is None else "x".join(f"{float(v):g}" for v in spacing) + " mm"
+    return "input" if spacing is None else "x".join(f"{v:g}" for v in spacing) + " mm"
 
 
 def load_generator_weights(method: Method, weights: dict[str, torch.Tensor]) -> None:
