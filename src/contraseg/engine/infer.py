@@ -93,7 +93,7 @@ def _decode_chunk(method: Method, encoded: object, rows: Tensor, batch: int) -> 
 def _subset_predictor(method: Method, availability: Tensor, chunk: int, bf16: bool,
                       probabilities: bool = False) -> Callable[[Tensor], Tensor]:
     """The window predictor: one `encode`, then `decode` for every pattern, by chunks; with
-    `probabilities`, each pattern's softmax instead of its logits."""
+    `probabilities`, each pattern's probabilities (`Method.activate`) instead of its logits."""
     device_type = method_device(method).type
 
     def predict(window: Tensor) -> Tensor:
@@ -103,7 +103,8 @@ def _subset_predictor(method: Method, availability: Tensor, chunk: int, bf16: bo
                      for i in range(0, availability.shape[0], chunk)]
         out = torch.cat(parts, dim=1).float()
         if probabilities:
-            out = torch.softmax(out.unflatten(1, (availability.shape[0], -1)), dim=2).flatten(1, 2)
+            out = method.activate(out.unflatten(1, (availability.shape[0], -1)), dim=2)
+            out = out.flatten(1, 2)
         return out
 
     return predict
@@ -186,11 +187,12 @@ def sliding_window_probabilities(
     bf16: bool = False,
     out_device: str | torch.device | None = None,
 ) -> Tensor:
-    """Softmax probabilities (K, C, *S); with `cfg.tta_flips`, the mean over all flips.
+    """Class probabilities (K, C, *S); with `cfg.tta_flips`, the mean over all flips.
 
     Each flipped pass flips the image, runs `sliding_window_logits`, takes the softmax (unless
     the windows already blended probabilities) and flips it back (nnU-Net's mirroring; 8
-    passes in 3D).
+    passes in 3D). A region-based method averages its region sigmoids instead and returns the
+    class scores of models/regions.py (argmax: nnU-Net's region rule).
     """
     flips = flip_combinations(image.ndim - 2) if cfg.tta_flips else [()]
     total: Tensor | None = None
@@ -198,10 +200,10 @@ def sliding_window_probabilities(
         flipped = image.flip(dims) if dims else image
         out = sliding_window_logits(method, flipped, availability, cfg, roi_size, bf16=bf16,
                                     out_device=out_device)
-        prob = out if cfg.blend_space == "probabilities" else torch.softmax(out, dim=1)
+        prob = out if cfg.blend_space == "probabilities" else method.activate(out, dim=1)
         prob = prob.flip(dims) if dims else prob
         total = prob if total is None else total + prob
-    return total / len(flips)
+    return method.class_scores(total / len(flips), dim=1)
 
 
 # --- post-processing -----------------------------------------------------------------------------

@@ -171,7 +171,8 @@ def validate(method: Method, cases: list[TrainCase], config: TrainConfig,
         available = torch.from_numpy(case.present)[None].to(device)
         logits = sliding_window_logits(method, image, available, config.infer,
                                        config.data.patch_size)
-        pred = logits[0].argmax(0).cpu().numpy()
+        probs = logits if config.infer.blend_space == "probabilities" else method.activate(logits)
+        pred = method.class_scores(probs)[0].argmax(0).cpu().numpy()
         pred_regions = convention.region_masks(pred)
         for region, ref in convention.region_masks(case.label).items():
             scores = overlap_metrics(confusion_counts(pred_regions[region], ref))

@@ -63,3 +63,20 @@ def soft_dice_loss_from_probs(probs: Tensor, target: Tensor, eps: float = 1e-7) 
     intersection = (probs * truth).sum(dims)
     denominator = probs.sum(dims) + truth.sum(dims)
     return 1.0 - (2.0 * intersection / (denominator + eps)).mean()
+
+
+def region_dice_loss(logits: Tensor, masks: Tensor, eps: float = 1e-7) -> Tensor:
+    """1 - mean over regions of the soft Dice of sigmoid probabilities (B, R, *S) against region
+    masks (B, R, *S): nnU-Net's region-based Dice, sums over the whole batch and space per
+    region (batch Dice), in float32."""
+    probs = torch.sigmoid(logits.float())
+    dims = (0, *range(2, logits.ndim))
+    intersection = (probs * masks).sum(dims)
+    denominator = probs.sum(dims) + masks.sum(dims)
+    return 1.0 - (2.0 * intersection / (denominator + eps)).mean()
+
+
+def region_bce_loss(logits: Tensor, masks: Tensor) -> Tensor:
+    """Binary cross-entropy of each region's logit against its mask, averaged over voxels and
+    regions (the BCE half of nnU-Net's region-based DC_and_BCE)."""
+    return F.binary_cross_entropy_with_logits(logits.float(), masks)

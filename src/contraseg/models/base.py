@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from contraseg.errors import ConfigError
+from contraseg.models.regions import RegionHierarchy
 
 Spatial = Literal["3d", "2.5d", "2d"]
 
@@ -74,6 +75,9 @@ class Method(nn.Module):
     # forward gives images (CLFC's normal-appearance network)
     kind: ClassVar[str] = "segmentation"
     loss_terms: ClassVar[tuple[str, ...]] = ("seg",)
+    # region-based outputs (one sigmoid per nested region, models/regions.py) or None: one
+    # softmax over the classes
+    regions: RegionHierarchy | None = None
 
     def __init__(self, modalities: tuple[str, ...], num_classes: int,
                  loss_weights: dict[str, float] | None = None):
@@ -93,6 +97,23 @@ class Method(nn.Module):
     @property
     def num_modalities(self) -> int:
         return len(self.modalities)
+
+    @property
+    def out_channels(self) -> int:
+        """Channels of the network's output: one per region, or one per class."""
+        return len(self.regions) if self.regions is not None else self.num_classes
+
+    def activate(self, logits: Tensor, dim: int = 1) -> Tensor:
+        """Output probabilities: a sigmoid per region, or a softmax over the classes. Averages
+        (flips, window blending in probability space) are taken of these."""
+        if self.regions is not None:
+            return torch.sigmoid(logits)
+        return torch.softmax(logits, dim=dim)
+
+    def class_scores(self, probs: Tensor, dim: int = 1) -> Tensor:
+        """Per-class scores whose argmax is the prediction, from `activate`'s output (the class
+        probabilities themselves, or the region rule of models/regions.py)."""
+        return self.regions.class_scores(probs, dim) if self.regions is not None else probs
 
     @classmethod
     def check_batch_size(cls, loss_weights: dict[str, float], batch_size: int) -> None:

@@ -8,7 +8,9 @@ upsampling), or MONAI's `UNet` (`monai`: residual units of two convs, strided fr
 layer, so no convolution but the last transposed one runs at full resolution). The `monai`
 network is the one of MONAI's tutorials; it takes about a sixth of DynUNet's time per step at
 64^3 on a CPU, which is why the `cpu` preset uses it. Objective: soft Dice + cross-entropy,
-each its own term (`dice`, `ce`).
+each its own term (`dice`, `ce`), on a softmax over the classes; with `regions`, on one sigmoid
+per nested region (nnU-Net's region-based BraTS training: region Dice + binary cross-entropy,
+the same two term names).
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from monai.networks.nets import UNet as MonaiUNet
 from torch import Tensor
 
 from contraseg.errors import ConfigError
-from contraseg.losses.segmentation import soft_dice_loss
+from contraseg.losses.segmentation import region_bce_loss, region_dice_loss, soft_dice_loss
 from contraseg.models.base import Batch, Method, mask_missing
+from contraseg.models.regions import RegionHierarchy
 from contraseg.models.registry import register
 
 NETWORKS = ("dynunet", "monai")
@@ -32,7 +35,10 @@ NETWORKS = ("dynunet", "monai")
 class UNetConfig:
     """base_channels doubles at each of `depth` levels (capped at max_channels). network:
     `dynunet` (nnU-Net's plain U-Net, full-resolution first level) or `monai` (MONAI's UNet with
-    `res_units` residual units per level, strided from the first layer)."""
+    `res_units` residual units per level, strided from the first layer). `regions`: None for one
+    softmax over the classes, or nested regions as lists of canonical classes (outermost first,
+    e.g. BraTS WT, TC, ET: [[1, 2, 3], [1, 3], [3]]) for one sigmoid per region
+    (models/regions.py)."""
 
     base_channels: int = 16
     depth: int = 5
@@ -40,6 +46,7 @@ class UNetConfig:
     dropout: float = 0.0
     network: str = "dynunet"
     res_units: int = 2
+    regions: list[list[int]] | None = None
 
     def __post_init__(self):
         if self.network not in NETWORKS:
@@ -57,18 +64,20 @@ class UNet(Method):
     def __init__(self, modalities, num_classes, config: UNetConfig, loss_weights=None):
         super().__init__(modalities, num_classes, loss_weights)
         self.config = config
+        if config.regions:
+            self.regions = RegionHierarchy(config.regions, num_classes)
         filters = [min(config.base_channels * 2**i, config.max_channels)
                    for i in range(config.depth)]
         if config.network == "monai":
             self.net = MonaiUNet(spatial_dims=3, in_channels=len(modalities),
-                                 out_channels=num_classes, channels=filters,
+                                 out_channels=self.out_channels, channels=filters,
                                  strides=[2] * (config.depth - 1),
                                  num_res_units=config.res_units, dropout=config.dropout)
             return
         self.net = DynUNet(
             spatial_dims=3,
             in_channels=len(modalities),
-            out_channels=num_classes,
+            out_channels=self.out_channels,
             kernel_size=[3] * config.depth,
             strides=[1] + [2] * (config.depth - 1),
             upsample_kernel_size=[2] * (config.depth - 1),
@@ -86,6 +95,9 @@ class UNet(Method):
 
     def losses(self, batch: Batch) -> dict[str, Tensor]:
         logits = self(batch.images, batch.available)
+        if self.regions is not None:
+            masks = self.regions.target_masks(batch.target)
+            return {"dice": region_dice_loss(logits, masks), "ce": region_bce_loss(logits, masks)}
         return {
             "dice": soft_dice_loss(logits, batch.target),
             "ce": F.cross_entropy(logits.float(), batch.target),
