@@ -20,6 +20,7 @@ are not a distribution (they need not sum to 1); `predict --probabilities` write
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import torch
@@ -49,7 +50,7 @@ class RegionHierarchy:
         if set(self.regions[0]) != foreground:
             raise ConfigError(f"{where}: the first region must hold every foreground class "
                               f"{sorted(foreground)}")
-        for outer, inner in zip(self.regions, self.regions[1:]):
+        for outer, inner in itertools.pairwise(self.regions):
             if not set(inner) < set(outer) or not inner:
                 raise ConfigError(f"{where}: each region must be a smaller, non-empty part of "
                                   f"the one before it")
