@@ -19,7 +19,7 @@ from contraseg.errors import ConfigError
 from contraseg.losses.contrastive import dense_info_nce, item_labels, same_label
 from contraseg.losses.segmentation import soft_dice_loss
 from contraseg.models.base import Batch, Method, mask_missing
-from contraseg.models.blocks import ConvNormAct, upsample2
+from contraseg.models.blocks import ConvNormAct, GroupedModalityEncoders, upsample2
 from contraseg.models.registry import register
 
 
@@ -78,21 +78,25 @@ class DCLMANetConfig:
         return list(self.class_weights)
 
 
-def conv_relu(in_channels: int, out_channels: int, kernel_size: int = 3) -> ConvNormAct:
+def conv_relu(in_channels: int, out_channels: int, kernel_size: int = 3,
+              groups: int = 1) -> ConvNormAct:
     """conv3^3 (zero padding) + InstanceNorm + ReLU: the authors' unit."""
     return ConvNormAct(in_channels, out_channels, kernel_size, padding_mode="zeros",
-                       negative_slope=0.0)
+                       negative_slope=0.0, groups=groups)
 
 
 class PlainModalityEncoder(nn.Module):
     """One modality's encoder: per level [max-pool 2x except the first] + 2 x conv_relu.
-    Returns every level's features, shallow to deep."""
+    Returns every level's features, shallow to deep. `groups` G: G encoders side by side as one
+    network of grouped convolutions (`GroupedModalityEncoders`)."""
 
-    def __init__(self, widths: list[int]):
+    def __init__(self, widths: list[int], groups: int = 1):
         super().__init__()
-        inputs = [1, *widths[:-1]]
+        widths = [groups * w for w in widths]
+        inputs = [groups, *widths[:-1]]
         self.levels = nn.ModuleList(
-            nn.Sequential(conv_relu(c_in, c_out), conv_relu(c_out, c_out))
+            nn.Sequential(conv_relu(c_in, c_out, groups=groups),
+                          conv_relu(c_out, c_out, groups=groups))
             for c_in, c_out in zip(inputs, widths, strict=True))
 
     def forward(self, x: Tensor) -> list[Tensor]:
@@ -254,7 +258,8 @@ class DCLMANet(Method):
         super().__init__(modalities, num_classes, loss_weights)
         self.config = config
         widths = config.widths()
-        self.encoders = nn.ModuleList(PlainModalityEncoder(widths) for _ in self.modalities)
+        self.encoder = GroupedModalityEncoders(
+            PlainModalityEncoder(widths, groups=self.num_modalities), self.num_modalities)
         self.rfb = (RecalibrationBlock(widths[-1], self.num_modalities, config.rfb_groups,
                                        config.rfb_hidden)
                     if config.rfb and self.num_modalities > 1 else None)
@@ -275,8 +280,7 @@ class DCLMANet(Method):
 
     def encode(self, images: Tensor) -> list[Tensor]:
         """(B, M, *S) -> per level, every modality's features (B, M, C, *S')."""
-        per_modality = [encoder(images[:, m:m + 1]) for m, encoder in enumerate(self.encoders)]
-        return [torch.stack(level, dim=1) for level in zip(*per_modality, strict=True)]
+        return self.encoder(images)
 
     def decode(self, encoded: list[Tensor], available: Tensor) -> Tensor:
         """Logits for availability rows (K, M); features of batch 1 broadcast over K."""

@@ -22,6 +22,7 @@ from contraseg.losses.segmentation import soft_dice_loss_from_probs, weighted_cr
 from contraseg.models.base import Batch, Method, mask_missing
 from contraseg.models.blocks import (
     ConvNormAct,
+    GroupedModalityEncoders,
     ModalityEncoder,
     SegmentationDecoder,
     UpBlock,
@@ -224,7 +225,8 @@ class RFNet(Method):
         self.config = config
         shape = dict(base_channels=config.base_channels, depth=config.depth,
                      padding_mode=config.padding_mode)
-        self.encoders = nn.ModuleList(ModalityEncoder(1, **shape) for _ in self.modalities)
+        self.encoder = GroupedModalityEncoders(
+            ModalityEncoder(1, **shape, groups=self.num_modalities), self.num_modalities)
         self.fusion = RegionFusionDecoder(self.num_modalities, num_classes, **shape,
                                           fusion_hidden=config.fusion_hidden,
                                           prm_hidden=config.prm_hidden)
@@ -238,8 +240,7 @@ class RFNet(Method):
 
     def encode(self, images: Tensor) -> list[Tensor]:
         """(B, M, *S) -> per stage, every modality's features (B, M, C, *S')."""
-        per_modality = [encoder(images[:, m:m + 1]) for m, encoder in enumerate(self.encoders)]
-        return [torch.stack(stage, dim=1) for stage in zip(*per_modality, strict=True)]
+        return self.encoder(images)
 
     def decode(self, encoded: list[Tensor], available: Tensor) -> Tensor:
         """Logits (K, C, *S) for availability rows (K, M); features of batch 1 broadcast, so
