@@ -11,6 +11,15 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+
+def maybe_checkpoint(enabled: bool, fn, *args):
+    """fn(*args), recomputed in the backward pass instead of keeping its activations when
+    `enabled` and gradients are on (activation checkpointing: memory for time)."""
+    if enabled and torch.is_grad_enabled():
+        return checkpoint(fn, *args, use_reentrant=False)
+    return fn(*args)
 
 
 def stage_channels(base_channels: int, depth: int) -> list[int]:
@@ -69,11 +78,12 @@ class ModalityEncoder(nn.Module):
             ResidualStage(c_in, c_out, stride=1 if i == 0 else 2, padding_mode=padding_mode,
                           groups=groups)
             for i, (c_in, c_out) in enumerate(zip(inputs, channels, strict=True)))
+        self.checkpointing = False  # `model.checkpointing`: recompute each stage in backward
 
     def forward(self, x: Tensor) -> list[Tensor]:
         features = []
         for stage in self.stages:
-            x = stage(x)
+            x = maybe_checkpoint(self.checkpointing, stage, x)
             features.append(x)
         return features
 
@@ -130,11 +140,12 @@ class SegmentationDecoder(nn.Module):
         self.ups = nn.ModuleList(UpBlock(channels[s + 1], channels[s], padding_mode=padding_mode)
                                  for s in range(depth - 1))
         self.head = nn.Conv3d(base_channels, num_classes, kernel_size=1)
+        self.checkpointing = False
 
     def forward(self, features: list[Tensor]) -> Tensor:
         x = features[-1]
         for stage in reversed(range(len(self.ups))):
-            x = self.ups[stage](x, features[stage])
+            x = maybe_checkpoint(self.checkpointing, self.ups[stage], x, features[stage])
         return self.head(x)
 
 

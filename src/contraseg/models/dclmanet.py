@@ -19,7 +19,12 @@ from contraseg.errors import ConfigError
 from contraseg.losses.contrastive import dense_info_nce, item_labels, same_label
 from contraseg.losses.segmentation import soft_dice_loss
 from contraseg.models.base import Batch, Method, mask_missing
-from contraseg.models.blocks import ConvNormAct, GroupedModalityEncoders, upsample2
+from contraseg.models.blocks import (
+    ConvNormAct,
+    GroupedModalityEncoders,
+    maybe_checkpoint,
+    upsample2,
+)
 from contraseg.models.registry import register
 
 
@@ -41,6 +46,8 @@ class DCLMANetConfig:
         features go to the decoder as they are).
     rfb_groups: groups of channels sharing one attention weight per position (APAUNet: 8).
     rfb_hidden: width of the split-attention MLP (APAUNet: max(C / 2, 32)); None = that rule.
+    checkpointing: recompute each encoder and decoder level in the backward pass instead of
+        keeping its activations (less memory, a slower step).
     """
 
     modality_channels: int = 4
@@ -52,6 +59,7 @@ class DCLMANetConfig:
     rfb: bool = True
     rfb_groups: int = 8
     rfb_hidden: int | None = None
+    checkpointing: bool = False
 
     def __post_init__(self) -> None:
         if self.modality_channels < 1 or self.depth < 2:
@@ -98,11 +106,12 @@ class PlainModalityEncoder(nn.Module):
             nn.Sequential(conv_relu(c_in, c_out, groups=groups),
                           conv_relu(c_out, c_out, groups=groups))
             for c_in, c_out in zip(inputs, widths, strict=True))
+        self.checkpointing = False
 
     def forward(self, x: Tensor) -> list[Tensor]:
         features = []
         for level, block in enumerate(self.levels):
-            x = block(F.max_pool3d(x, 2) if level else x)
+            x = maybe_checkpoint(self.checkpointing, block, F.max_pool3d(x, 2) if level else x)
             features.append(x)
         return features
 
@@ -204,13 +213,18 @@ class ConcatSkipDecoder(nn.Module):
                           conv_relu(widths[level], widths[level]))
             for level in range(len(widths) - 1))
         self.head = nn.Conv3d(widths[0], num_classes, kernel_size=1)
+        self.checkpointing = False  # `model.checkpointing`
 
     def forward(self, skips: list[Tensor], bottleneck: Tensor) -> Tensor:
         x = bottleneck
         for level in reversed(range(len(self.ups))):
-            up = self.ups[level](upsample2(x))
-            x = self.merges[level](torch.cat((skips[level], up), dim=1))
+            x = maybe_checkpoint(self.checkpointing, self._level(level), x, skips[level])
         return self.head(x)
+
+    def _level(self, level: int):
+        def run(x: Tensor, skip: Tensor) -> Tensor:
+            return self.merges[level](torch.cat((skip, self.ups[level](upsample2(x))), dim=1))
+        return run
 
 
 @register("dcl-manet", DCLMANetConfig)
@@ -264,6 +278,7 @@ class DCLMANet(Method):
                                        config.rfb_hidden)
                     if config.rfb and self.num_modalities > 1 else None)
         self.decoder = ConcatSkipDecoder([w * self.num_modalities for w in widths], num_classes)
+        self.encoder.net.checkpointing = self.decoder.checkpointing = config.checkpointing
         self.register_buffer("class_weights",
                              torch.tensor(config.weights_of_classes(num_classes)),
                              persistent=False)

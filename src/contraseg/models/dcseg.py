@@ -27,6 +27,7 @@ from contraseg.models.base import Batch, mask_missing
 from contraseg.models.blocks import (
     GroupedModalityEncoders,
     kaiming_init,
+    maybe_checkpoint,
     stage_channels,
     upsample2,
 )
@@ -244,7 +245,8 @@ class DCSeg(RFNet):
                              present: Tensor) -> Tensor:
         """Sum over modalities of the mean |D_j^rec(z^i, m_j^i) - x_j^i| over the samples
         where modality j exists."""
-        rebuilt = self.reconstructor.net(z, codes.flatten(1)).float()  # (B, M, *S)
+        rebuilt = maybe_checkpoint(self.config.checkpointing, self.reconstructor.net, z,
+                                   codes.flatten(1)).float()  # (B, M, *S)
         total = z.new_zeros((), dtype=torch.float32)
         for j in range(self.num_modalities):
             rows = present[:, j]

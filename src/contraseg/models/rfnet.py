@@ -28,6 +28,7 @@ from contraseg.models.blocks import (
     UpBlock,
     conv_bottleneck,
     kaiming_init,
+    maybe_checkpoint,
     stage_channels,
 )
 from contraseg.models.registry import register
@@ -42,6 +43,8 @@ class RFNetConfig:
     fusion_warmup_epochs: epochs during which the `fuse` term is multiplied by 0 (authors: 20).
     prm_supervision: "upsample" (authors: probability maps upsampled trilinearly to the target)
         or "downsample" (the target subsampled, nearest, to each stage; cheaper).
+    checkpointing: recompute each encoder, decoder and fusion stage in the backward pass instead
+        of keeping its activations (less memory, a slower step).
     """
 
     base_channels: int = 16
@@ -51,6 +54,7 @@ class RFNetConfig:
     prm_hidden: int = 16
     fusion_warmup_epochs: int = 20
     prm_supervision: str = "upsample"
+    checkpointing: bool = False
 
     def __post_init__(self) -> None:
         if self.base_channels < 2 or self.depth < 2:
@@ -166,16 +170,29 @@ class RegionFusionDecoder(nn.Module):
         self.ups = nn.ModuleList(UpBlock(channels[s + 1], channels[s], padding_mode=padding_mode)
                                  for s in range(depth - 1))
         self.head = nn.Conv3d(base_channels, num_classes, kernel_size=1)
+        self.checkpointing = False  # `model.checkpointing`: recompute each stage in backward
 
     def forward(self, features: list[Tensor], available: Tensor) -> FusionOutput:
         """features: per stage (B, M, C, *S), unavailable modalities zeroed; available (B, M)."""
-        probs: list[Tensor] = [torch.softmax(self.prms[-1](features[-1]), dim=1)]
-        x = bottleneck = self.fusions[-1](features[-1], probs[0].detach(), available)
+        x, prob = maybe_checkpoint(self.checkpointing, self._deepest, features[-1], available)
+        probs, bottleneck = [prob], x
         for s in reversed(range(len(self.ups))):
-            up = self.ups[s].up(x)
-            probs.insert(0, torch.softmax(self.prms[s](features[s], up), dim=1))
-            x = self.ups[s].merge(self.fusions[s](features[s], probs[0].detach(), available), up)
+            x, prob = maybe_checkpoint(self.checkpointing, self._stage(s), x, features[s],
+                                       available)
+            probs.insert(0, prob)
         return FusionOutput(self.head(x), probs, bottleneck)
+
+    def _deepest(self, features: Tensor, available: Tensor) -> tuple[Tensor, Tensor]:
+        prob = torch.softmax(self.prms[-1](features), dim=1)
+        return self.fusions[-1](features, prob.detach(), available), prob
+
+    def _stage(self, s: int):
+        """Decoder stage s: (x from below, stage features, available) -> (x, stage probs)."""
+        def run(x: Tensor, features: Tensor, available: Tensor) -> tuple[Tensor, Tensor]:
+            up = self.ups[s].up(x)
+            prob = torch.softmax(self.prms[s](features, up), dim=1)
+            return self.ups[s].merge(self.fusions[s](features, prob.detach(), available), up), prob
+        return run
 
 
 def ce_dice(probs: Tensor, target: Tensor) -> Tensor:
@@ -231,6 +248,8 @@ class RFNet(Method):
                                           fusion_hidden=config.fusion_hidden,
                                           prm_hidden=config.prm_hidden)
         self.separate = SegmentationDecoder(num_classes, **shape)
+        for part in (self.encoder.net, self.fusion, self.separate):
+            part.checkpointing = config.checkpointing
         kaiming_init(self)
 
     @property
