@@ -262,7 +262,9 @@ class DCLMANet(Method):
     (also those dropped for the segmentation path), as DC-Seg's contrastive terms do.
     Other divergences: no conv bias before InstanceNorm (it cancels); the class weights are
     normalised by their sum in the Dice (0.01 + 3 x 0.33 = 1: no change) and cross-entropy
-    is PyTorch's weighted mean; the output is logits (the contract).
+    is PyTorch's weighted mean; the output is logits (the contract); the M encoders run as one
+    network of grouped convolutions (the same function; checkpoints of the separate
+    `encoders.<m>.` layout load); `checkpointing` recomputes levels in the backward pass.
     """
 
     spatial = "3d"

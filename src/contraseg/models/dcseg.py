@@ -168,6 +168,11 @@ class DCSeg(RFNet):
       absolute error over voxels; the contrastive losses average over all pairs (Eq. 1's
       1/(NM)^2), self-pairs included as in the equation's sum.
 
+    Layout: the per-modality code encoders and reconstruction decoders run as grouped networks
+    (groups = M: the same function as M modules, one call; checkpoints of the separate layout
+    load, their Linear layers as 1x1 convolutions); every decoder reconstructs every sample and
+    `rec` keeps the samples where the modality exists (the values of the separate layout).
+
     Divergences: items (sample, modality) whose modality is absent from the data are left out
     of the pairs, of `reg` and of `rec` (the paper's data is complete); a batch of one sample
     is refused while a contrastive term is on (it has no negatives: `batch_size_needed`); modules

@@ -230,6 +230,11 @@ class RFNet(Method):
       subsampled target instead of upsampling the maps to full resolution;
     - modalities, classes, base width, depth and MLP widths are configurable; the output is
       logits (the contract), the losses apply the softmax; modality order follows the data.
+    - the M modality encoders run as one network of grouped convolutions (groups = M,
+      `GroupedModalityEncoders`): the same function as M separate encoders, one call instead of
+      M; checkpoints of the separate layout (`encoders.<m>.`) load; the shared `sep` decoder
+      runs once on every (sample, modality) pair, not once per modality;
+    - `checkpointing` recomputes stages in the backward pass (memory for time).
     The warm-up of `fuse` (20 epochs, the authors' job.sh; train.py's default is 100) returns
     `fuse * 0`, so the logged `fuse` is 0 during warm-up.
     """
