@@ -61,6 +61,14 @@ def test_bench_method_without_inference():
     assert _is_timing(result["train_step"], 1) and result["train_peak_rss_mb"] > 0
 
 
+def test_bench_method_applies_overrides_and_refuses_unknown_ones():
+    result = bench_method("rfnet", preset="tiny", steps=1, infer=False,
+                          overrides=["model.checkpointing=true"])
+    assert result["overrides"] == ["model.checkpointing=true"]
+    with pytest.raises(ConfigError, match="nosuch"):
+        bench_method("rfnet", preset="tiny", steps=1, infer=False, overrides=["nosuch=1"])
+
+
 def test_bench_times_clfc_with_a_random_generator():
     result = bench_method("clfc", preset="fast", steps=1, infer=False, patch=32)
     assert "random introvae (fast" in result["generator"]

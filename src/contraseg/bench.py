@@ -102,7 +102,8 @@ def _peak_rss_mb() -> float:
 def bench_method(name: str, *, device: str = "cpu", patch: int | None = None,
                  batch: int | None = None, amp: str = "none", preset: str = "fast",
                  steps: int = 5, case_shape: tuple[int, int, int] = (240, 240, 155),
-                 subsets: bool = True, infer: bool = True) -> dict:
+                 subsets: bool = True, infer: bool = True,
+                 overrides: list[str] | None = None) -> dict:
     """Training step time and voxels/s, inference time for one BraTS-sized case (all
     modalities, and all 15 subsets in one pass), peak memory (after the training steps, and
     at the end) and parameter count."""
@@ -114,7 +115,8 @@ def bench_method(name: str, *, device: str = "cpu", patch: int | None = None,
     from contraseg.models.base import Batch, memory_format
     from contraseg.models.registry import build_method
 
-    overrides = [f"amp={amp}"]
+    user_overrides = list(overrides or [])
+    overrides = [f"amp={amp}", *user_overrides]
     if patch:
         overrides.append(f"data.patch_size=[{patch},{patch},{patch}]")
     if batch:
@@ -162,7 +164,7 @@ def bench_method(name: str, *, device: str = "cpu", patch: int | None = None,
     result = {
         "method": name, "preset": preset, "device": str(dev), "amp": amp,
         "memory_format": str(layout).replace("torch.", ""),
-        "patch_size": list(shape), "batch_size": size,
+        "patch_size": list(shape), "batch_size": size, "overrides": user_overrides,
         "parameters": sum(p.numel() for p in method.parameters()),
         **({"generator": generator} if generator else {}),
         "train_step": train,

@@ -531,20 +531,25 @@ def bench(
         typer.Option("--target", help="metrics, phantom or preprocess (repeat; default: all)."),
     ] = None,
     repeats: Annotated[int, typer.Option(min=1, help="Runs per timing; the median is kept.")] = 3,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a setting of the preset: key=value (repeat)."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Timings as JSON. With `--method`: training step time and voxels/s, inference on one
     240x240x155 case (all modalities, and all 15 subsets in one pass), peak memory, parameter
     count. Without: the foundation pieces (metrics, phantom, preprocessing).
 
-    Example: `contraseg bench --method rfnet --device cpu --patch 64 --batch 2 --json`
+    Example: `contraseg bench --method rfnet --device cpu --patch 64 --batch 2 --json`;
+    `contraseg bench --method dc-seg --preset paper --set model.checkpointing=true --no-infer`
     """
     from contraseg.bench import TARGETS, run_bench, run_method_bench
 
     if method is not None:
         result = run_method_bench(method, device=device, patch=patch, batch=batch, amp=amp,
                                   preset=preset, steps=repeats, subsets=subsets,
-                                  infer=infer)
+                                  infer=infer, overrides=list(overrides or []))
     else:
         result = run_bench(list(target or TARGETS), repeats)
     if as_json:
