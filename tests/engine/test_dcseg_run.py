@@ -52,3 +52,6 @@ def test_bf16_autocast_trains(tmp_path, phantom):
     record = json.loads((tmp_path / "bf16" / "log.jsonl").read_text().splitlines()[-1])
     assert set(record["loss"]) >= {"seg", "reg", "prm", "ana", "mod", "rec"}
     assert all(math.isfinite(v) for v in record["loss"].values())
+    # the learned temperatures are logged beside the terms, inside CLIP's bound
+    assert set(record["monitor"]) == {"t_ana", "t_mod"}
+    assert all(0 < t <= 100 for t in record["monitor"].values())

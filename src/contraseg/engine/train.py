@@ -7,8 +7,9 @@ randomness is derived from the step, a run stopped (or killed) after a checkpoin
 with `--resume` ends with the same weights as an uninterrupted run (CPU, deterministic).
 
 The run folder: config.yaml (resolved), run.json (data, split, modalities, convention, status),
-log.jsonl (one line per epoch), tensorboard/, checkpoints/last.pt and, when the run validates,
-best.pt (no validation, no best.pt: `--which auto` then evaluates the last weights).
+log.jsonl (one line per epoch: loss terms, the method's monitored values, validation),
+tensorboard/, checkpoints/last.pt and, when the run validates, best.pt (no validation, no
+best.pt: `--which auto` then evaluates the last weights).
 """
 
 from __future__ import annotations
@@ -410,6 +411,7 @@ class Trainer:
         values = {name: float(value.detach()) for name, value in terms.items()}
         values["total"] = float(total.detach())
         self._log_scalars({f"loss/{k}": v for k, v in values.items()}
+                          | {f"monitor/{k}": v for k, v in self.method.monitored().items()}
                           | {"lr": self.scheduler.get_last_lr()[0]})
         return values
 
@@ -430,6 +432,8 @@ class Trainer:
             "epoch": epoch, "step": self.step, "lr": self.scheduler.get_last_lr()[0],
             "loss": {k: float(np.mean(v)) for k, v in epoch_terms.items()},
         }
+        if monitored := self.method.monitored():
+            record["monitor"] = monitored
         every = self.config.val_every
         if every and self.data.val and (epoch % every == 0 or self.step >= self.config.total_steps):
             if self.ctx.is_main:
@@ -546,6 +550,8 @@ def _fmt_terms(terms: dict[str, float]) -> str:
 def _epoch_line(record: dict[str, Any]) -> str:
     line = f"epoch {record['epoch']} step {record['step']} lr {record['lr']:.2e} " + _fmt_terms(
         record["loss"])
+    if "monitor" in record:
+        line += " | " + " ".join(f"{k} {v:.3g}" for k, v in record["monitor"].items())
     if "val" in record:
         line += " | val " + " ".join(f"{k} {v:.3f}" for k, v in record["val"].items())
     return line

@@ -187,6 +187,11 @@ class Method(nn.Module):
         """Called after every optimiser step with the share of training done (0-1]: e.g.
         MoCo's momentum update. Default: nothing."""
 
+    def monitored(self) -> dict[str, float]:
+        """Values to log beside the loss terms (learned temperatures, ...), by name. Default:
+        none."""
+        return {}
+
     def param_groups(self, lr: float) -> list[dict]:
         """The optimiser's parameter groups (one group at the run's lr unless a method needs
         several, e.g. IntroVAE's encoder and decoder learning rates). Frozen parameters

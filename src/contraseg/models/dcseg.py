@@ -51,7 +51,12 @@ class DCSegConfig(RFNetConfig):
         (Eq. 3 as printed); ssim_sigma its standard deviation; ssim_c1, ssim_c2 the stabilisers
         (ASSUMED 7, 1.5, 0.01^2, 0.03^2: the usual SSIM constants for a unit range).
     temperature_init, learn_temperature: t of Eq. 1 and 4, one per loss, learnable as log t
-        (ASSUMED: SigLIP's t = 10, learnable).
+        (ASSUMED: SigLIP's t = 10, learnable); max_temperature: the bound log t is clamped to
+        after every step (CLIP's t <= 100), logged as t_ana and t_mod.
+    rec_zero_init: the reconstruction decoders' last 1x1 conv starts at zero, so `rec` starts at
+        its "predict the mean" level (images are z-scored: the mean is 0) and sends no gradient
+        into the shared encoders until the decoders have learned something (ours: a random head
+        made `rec` 1.6x the whole segmentation gradient on the anatomical encoders at step 0).
     bias_init: None for Eq. 1 as printed (no bias); a number adds SigLIP's learnable bias b.
     """
 
@@ -66,7 +71,9 @@ class DCSegConfig(RFNetConfig):
     ssim_c2: float = 9e-4
     temperature_init: float = 10.0
     learn_temperature: bool = True
+    max_temperature: float = 100.0
     bias_init: float | None = None
+    rec_zero_init: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -76,6 +83,9 @@ class DCSegConfig(RFNetConfig):
         if self.ssim_window < 0 or self.ssim_sigma <= 0 or self.temperature_init <= 0:
             raise ConfigError("dc-seg needs ssim_window >= 0 (0: global statistics), "
                               "ssim_sigma > 0 and temperature_init > 0")
+        if self.max_temperature < self.temperature_init:
+            raise ConfigError(f"dc-seg: max_temperature {self.max_temperature} is below "
+                              f"temperature_init {self.temperature_init}")
 
 
 class ModalityCodeEncoder(nn.Module):
@@ -165,8 +175,11 @@ class DCSeg(RFNet):
       fusion decoder with it; set `loss_weights.prm=0` for Eq. 9 as printed;
     - normalisations as RFNet's code: each segmentation loss is a batch mean, `reg` and `rec`
       sum over modalities (Eq. 5 and 7 sum over samples and modalities), `rec` is the mean
-      absolute error over voxels; the contrastive losses average over all pairs (Eq. 1's
-      1/(NM)^2), self-pairs included as in the equation's sum.
+      absolute error over voxels: its effective weight is M x alpha (1.6 for four modalities),
+      not normalised by M, as printed;
+    - the reconstruction head starts at zero (`rec_zero_init`) and the temperatures are clamped
+      to t <= 100 (`max_temperature`) and logged (`t_ana`, `t_mod`); the contrastive losses
+      average over all pairs (Eq. 1's 1/(NM)^2), self-pairs included as in the equation's sum.
 
     Layout: the per-modality code encoders and reconstruction decoders run as grouped networks
     (groups = M: the same function as M modules, one call; checkpoints of the separate layout
@@ -210,6 +223,21 @@ class DCSeg(RFNet):
         for name in ("modality_encoder", "reconstructor"):
             if hasattr(self, name):
                 kaiming_init(getattr(self, name))
+        if hasattr(self, "reconstructor") and config.rec_zero_init:
+            nn.init.zeros_(self.reconstructor.net.head.weight)
+            nn.init.zeros_(self.reconstructor.net.head.bias)
+
+    @torch.no_grad()
+    def after_step(self, progress: float) -> None:
+        """CLIP's bound: log t <= log(max_temperature) after every optimiser step."""
+        super().after_step(progress)
+        for log_t in self.log_temperature.values():
+            log_t.clamp_(max=math.log(self.config.max_temperature))
+
+    def monitored(self) -> dict[str, float]:
+        """The learned temperatures t_ana and t_mod (the terms that are on)."""
+        return {f"t_{term}": float(log_t.detach().exp())
+                for term, log_t in self.log_temperature.items()}
 
     @classmethod
     def batch_size_needed(cls, loss_weights: dict[str, float]) -> int:
