@@ -99,11 +99,28 @@ def test_global_ssim_by_hand():
                                                                        rel=1e-5)
 
 
-def test_windowed_ssim_matches_monai():
+def test_ssim_of_anti_correlated_maps_by_hand():
+    """y = -x with zero means: luminance 1, structure (-2 var + c2) / (2 var + c2), var = 1.25;
+    with means +-2.5 the luminance is negative too and the product turns positive (Eq. 3's
+    known blind spot, kept as printed)."""
+    x = torch.tensor([-1.5, -0.5, 0.5, 1.5])
+    zero_mean = torch.stack([x, -x]).view(2, 1, 2, 2, 1)
+    expected = (-2.5 + 9e-4) / (2.5 + 9e-4)  # -0.99928...
+    assert pairwise_ssim(zero_mean, window=0)[0, 1].item() == pytest.approx(expected, rel=1e-6)
+    shifted = torch.stack([x + 2.5, -(x + 2.5)]).view(2, 1, 2, 2, 1)
+    luminance = (-2 * 2.5**2 + 1e-4) / (2 * 2.5**2 + 1e-4)
+    assert pairwise_ssim(shifted, window=0)[0, 1].item() == pytest.approx(
+        luminance * expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("anti", [False, True])
+def test_windowed_ssim_matches_monai(anti):
     monai_metrics = pytest.importorskip("monai.metrics")
     gen = torch.Generator().manual_seed(1)
     base = torch.rand(1, 1, 14, 14, 14, generator=gen)
     other = 0.6 * base + 0.4 * torch.rand(1, 1, 14, 14, 14, generator=gen)
+    if anti:  # anti-correlated: the structure term is negative
+        other = 1.0 - other
     metric = monai_metrics.SSIMMetric(spatial_dims=3, data_range=1.0, kernel_type="gaussian",
                                       win_size=7, kernel_sigma=1.5, k1=0.01, k2=0.03)
     reference = metric(base, other).item()
