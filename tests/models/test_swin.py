@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
@@ -42,6 +44,26 @@ def test_patch_expand_spreads_each_token_over_its_block():
     raw = expand.expand(x.permute(0, 2, 3, 1)).view(2, 2, 2, 2)
     expected = expand.norm(raw).permute(0, 3, 1, 2)
     assert torch.allclose(out, expected)
+
+
+@pytest.mark.parametrize("factor, scale", [(2, 2), (4, 1)])
+def test_patch_expand_places_every_block_of_a_larger_map(factor, scale):
+    """On a 3x2 map, token (i, j)'s linear output, read as (p1, p2, c) with p1 outermost
+    (Swin-Unet's rearrange 'b h w (p1 p2 c) -> b (h p1) (w p2) c'), lands at row i f + p1 and
+    column j f + p2: an explicit loop, independent of the view/permute under test."""
+    torch.manual_seed(0)
+    dim = 8
+    expand = PatchExpand(dim, factor=factor, scale=scale)
+    x = torch.randn(2, dim, 3, 2)
+    out = expand(x)
+    c = dim // scale
+    assert tuple(out.shape) == (2, c, 3 * factor, 2 * factor)
+    with torch.no_grad():
+        tokens = x.permute(0, 2, 3, 1) @ expand.expand.weight.T  # (N, H, W, f f c)
+        for i, j, p1, p2 in itertools.product(range(3), range(2), range(factor), range(factor)):
+            start = (p1 * factor + p2) * c
+            want = expand.norm(tokens[:, i, j, start:start + c])
+            torch.testing.assert_close(out[:, :, i * factor + p1, j * factor + p2], want)
 
 
 def test_decoder_blocks_copy_the_mirrored_encoder_stage():
