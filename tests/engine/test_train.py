@@ -225,6 +225,38 @@ def test_plateau_schedule_sees_each_epochs_mean_training_loss(tmp_path, phantom)
     assert state["best"] == pytest.approx(min(r["loss"]["total"] for r in log))
 
 
+def test_plateau_schedule_on_a_validation_value(tmp_path, phantom):
+    """plateau_metric val:dice_WT: the lr follows ReduceLROnPlateau's rule in mode max on the
+    validation WT Dice of each epoch, floored at plateau_min_lr."""
+    train(tmp_path / "run", phantom, ["epochs=6", "iters_per_epoch=2", "val_every=1",
+                                       "data.val_fraction=0.25", "optim.schedule=plateau",
+                                       "optim.plateau_patience=0", "optim.plateau_factor=0.5",
+                                       "optim.lr=1e-3", "optim.plateau_min_lr=2e-4",
+                                       "optim.plateau_metric=val:dice_WT"])
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    lr, best, expected = 1e-3, -float("inf"), []
+    for record in log:  # mode max, relative threshold 1e-4
+        if record["val"]["dice_WT"] > best * (1 + 1e-4):
+            best = record["val"]["dice_WT"]
+        else:
+            lr = max(lr * 0.5, 2e-4)
+        expected.append(lr)
+    assert [r["lr"] for r in log] == pytest.approx(expected)
+    state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["scheduler"]
+    assert state["best"] == pytest.approx(max(r["val"]["dice_WT"] for r in log))
+
+
+@pytest.mark.parametrize("overrides, problem", [
+    (["data.val_fraction=0"], "needs validation"),
+    (["data.val_fraction=0.25", "optim.plateau_metric=val:dice_XX"], "reports dice_WT"),
+    (["data.val_fraction=0.25", "optim.plateau_metric=dice_ET"], "expected 'loss' or"),
+])
+def test_a_plateau_on_validation_without_it_is_refused(tmp_path, phantom, overrides, problem):
+    base = ["val_every=1", "optim.schedule=plateau", "optim.plateau_metric=val:dice_ET"]
+    with pytest.raises(ConfigError, match=problem):
+        train(tmp_path / "run", phantom, [*base, *overrides])
+
+
 def test_introvae_trains_on_the_phantoms_normal_brains(tmp_path, phantom):
     """A generator run: unlabelled healthy T1 (the phantom's `-normal-t1n`), 2D slices, PSNR /
     SSIM validation, a checkpoint that loads back without a label convention."""

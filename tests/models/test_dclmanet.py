@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -14,8 +16,10 @@ from contraseg.models.base import Batch
 from contraseg.models.dclmanet import (
     DCLMANet,
     DCLMANetConfig,
+    MPABlock,
     PairwiseModalityAttention,
     RecalibrationBlock,
+    ReleasedRecalibrationBlock,
 )
 from contraseg.models.registry import build_method
 from tests.models.tiny_methods import build_tiny, mask
@@ -36,7 +40,80 @@ def test_paper_preset_is_the_code():
     assert model.weights_of_classes(4) == pytest.approx([0.01, 0.33, 0.33, 0.33])
 
 
+def test_paper_plateau_is_the_released_schedule():
+    """Behaviour, not the yaml: the paper preset's schedule watches the validation ET Dice
+    (higher is better), multiplies the lr by 0.7 after 10 validations without a better one and
+    never goes below 1e-5."""
+    from contraseg.engine.optim import make_scheduler
+
+    config = load_config("dcl-manet", "paper")
+    assert config.data.val_fraction > 0 and config.val_every == 1
+    assert not config.data.modality_dropout
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=config.optim.lr)
+    schedule = make_scheduler(optimizer, config.optim, config.total_steps)
+    for dice in [0.1, 0.2, 0.3] + [0.3] * 10:  # rising, then 10 flat validations
+        schedule.end_epoch(dice)
+    assert schedule.get_last_lr()[0] == pytest.approx(1e-3)
+    schedule.end_epoch(0.3)  # the 11th without improvement
+    assert schedule.get_last_lr()[0] == pytest.approx(7e-4)
+    for _ in range(400):
+        schedule.end_epoch(0.0)
+    assert schedule.get_last_lr()[0] == pytest.approx(1e-5)
+
+
 # --- RFB ----------------------------------------------------------------------------------------
+
+def released_mpa(block: MPABlock, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The authors' MPABlock.forward transcribed (APAUNet.py): the radix stacked on a new
+    axis, summed for the pooled descriptor, the split weights read as view(B, C, radix)."""
+    w = block.embed(torch.cat([y, x], dim=1))
+    v = block.value(x) * w
+    v = F.silu(block.value_norm(v))
+    b, c = v.shape[:2]
+    both = torch.cat([x.view(b, c, 1, *x.shape[2:]), v.view(b, c, 1, *v.shape[2:])], dim=2)
+    gap = both.sum(dim=2).mean((2, 3, 4))
+    attn = block.split(gap).view(b, c, 2).softmax(dim=2)
+    return (both * attn.view(b, c, 2, 1, 1, 1)).sum(dim=2)
+
+
+def test_released_rfb_is_the_authors_modal_attention():
+    """out_i = f_i + sum_j softmax(beta)_j MPA(P_0 f_i, P_j f_j), one MPA per primary shared
+    by its pairs, computed pair by pair as the released Modal_Attention does."""
+    torch.manual_seed(0)
+    rfb = ReleasedRecalibrationBlock(channels=16, num_modalities=4, share_planes=8)
+    with torch.no_grad():
+        for attention in rfb.modalities:
+            attention.beta.copy_(torch.randn(3))
+    features = torch.randn(2, 4, 16, 4, 4, 4)
+    everything = torch.ones(2, 4, dtype=torch.bool)
+    with torch.no_grad():
+        out = rfb(features, everything)
+        for i, attention in enumerate(rfb.modalities):
+            others = [j for j in range(4) if j != i]
+            first = attention.project[0](features[:, i])
+            beta = torch.softmax(attention.beta, 0)
+            expected = features[:, i] + sum(
+                beta[k] * released_mpa(attention.mpa, first, attention.project[k + 1](
+                    features[:, j])) for k, j in enumerate(others))
+            torch.testing.assert_close(out[:, i], expected, atol=1e-5, rtol=1e-5)
+    assert rfb.modalities[0].mpa.embed[-1].num_groups == 2  # C / share_planes groups
+
+
+def test_released_rfb_leaves_unavailable_modalities_out():
+    torch.manual_seed(1)
+    rfb = ReleasedRecalibrationBlock(channels=16, num_modalities=4)
+    features = torch.randn(1, 4, 16, 4, 4, 4)
+    available = mask([[1, 0, 1, 1]])
+    features[:, 1] = 0
+    changed = features.clone()
+    changed[:, 1] = 5.0  # an unavailable modality's map (normally zeroed) must not matter
+    with torch.no_grad():
+        out, again = rfb(features, available), rfb(changed, available)
+        torch.testing.assert_close(out[:, [0, 2, 3]], again[:, [0, 2, 3]])
+        assert torch.equal(out[:, 1], torch.zeros_like(out[:, 1]))
+        alone = rfb(features, mask([[1, 0, 0, 0]]))
+    torch.testing.assert_close(alone[:, 0], features[:, 0])  # no other: the primary itself
+
 
 def test_rfb_keeps_the_shape_and_its_weights_sum_to_one():
     torch.manual_seed(0)
@@ -104,8 +181,33 @@ def test_dcl_terms_are_the_dense_info_nce_on_the_channel_split():
         items[:, split:], same_label(subjects), present.flatten(), 0.7).item(), abs=1e-6)
 
 
-def test_segmentation_terms_use_the_class_weights():
-    method, shape = tiny()
+def weighted_ce_by_hand(scores: torch.Tensor, target: torch.Tensor, w: torch.Tensor) -> float:
+    """sum_v w_y(v) (-log softmax(scores)_y(v)) / sum_v w_y(v), voxel by voxel in float64."""
+    scores, target = scores.double(), target.flatten()
+    flat = scores.movedim(1, -1).reshape(-1, scores.shape[1])
+    total = weights = 0.0
+    for row, y in zip(flat.tolist(), target.tolist(), strict=True):
+        log_sum = math.log(sum(math.exp(v) for v in row))
+        total += float(w[y]) * (log_sum - row[y])
+        weights += float(w[y])
+    return total / weights
+
+
+def test_cross_entropy_on_probabilities_by_hand():
+    """One voxel, logits (0, ln 3, 0, 0): p = (1/6, 1/2, 1/6, 1/6); on the probabilities the
+    cross-entropy of class 1 is log(3 e^(1/6) + e^(1/2)) - 1/2, on the logits log 6 - log 3."""
+    for on_probabilities, expected in ((True, math.log(3 * math.exp(1 / 6) + math.exp(0.5)) - 0.5),
+                                       (False, math.log(2.0))):
+        method, _ = tiny(ce_on_probabilities=on_probabilities)
+        logits = torch.tensor([0.0, math.log(3.0), 0.0, 0.0]).view(1, 4, 1, 1, 1)
+        scores = method._ce_input(logits)
+        ce = F.cross_entropy(scores, torch.ones(1, 1, 1, 1, dtype=torch.long))
+        assert ce.item() == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("on_probabilities", [True, False])
+def test_segmentation_terms_use_the_class_weights(on_probabilities):
+    method, shape = tiny(ce_on_probabilities=on_probabilities)
     images, target = inputs(shape)
     available = mask([[1, 1, 1, 1], [1, 0, 1, 0]])
     terms = method.losses(Batch(images, available, target))
@@ -116,8 +218,8 @@ def test_segmentation_terms_use_the_class_weights():
     dice = 2 * (probs * truth).sum(dims) / (probs.sum(dims) + truth.sum(dims) + 1e-7)
     assert terms["dice"].item() == pytest.approx((w * (1 - dice)).sum().item() / w.sum().item(),
                                                  abs=1e-5)
-    assert terms["ce"].item() == pytest.approx(
-        F.cross_entropy(logits, target, weight=w).item(), abs=1e-5)
+    scores = probs if on_probabilities else logits  # the released code: CE on the softmax
+    assert terms["ce"].item() == pytest.approx(weighted_ce_by_hand(scores, target, w), abs=1e-5)
     assert soft_dice_loss(logits, target, class_weights=torch.ones(4)).item() == pytest.approx(
         soft_dice_loss(logits, target).item(), abs=1e-6)
 

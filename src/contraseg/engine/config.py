@@ -61,11 +61,16 @@ class OptimConfig:
     amsgrad: bool = True
     momentum: float = 0.99  # sgd only
     # poly, cosine, constant: per step; plateau: lr x plateau_factor after plateau_patience
-    # epochs without a lower mean training loss (torch's ReduceLROnPlateau; no warm-up)
+    # epochs without a better plateau_metric (torch's ReduceLROnPlateau; no warm-up), never
+    # below plateau_min_lr. plateau_metric: "loss" (the epoch's mean training loss, lower is
+    # better) or "val:<key>" (a validation value, e.g. val:dice_ET, higher is better; patience
+    # then counts validations)
     schedule: Literal["poly", "cosine", "constant", "plateau"] = "poly"
     poly_power: float = 0.9
     plateau_factor: float = 0.1
     plateau_patience: int = 10  # epochs
+    plateau_min_lr: float = 0.0
+    plateau_metric: str = "loss"
     warmup_steps: int = 0
     grad_clip: float | None = None  # max gradient norm
 

@@ -66,20 +66,36 @@ class StepSchedule(torch.optim.lr_scheduler.LambdaLR):
         pass
 
 
+def plateau_validation_key(cfg: OptimConfig) -> str | None:
+    """The validation value a plateau schedule watches ("val:dice_ET" -> "dice_ET"), or None
+    when it watches the training loss. Unknown forms raise ConfigError."""
+    metric = cfg.plateau_metric
+    if metric == "loss":
+        return None
+    if metric.startswith("val:") and len(metric) > 4:
+        return metric[4:]
+    raise ConfigError(f"optim.plateau_metric={metric!r}: expected 'loss' or 'val:<key>', "
+                      "e.g. val:dice_ET")
+
+
 class PlateauSchedule:
     """`schedule: plateau`: the lr stays put within epochs; at the end of each epoch torch's
-    ReduceLROnPlateau sees the epoch's mean training loss (DCL-MANet's schedule)."""
+    ReduceLROnPlateau sees the watched value (`optim.plateau_metric`): the epoch's mean
+    training loss (mode min) or a validation value (mode max), as DCL-MANet's released code
+    (validation ET Dice, factor 0.7, patience 10, min_lr 1e-5)."""
 
     def __init__(self, optimizer: torch.optim.Optimizer, cfg: OptimConfig):
         self.optimizer = optimizer
+        mode = "min" if plateau_validation_key(cfg) is None else "max"
         self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience)
+            optimizer, mode=mode, factor=cfg.plateau_factor, patience=cfg.plateau_patience,
+            min_lr=cfg.plateau_min_lr)
 
     def step(self) -> None:
         pass
 
-    def end_epoch(self, mean_loss: float) -> None:
-        self.plateau.step(mean_loss)
+    def end_epoch(self, value: float) -> None:
+        self.plateau.step(value)
 
     def get_last_lr(self) -> list[float]:
         return [group["lr"] for group in self.optimizer.param_groups]

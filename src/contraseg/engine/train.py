@@ -50,7 +50,7 @@ from contraseg.engine.generator import (
     normal_t1_case,
     validate_generator,
 )
-from contraseg.engine.optim import make_optimizer, make_scheduler
+from contraseg.engine.optim import make_optimizer, make_scheduler, plateau_validation_key
 from contraseg.errors import ConfigError, InputError
 from contraseg.models.base import Batch, LossModule, Method, memory_format
 from contraseg.models.registry import build_method, get_entry, make_config
@@ -202,6 +202,11 @@ class Trainer:
         entry.cls.check_batch_size(config.loss_weights, config.data.batch_size)
         self.generator = entry.cls.kind == "generator"
         self.score_key = "psnr" if self.generator else "dice_mean"  # pretraining: no validation
+        self.plateau_key = (plateau_validation_key(config.optim)
+                            if config.optim.schedule == "plateau" else None)
+        if self.plateau_key and not (config.val_every and config.data.val_fraction):
+            raise ConfigError(f"optim.plateau_metric={config.optim.plateau_metric} needs "
+                              "validation: data.val_fraction > 0 and val_every > 0")
         self.data_dirs = [Path(d).resolve() for d in data_dirs]
         run_info = self._read_run_info() if resume else {}
         cache_dir = Path(config.data.cache_dir) if config.data.cache_dir else self.out / "cache"
@@ -210,6 +215,7 @@ class Trainer:
                                  kind=entry.cls.kind, fold=self.fold)
         entry.cls.check_training_cases(config.loss_weights, config.data.batch_size,
                                        len(self.data.train))
+        self._check_plateau_key()
         self._seed_everything()
         num_classes = self.data.convention.num_classes if self.data.convention else 1
         self.method = build_method(config.method, self.data.modalities, num_classes,
@@ -427,9 +433,8 @@ class Trainer:
         epoch = self.step // self.config.iters_per_epoch
         # every rank sees the same mean (ranks must keep one learning rate)
         ranks = distributed.gather_floats(self.ctx, float(np.mean(epoch_terms["total"])))
-        self.scheduler.end_epoch(float(np.mean(ranks)))
         record: dict[str, Any] = {
-            "epoch": epoch, "step": self.step, "lr": self.scheduler.get_last_lr()[0],
+            "epoch": epoch, "step": self.step, "lr": None,
             "loss": {k: float(np.mean(v)) for k, v in epoch_terms.items()},
         }
         if monitored := self.method.monitored():
@@ -446,6 +451,8 @@ class Trainer:
                     self.best = record["val"][self.score_key]
                     self._save("best")
             self.ctx.barrier()
+        self._schedule_epoch(float(np.mean(ranks)), record)
+        record["lr"] = self.scheduler.get_last_lr()[0]
         if self.ctx.is_main:
             if epoch % self.config.checkpoint_every == 0 or self.step >= self.config.total_steps:
                 self._save("last")
@@ -453,6 +460,33 @@ class Trainer:
                 log.write(json.dumps(record) + "\n")
             if not self.console.is_terminal:
                 self.console.print(_epoch_line(record), highlight=False)
+
+    def _check_plateau_key(self) -> None:
+        """A plateau on validation watches a value validation reports, on validation cases."""
+        if self.plateau_key is None:
+            return
+        reported = (["psnr"] if self.generator else
+                    [f"dice_{r}" for r in self.data.convention.regions] + ["dice_mean"])
+        if self.plateau_key not in reported:
+            raise ConfigError(f"optim.plateau_metric=val:{self.plateau_key}: validation "
+                              f"reports {', '.join(reported)}")
+        if not self.data.val:
+            raise ConfigError(f"optim.plateau_metric=val:{self.plateau_key}: no validation "
+                              "case (raise data.val_fraction)")
+
+    def _schedule_epoch(self, mean_loss: float, record: dict[str, Any]) -> None:
+        """End the schedule's epoch with the value it watches: the training loss, or (a plateau
+        on validation) the main rank's validation value, shared with every rank; epochs
+        without validation leave such a plateau alone."""
+        key = self.plateau_key
+        if key is None:
+            self.scheduler.end_epoch(mean_loss)
+            return
+        validated = "val" in record if self.ctx.is_main else None
+        if not distributed.gather_floats(self.ctx, float(bool(validated)))[0]:
+            return
+        value = record["val"][key] if self.ctx.is_main else float("nan")
+        self.scheduler.end_epoch(distributed.gather_floats(self.ctx, value)[0])
 
     # --- outputs ---------------------------------------------------------------------------
     def _payload(self) -> dict[str, Any]:

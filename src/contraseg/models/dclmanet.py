@@ -44,8 +44,16 @@ class DCLMANetConfig:
         feature, the released code has only the specific term on all channels).
     rfb: build the feature recalibration block (False: the "no RFB" ablation; the bottleneck
         features go to the decoder as they are).
-    rfb_groups: groups of channels sharing one attention weight per position (APAUNet: 8).
-    rfb_hidden: width of the split-attention MLP (APAUNet: max(C / 2, 32)); None = that rule.
+    rfb_variant: "released" (the authors' `Modal_Attention` / `MPABlock`: per-input 1x1
+        projections, one attention block per primary modality shared by its pairs, the value
+        from the primary, a C-channel GroupNorm gate, Swish, LayerNorm) or "pairwise" (this
+        project's first reading of APAUNet: one block per ordered pair, the value from the
+        other modality; the default of older runs, so their checkpoints load).
+    rfb_groups: "released": channels per GroupNorm group of the gate (share_planes, 8);
+        "pairwise": groups of channels sharing one attention weight per position (8).
+    rfb_hidden: "pairwise" only: width of the split-attention MLP (None: max(C / 2, 32)).
+    ce_on_probabilities: the released code's cross-entropy on the softmax OUTPUTS (its network
+        ends in a softmax and nn.CrossEntropyLoss applies another); False: on the logits.
     checkpointing: recompute each encoder and decoder level in the backward pass instead of
         keeping its activations (less memory, a slower step).
     """
@@ -57,8 +65,10 @@ class DCLMANetConfig:
     dcl_temperature: float = 0.7
     dcl_specific_fraction: float = 0.5
     rfb: bool = True
+    rfb_variant: str = "pairwise"
     rfb_groups: int = 8
     rfb_hidden: int | None = None
+    ce_on_probabilities: bool = False
     checkpointing: bool = False
 
     def __post_init__(self) -> None:
@@ -70,6 +80,9 @@ class DCLMANetConfig:
         if not 0.0 <= self.background_weight < 1.0:
             raise ConfigError(f"model.background_weight={self.background_weight}: expected a "
                               "value in [0, 1)")
+        if self.rfb_variant not in ("released", "pairwise"):
+            raise ConfigError(f"model.rfb_variant={self.rfb_variant!r}: expected 'released' "
+                              "or 'pairwise'")
         if self.dcl_temperature <= 0:
             raise ConfigError(f"model.dcl_temperature={self.dcl_temperature}: must be > 0")
 
@@ -157,6 +170,93 @@ class PairwiseModalityAttention(nn.Module):
         return a[..., 0].view(shape) * primary + a[..., 1].view(shape) * attended
 
 
+class MPABlock(nn.Module):
+    """The released code's modality attention between a primary map x and a second map y
+    (authors' code models/M_3D/APAUNet.py `MPABlock`, in 3D on the bottleneck):
+
+    w = GN(conv1(ReLU(IN(conv1([y, x])))))  C per-position weights, GroupNorm of C / 8 groups
+    v = Swish(IN(w * IN(conv1(x))))           the value comes from the PRIMARY map
+    a = softmax over {x, v} of conv1(ReLU(LN(conv1(mean over space of x + v)))), per channel
+    out = a_0 x + a_1 v
+    The second map enters through the weights w only. LN is LayerNorm over the hidden
+    channels, max(C / 2, 32) of them.
+    """
+
+    def __init__(self, channels: int, share_planes: int = 8):
+        super().__init__()
+        half = max(channels // 2, 1)
+        self.embed = nn.Sequential(
+            nn.Conv3d(2 * channels, half, 1, bias=False), nn.InstanceNorm3d(half),
+            nn.ReLU(), nn.Conv3d(half, channels, 1),
+            nn.GroupNorm(max(channels // share_planes, 1), channels))
+        self.value = nn.Sequential(nn.Conv3d(channels, channels, 1, bias=False),
+                                   nn.InstanceNorm3d(channels))
+        self.value_norm = nn.InstanceNorm3d(channels)
+        hidden = max(channels // 2, 32)
+        self.split = nn.Sequential(nn.Linear(channels, hidden), nn.LayerNorm(hidden), nn.ReLU(),
+                                   nn.Linear(hidden, 2 * channels))
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        w = self.embed(torch.cat((y, x), dim=1))
+        v = F.silu(self.value_norm(self.value(x) * w))
+        pooled = (x + v).flatten(2).mean(2)  # (B, C)
+        a = torch.softmax(self.split(pooled).view(x.shape[0], -1, 2), dim=2)  # (B, C, 2)
+        shape = (*a.shape[:2], *[1] * (x.ndim - 2))
+        return a[..., 0].reshape(shape) * x + a[..., 1].reshape(shape) * v
+
+
+class ReleasedModalityAttention(nn.Module):
+    """The released code's `Modal_Attention` for one primary modality i: each of its M inputs
+    (slot 0 the primary, then the others in modality order) through its own conv1 (with
+    bias) + IN + ReLU, ONE `MPABlock` shared by the M - 1 pairs (primary', other_j'), the
+    pair outputs weighted by softmax(beta) (learnable, initialised equal), and the RAW primary
+    added: out = f_i + sum_j beta_j MPA(P_0 f_i, P_j f_j). Unavailable others are left out of
+    the softmax; with none available the output is f_i."""
+
+    def __init__(self, channels: int, num_modalities: int, share_planes: int = 8):
+        super().__init__()
+        self.project = nn.ModuleList(
+            nn.Sequential(nn.Conv3d(channels, channels, 1), nn.InstanceNorm3d(channels),
+                          nn.ReLU())
+            for _ in range(num_modalities))
+        self.mpa = MPABlock(channels, share_planes)
+        self.beta = nn.Parameter(torch.ones(num_modalities - 1))
+
+    def forward(self, primary: Tensor, others: list[Tensor], available: Tensor) -> Tensor:
+        """primary (B, C, *S), others M - 1 maps (B, C, *S), available (B, M - 1) bool."""
+        n = len(others)
+        first = self.project[0](primary)
+        second = torch.cat([p(o) for p, o in zip(self.project[1:], others, strict=True)])
+        # the pairs as one batch: instance, group and layer norms are per sample, so exact
+        attended = self.mpa(first.repeat(n, *[1] * (first.ndim - 1)), second)
+        attended = attended.unflatten(0, (n, primary.shape[0]))  # (M - 1, B, C, *S)
+        logits = self.beta.float().expand(primary.shape[0], n)
+        logits = logits.masked_fill(~available, torch.finfo(torch.float32).min)
+        weights = (torch.softmax(logits, dim=1) * available).T.to(primary.dtype)  # (M - 1, B)
+        return primary + (weights.view(n, -1, *[1] * (primary.ndim - 1)) * attended).sum(0)
+
+
+class ReleasedRecalibrationBlock(nn.Module):
+    """RFB as released: one `ReleasedModalityAttention` per modality (`rfb_variant:
+    released`); an unavailable modality's output stays 0."""
+
+    def __init__(self, channels: int, num_modalities: int, share_planes: int = 8):
+        super().__init__()
+        self.modalities = nn.ModuleList(
+            ReleasedModalityAttention(channels, num_modalities, share_planes)
+            for _ in range(num_modalities))
+
+    def forward(self, features: Tensor, available: Tensor) -> Tensor:
+        """features (B, M, C, *S) with unavailable modalities zeroed, available (B, M) bool."""
+        m = features.shape[1]
+        outputs = []
+        for i, attention in enumerate(self.modalities):
+            others = [j for j in range(m) if j != i]
+            outputs.append(attention(features[:, i], [features[:, j] for j in others],
+                                     available[:, others]))
+        return mask_missing(torch.stack(outputs, dim=1), available)
+
+
 class RecalibrationBlock(nn.Module):
     """RFB: modality i's feature becomes f_i + sum_{j != i} beta_ij PMA_ij(f_i, f_j).
 
@@ -231,7 +331,7 @@ class ConcatSkipDecoder(nn.Module):
 class DCLMANet(Method):
     """DCL-MANet (Phys. Med. Biol. 69 (2024) 095016, "Glioma segmentation based on dense
     contrastive learning and multimodal features recalibration"). Only the abstract was at
-    hand; the structure follows the authors' released code as the issue summarises it.
+    hand; the structure follows the authors' released code (Ayices/DCLMANet).
 
     Implements: per-modality encoders (5 levels of 2 x [conv3 + InstanceNorm + ReLU], max
     pooling, widths 4/8/16/32/64 each); DCL on the bottleneck; the RFB; one decoder on the
@@ -251,10 +351,30 @@ class DCLMANet(Method):
     common features", so both terms are built and weighted (ASSUMED lambda = 0.1 each in the
     presets; the paper's value was not at hand). `loss_weights.dcl_*=0` gives the code's loss.
 
-    RFB: see `RecalibrationBlock` / `PairwiseModalityAttention`. Divergences from APAUNet's
-    layer: the attention runs on the 3D bottleneck itself, not on its three axis projections
-    (the bottleneck is 8^3 at 128^3 patches); the split-attention MLP has no BatchNorm (batches
-    of 2); the attended map is used (APAUNet's transposed layer computes and drops it).
+    The released DCL (authors' code models/M_3D/FusionTry_3D.py `EmbeddingContrasiveLoss_APA`)
+    differs in form: with c_kl the cosine of items k, l at a position, K = 4B items and S_m
+    the B items of modality m, it computes
+        L = 1/(4N) sum_n sum_m -(1/B^2) log([sum_{k,l in S_m} e^{c_kl/t} + (K^2 - B^2)]
+                                            / sum_{k,l} e^{c_kl/t}),
+    self-pairs in the numerator and the denominator, the masked-out pairs entering as e^0 = 1
+    (the K^2 - B^2), one log of summed positives per modality, divided by B^2. contraseg uses
+    the supervised-contrastive form above (a mean over anchors of per-anchor log-ratios, self
+    pairs excluded), which is what the paper's "dense contrastive learning" names; the
+    released term is not in the released objective (train.py: loss = loss_dice + loss_cross).
+
+    RFB (`rfb_variant`): "released" (the presets) is the authors' `Modal_Attention` /
+    `MPABlock` (`ReleasedRecalibrationBlock`, `MPABlock`): per-input 1x1 conv + IN + ReLU
+    projections, one attention block per primary modality shared by its M - 1 pairs, the value
+    taken from the primary, a C-channel gate normalised by GroupNorm(C / 8 groups), Swish,
+    LayerNorm in the split-attention MLP, softmax(beta) pair weights, the raw primary added.
+    Divergences: unavailable modalities leave the pair softmax (the released code always has
+    all four); the M - 1 pairs of a primary run as one batch (exact: every norm is per
+    sample). "pairwise" (older runs) is `RecalibrationBlock` / `PairwiseModalityAttention`.
+    The released attention runs on the 3D bottleneck itself, as here.
+
+    Objective: `ce_on_probabilities` (the presets' `paper`) applies the cross-entropy to the
+    softmax outputs, as the released network (it ends in nn.Softmax) and loss
+    (F.cross_entropy) do: a double softmax. The Dice is on softmax probabilities either way.
 
     Missing modalities (not addressed by the paper): unavailable modalities' features are
     zeroed before the RFB and the decoder, and the engine trains with modality dropout, so one
@@ -276,14 +396,21 @@ class DCLMANet(Method):
         widths = config.widths()
         self.encoder = GroupedModalityEncoders(
             PlainModalityEncoder(widths, groups=self.num_modalities), self.num_modalities)
-        self.rfb = (RecalibrationBlock(widths[-1], self.num_modalities, config.rfb_groups,
-                                       config.rfb_hidden)
-                    if config.rfb and self.num_modalities > 1 else None)
+        self.rfb = self._recalibration(widths[-1]) if config.rfb else None
         self.decoder = ConcatSkipDecoder([w * self.num_modalities for w in widths], num_classes)
         self.encoder.net.checkpointing = self.decoder.checkpointing = config.checkpointing
         self.register_buffer("class_weights",
                              torch.tensor(config.weights_of_classes(num_classes)),
                              persistent=False)
+
+    def _recalibration(self, channels: int) -> nn.Module | None:
+        if self.num_modalities < 2:
+            return None
+        if self.config.rfb_variant == "released":
+            return ReleasedRecalibrationBlock(channels, self.num_modalities,
+                                              self.config.rfb_groups)
+        return RecalibrationBlock(channels, self.num_modalities, self.config.rfb_groups,
+                                  self.config.rfb_hidden)
 
     @property
     def size_divisor(self) -> int:
@@ -315,8 +442,14 @@ class DCLMANet(Method):
         encoded = self.encode(mask_missing(batch.images, batch.present))
         logits = self.decode(encoded, batch.available).float()
         terms = {"dice": soft_dice_loss(logits, batch.target, class_weights=self.class_weights),
-                 "ce": F.cross_entropy(logits, batch.target, weight=self.class_weights)}
+                 "ce": F.cross_entropy(self._ce_input(logits), batch.target,
+                                       weight=self.class_weights)}
         return terms | self._dcl_losses(encoded[-1], batch.present.to(torch.bool))
+
+    def _ce_input(self, logits: Tensor) -> Tensor:
+        """What the cross-entropy takes as its logits: the softmax probabilities themselves
+        (`ce_on_probabilities`, the released code's double softmax) or the logits."""
+        return torch.softmax(logits, dim=1) if self.config.ce_on_probabilities else logits
 
     def _dcl_losses(self, bottleneck: Tensor, present: Tensor) -> dict[str, Tensor]:
         """The two dense InfoNCE terms on the bottleneck (B, M, C, *S); 0 when weighted 0."""
