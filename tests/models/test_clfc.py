@@ -59,6 +59,24 @@ def test_attention_formula_on_a_tiny_tensor():
     assert expected[1] == pytest.approx(1 / (1 + math.e))
 
 
+def test_gate_init_opens_the_gates_where_the_features_agree():
+    """gate_init 0.95: psi's bias is logit(0.95), so wherever ReLU(-zeta g) is 0 (features that
+    agree) A is exactly 0.95; the default leaves PyTorch's init (A near 0.5)."""
+    torch.manual_seed(0)
+    module = FeatureComparison(8, gate_init=0.95)
+    assert module.psi.bias.item() == pytest.approx(math.log(0.95 / 0.05))
+    with torch.no_grad():
+        module.zeta.weight.zero_()
+        module.zeta.bias.fill_(1.0)  # zeta = 1, g = its bias (> 0 below): -zeta g < 0
+        module.g.weight.zero_()
+        module.g.bias.fill_(0.5)
+        attention = module.attention(torch.randn(2, 8, 3, 3), torch.randn(2, 8, 3, 3))
+    torch.testing.assert_close(attention, torch.full_like(attention, 0.95))
+    assert abs(FeatureComparison(8).psi.bias.item()) < 0.6  # U(+-1/sqrt(4)) by default
+    with pytest.raises(ConfigError, match="gate_init"):
+        build_tiny("clfc", MODALITIES, None, gate_init=1.0, normal_network=False)
+
+
 def test_stop_gradient_before_zeta_in_the_simsiam_branch():
     module = FeatureComparison(4)
     f_t = torch.randn(2, 4, 3, 3, requires_grad=True)

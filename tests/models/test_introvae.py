@@ -11,7 +11,7 @@ import torch
 from contraseg.engine.config import load_config
 from contraseg.errors import ConfigError
 from contraseg.models.base import Batch
-from contraseg.models.introvae import IntroVAE, kl_divergence
+from contraseg.models.introvae import IntroVAE, kl_divergence, kl_per_sample
 from contraseg.models.registry import build_method, list_methods
 
 
@@ -115,3 +115,55 @@ def test_sum_reduction_is_half_the_summed_squared_error():
     assert s.item() == pytest.approx(0.5 * a.item() * b.images.numel(), rel=1e-5)
     with pytest.raises(ConfigError, match="reconstruction_reduction"):
         tiny(reconstruction_reduction="median")
+
+
+def test_original_reductions_are_per_slice_means_by_hand():
+    """Two slices, latents of 2 elements, unit variance: per-slice KL 1/2 sum mu^2 = (0.5, 2);
+    the released KL is their sum over the batch (2.5), the original their mean (1.25). Squared
+    errors 1 and 9 over 4 pixels a slice: MSE 10/8, half the sum 5, half per slice 2.5."""
+    mu, logvar = torch.tensor([[1.0, 0.0], [0.0, 2.0]]), torch.zeros(2, 2)
+    assert kl_per_sample(mu, logvar).tolist() == pytest.approx([0.5, 2.0])
+    assert kl_divergence(mu, logvar).item() == pytest.approx(2.5)
+    real = torch.zeros(2, 1, 2, 2)
+    rec = torch.zeros(2, 1, 2, 2)
+    rec[0, 0, 0, 0], rec[1, 0, 1, 1] = 1.0, 3.0
+    expected = {("released", "mean"): 10 / 8, ("released", "sum"): 5.0,
+                ("original", "mean"): 2.5}
+    for (reduction, rec_reduction), value in expected.items():
+        method = tiny(reduction=reduction, reconstruction_reduction=rec_reduction)
+        assert method._reconstruction(rec, real).item() == pytest.approx(value)
+    with pytest.raises(ConfigError, match="model.reduction"):
+        tiny(reduction="batch")
+
+
+def test_original_kl_is_a_mean_over_slices():
+    """A batch of the same slice twice: the original KL term is that slice's KL, the released
+    one (a batch sum) twice it."""
+    for reduction, factor in (("original", 1.0), ("released", 2.0)):
+        method = tiny(reduction=reduction)
+        one = batch(n=1, depth=1)
+        two = Batch(one.images.repeat(2, 1, 1, 1, 1), torch.ones(2, 1, dtype=torch.bool))
+        single, doubled = method.losses(one)["kl"], method.losses(two)["kl"]
+        assert doubled.item() == pytest.approx(factor * single.item(), rel=1e-5)
+
+
+def test_the_training_slice_is_recorded_and_used_at_inference():
+    """check_patch (the trainer's) records the in-plane patch; pseudo_normal then centres each
+    slice with zeros in it, as the training sampler does; weights saved without the record
+    load and keep the old padding."""
+    method = tiny().eval()
+    method.check_patch([32, 32, 1])
+    assert method.trained_slice.tolist() == [32, 32]
+    t1 = torch.randn(1, 1, 20, 24, 2)
+    with torch.no_grad():
+        out = method.pseudo_normal(t1)
+        canvas = torch.zeros(1, 1, 32, 32, 2)
+        canvas[:, :, 6:26, 4:28] = t1  # centred as data.dataset.crop_patch pads
+        expected = method.reconstruct(canvas)[:, :, 6:26, 4:28]
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    state = {k: v for k, v in method.state_dict().items() if k != "trained_slice"}
+    older = tiny()
+    older.load_state_dict(state)
+    assert older.trained_slice.tolist() == [0, 0]
+    with torch.no_grad():
+        assert not torch.allclose(older.eval().pseudo_normal(t1), out, atol=1e-4)

@@ -22,7 +22,7 @@ def make_optimizer(params: Iterable[torch.nn.Parameter] | list[dict], cfg: Optim
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay,
                                  amsgrad=cfg.amsgrad)
     return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                           momentum=cfg.momentum, nesterov=True)
+                           momentum=cfg.momentum, nesterov=cfg.momentum > 0)
 
 
 def lr_factor(step: int, total_steps: int, cfg: OptimConfig) -> float:

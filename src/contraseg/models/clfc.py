@@ -46,6 +46,7 @@ Divergences, and why:
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -69,7 +70,9 @@ class CLFCConfig:
     (None: all). reference_modalities: the generator's input, the first available one (T1, else
     T1c). generator: the frozen generator's architecture, filled in from `normal_run` by the
     trainer ({"method": "introvae", "model": {...}, "run": path}). slice_chunk: slices per call
-    at inference."""
+    at inference. gate_init: None (PyTorch's default init of psi, as the authors: A starts near
+    0.5) or the value A starts near (e.g. 0.95: psi's bias set to logit(0.95), the gates start
+    open so the backbone's features pass almost unchanged at first; ours, opt-in)."""
 
     channels: list[int] = field(default_factory=lambda: [64, 128, 256, 512])
     neighbours: int = 2
@@ -80,10 +83,13 @@ class CLFCConfig:
     reference_modalities: list[str] = field(default_factory=lambda: ["t1", "t1c"])
     generator: dict[str, Any] | None = None
     slice_chunk: int = 64
+    gate_init: float | None = None
 
     def __post_init__(self) -> None:
         if len(self.channels) < 2 or min(self.channels) < 2:
             raise ConfigError("clfc needs at least two model.channels, each >= 2")
+        if self.gate_init is not None and not 0.0 < self.gate_init < 1.0:
+            raise ConfigError(f"model.gate_init={self.gate_init}: expected a value in (0, 1)")
         if self.neighbours < 0:
             raise ConfigError(f"model.neighbours must be >= 0, not {self.neighbours}")
         if self.normal_network and self.generator is None:
@@ -138,12 +144,14 @@ class EncoderDecoder2d(nn.Module):
 class FeatureComparison(nn.Module):
     """The CLFC module (Eq. 3): 1x1 convs zeta, g to half the width, psi to one map."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, gate_init: float | None = None):
         super().__init__()
         half = max(channels // 2, 1)
         self.zeta = nn.Conv2d(channels, half, 1)
         self.g = nn.Conv2d(channels, half, 1)
         self.psi = nn.Conv2d(half, 1, 1)
+        if gate_init is not None:  # A = sigmoid(psi(...)) starts near gate_init
+            nn.init.constant_(self.psi.bias, math.log(gate_init / (1.0 - gate_init)))
 
     def attention(self, f_t: Tensor, f_r: Tensor) -> Tensor:
         """A = sigmoid(psi(ReLU(-zeta(F_T) * g(F_R)))), (N, 1, X, Y)."""
@@ -207,7 +215,8 @@ class CLFC(Method):
                                   f"{', '.join(self.modalities)}")
             self.generator = build_generator(config.generator)
             self.normal_net = EncoderDecoder2d(slices, channels)
-            self.compare = nn.ModuleList(FeatureComparison(w) for w in self.backbone.widths)
+            self.compare = nn.ModuleList(FeatureComparison(w, config.gate_init)
+                                         for w in self.backbone.widths)
             self.simsiam = nn.ModuleList(
                 SimSiamHead(max(w // 2, 1), config.projection_dim, config.prediction_dim)
                 for w in self.backbone.widths)

@@ -31,8 +31,14 @@ class IntroVAEConfig:
     be the latent side, 16 for the authors). latent_channels: 512 (authors). margin: m = 120.
     encoder_lr / decoder_lr: the two learning rates (authors: 1e-4 and 5e-3); None = optim.lr.
     reconstruction_reduction: "mean" (CLFC's authors: the MSE averaged over pixels and batch)
-    or "sum" (the original IntroVAE: 1/2 the squared error summed over pixels and batch, the
-    same reduction as the KL terms).
+    or "sum" (1/2 the squared error summed over pixels and batch, the same reduction as the KL
+    terms), with reduction "released".
+    reduction: "released" (CLFC's authors: every KL summed over the batch and the latent,
+    compared with m as it is; the reconstruction as `reconstruction_reduction` says) or
+    "original" (the IntroVAE paper's per-image losses: each KL summed over one slice's latent,
+    1/2 its squared error summed over its pixels, the hinge per slice, all averaged over the
+    slices of the batch; m is the paper's margin per 512 latent dimensions, so it is scaled
+    by latent_elements / 512 for a spatial latent).
     """
 
     channels: list[int] = field(default_factory=lambda: [64, 128, 256, 512])
@@ -41,6 +47,7 @@ class IntroVAEConfig:
     encoder_lr: float | None = 1e-4
     decoder_lr: float | None = 5e-3
     reconstruction_reduction: str = "mean"
+    reduction: str = "released"
 
     def __post_init__(self) -> None:
         if not self.channels or min(self.channels) < 1 or self.latent_channels < 1:
@@ -48,12 +55,20 @@ class IntroVAEConfig:
         if self.reconstruction_reduction not in ("mean", "sum"):
             raise ConfigError("model.reconstruction_reduction must be 'mean' (CLFC's authors) "
                               f"or 'sum' (IntroVAE), not {self.reconstruction_reduction!r}")
+        if self.reduction not in ("released", "original"):
+            raise ConfigError("model.reduction must be 'released' (CLFC's authors) or "
+                              f"'original' (the IntroVAE paper), not {self.reduction!r}")
 
 
 def kl_divergence(mu: Tensor, logvar: Tensor) -> Tensor:
     """KL(N(mu, exp(logvar)) || N(0, I)) summed over EVERY element, the batch included (the
     authors' `kl`): -1/2 sum(1 + logvar - mu^2 - exp(logvar))."""
     return -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+
+
+def kl_per_sample(mu: Tensor, logvar: Tensor) -> Tensor:
+    """(N,) the KL of each sample, summed over its latent elements (the IntroVAE paper)."""
+    return -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).flatten(1).sum(1)
 
 
 class ResidualBlock2d(nn.Module):
@@ -150,6 +165,19 @@ class IntroVAE(Method):
         self.config = config
         self.encoder = VAEEncoder2d(config.channels, config.latent_channels)
         self.decoder = VAEDecoder2d(config.channels, config.latent_channels)
+        # the in-plane training patch, saved with the weights: inference centres each slice in
+        # a canvas of this size, as training did (0, 0: not recorded, older runs)
+        self.register_buffer("trained_slice", torch.zeros(2, dtype=torch.long))
+        self._register_load_state_dict_pre_hook(self._default_trained_slice)
+
+    def _default_trained_slice(self, state_dict, prefix, *args) -> None:
+        """Checkpoints from before the buffer load with it unset (the old padding)."""
+        state_dict.setdefault(f"{prefix}trained_slice", torch.zeros(2, dtype=torch.long))
+
+    def check_patch(self, patch: list[int]) -> None:
+        """The engine's patch check; the in-plane size is recorded for inference."""
+        super().check_patch(patch)
+        self.trained_slice.copy_(torch.tensor([int(n) for n in patch[:2]]))
 
     @property
     def size_divisor(self) -> int:
@@ -172,9 +200,11 @@ class IntroVAE(Method):
         return batch_as_slices(self.reconstruct_slices(slices_as_batch(images)), images.shape[0])
 
     def pseudo_normal(self, t1: Tensor) -> Tensor:
-        """(B, 1, X, Y, Z) -> the pseudo-normal of every WHOLE slice (padded to the size
+        """(B, 1, X, Y, Z) -> the pseudo-normal of every WHOLE slice, centred with zeros in the
+        training patch as the sampler did (runs that did not record it: padded to the size
         divisor): what CLFC compares with and `contraseg normal` writes."""
-        return whole_slices(self.reconstruct_slices, t1, self.size_divisor)
+        size = self.trained_slice.tolist() if bool(self.trained_slice.all()) else None
+        return whole_slices(self.reconstruct_slices, t1, self.size_divisor, size=size)
 
     def forward(self, images: Tensor, available: Tensor) -> Tensor:
         return self.reconstruct(images)
@@ -185,16 +215,20 @@ class IntroVAE(Method):
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
         rec = self.decoder(z)
         fake = self.decoder(torch.randn_like(z))
-        margin = self.config.margin
-        hinge = sum(F.relu(margin - kl_divergence(*self.encoder(x.detach()))) for x in (rec, fake))
+        original = self.config.reduction == "original"
+        kl = kl_per_sample if original else kl_divergence
+        margin = self.config.margin * (mu[0].numel() / 512 if original else 1.0)
+        hinge = sum(F.relu(margin - kl(*self.encoder(x.detach()))).mean() for x in (rec, fake))
         frozen = {name: p.detach() for name, p in self.encoder.named_parameters()}
         # the decoder's view of x_r starts from a detached code (as the authors' decoder step)
-        adversarial = sum(kl_divergence(*functional_call(self.encoder, frozen, (x,)))
+        adversarial = sum(kl(*functional_call(self.encoder, frozen, (x,))).mean()
                           for x in (self.decoder(z.detach()), fake))
-        return {"kl": kl_divergence(mu, logvar), "margin": hinge, "adversarial": adversarial,
+        return {"kl": kl(mu, logvar).mean(), "margin": hinge, "adversarial": adversarial,
                 "reconstruction": self._reconstruction(rec, real)}
 
     def _reconstruction(self, rec: Tensor, real: Tensor) -> Tensor:
+        if self.config.reduction == "original":  # 1/2 the squared error of each slice
+            return 0.5 * (rec - real).pow(2).flatten(1).sum(1).mean()
         if self.config.reconstruction_reduction == "sum":
             return 0.5 * F.mse_loss(rec, real, reduction="sum")
         return F.mse_loss(rec, real)

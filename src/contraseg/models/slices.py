@@ -11,7 +11,7 @@ for `spatial == "2.5d"`). Neighbours beyond the stack repeat its first / last sl
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -60,12 +60,26 @@ def centre_slices(depth: int, k: int) -> slice:
 
 
 def whole_slices(network: Callable[[Tensor], Tensor], volume: Tensor, divisor: int = 1,
-                 chunk: int | None = 32) -> Tensor:
-    """`per_slice` on whole axial slices whose in-plane sizes are padded (edge values) up to a
-    multiple of `divisor` and cropped back: the same result for a case whatever its size."""
+                 chunk: int | None = 32, size: Sequence[int] | None = None) -> Tensor:
+    """`per_slice` on whole axial slices, padded in-plane and cropped back.
+
+    With `size` (the in-plane training patch), each slice is centred with zeros in a canvas of
+    at least that size (and a multiple of `divisor`), as the training sampler centres a slice
+    smaller than its patch (`data.dataset.crop_patch`): the network sees the context and the
+    instance-norm statistics it was trained on. Without it (runs that did not record their
+    patch), the sizes are padded with edge values at the end up to a multiple of `divisor`."""
     x, y = volume.shape[2:4]
-    pad_x, pad_y = -x % divisor, -y % divisor
-    if pad_x or pad_y:
-        flat = F.pad(slices_as_batch(volume), (0, pad_y, 0, pad_x), mode="replicate")
+    if size is None:
+        before, pad = (0, 0), (-x % divisor, -y % divisor)
+        mode = "replicate"
+    else:
+        target = [max(n + -n % divisor, int(s) + -int(s) % divisor)
+                  for n, s in zip((x, y), size, strict=True)]
+        before = ((target[0] - x) // 2, (target[1] - y) // 2)
+        pad = (target[0] - x - before[0], target[1] - y - before[1])
+        mode = "constant"
+    if any(before) or any(pad):
+        flat = F.pad(slices_as_batch(volume), (before[1], pad[1], before[0], pad[0]), mode=mode)
         volume = batch_as_slices(flat, volume.shape[0])
-    return per_slice(network, volume, 0, chunk)[:, :, :x, :y]
+    out = per_slice(network, volume, 0, chunk)
+    return out[:, :, before[0]:before[0] + x, before[1]:before[1] + y]
