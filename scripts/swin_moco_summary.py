@@ -22,7 +22,8 @@ REGIONS = ("WT", "TC", "ET")
 
 
 def read(report: Path) -> dict[tuple[str, str], dict[str, float]]:
-    """(case, measure) -> value; measures: dice_R, hd_WT, miou, mpa (all modalities), sub_R
+    """(case, measure) -> value; measures: dice_R, hd95_WT (MedPy hd95 in voxels, what the
+    authors' downstream/test.py reports as HD), miou, mpa (all modalities), sub_R
     (Dice averaged over the subsets)."""
     with open(report / "metrics.csv") as handle:
         rows = list(csv.DictReader(handle))
@@ -36,7 +37,7 @@ def read(report: Path) -> dict[tuple[str, str], dict[str, float]]:
             out[r["case"]]["miou"] = float(r["case_miou"])
             out[r["case"]]["mpa"] = float(r["case_mpa"])
             if r["region"] == "WT":
-                out[r["case"]]["hd_WT"] = float(r["hd"])
+                out[r["case"]]["hd95_WT"] = float(r["hd95"])
     for (case, region), values in subsets.items():
         out[case][f"sub_{region}"] = statistics.mean(values)
     return out
@@ -54,7 +55,7 @@ def main(out: Path) -> None:
                 continue  # not evaluated (yet)
             for case, values in read(run / "report").items():
                 pairs[variant][(run.name.split("-seed")[1], case)] = values
-    measures = [*(f"dice_{r}" for r in REGIONS), "miou", "mpa", "hd_WT",
+    measures = [*(f"dice_{r}" for r in REGIONS), "miou", "mpa", "hd95_WT",
                 *(f"sub_{r}" for r in REGIONS)]
     keys = sorted(set(pairs["pretrained"]) & set(pairs["scratch"]))
     print(f"{len(keys)} (seed, case) pairs")

@@ -86,6 +86,19 @@ def test_decoder_blocks_copy_the_mirrored_encoder_stage():
                            encoder.layers[1].blocks[0].norm1.weight)
 
 
+def test_decoder_stages_keep_the_mirrored_encoder_stages_drop_path_order():
+    """As the authors' BasicBlockUp: stage s of the decoder drops paths at the rates of encoder
+    stage s, block by block in the same order."""
+    encoder = SwinEncoder2d(4, 8, (2, 2, 2), (1, 2, 4), window=4, drop_path=0.3)
+    decoder = SwinUnetDecoder(encoder.widths, (2, 2, 2), (1, 2, 4), window=4, num_classes=3,
+                              drop_path=0.3)
+    def rates(layer):
+        return [float(getattr(b.drop_path, "drop_prob", 0.0) or 0.0) for b in layer.blocks]
+    for i, layer in enumerate(decoder.layers):
+        assert rates(layer) == rates(encoder.layers[decoder.mirrored_stage(i)])
+    assert rates(decoder.layers[0]) == pytest.approx([0.12, 0.18])  # stage 1 of linspace(0, .3, 6)
+
+
 def test_drop_path_rises_linearly_over_all_blocks():
     rates = drop_path_rates((2, 2, 2, 2), 0.1)
     flat = [r for stage in rates for r in stage]

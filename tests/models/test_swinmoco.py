@@ -12,7 +12,13 @@ from contraseg.errors import ConfigError
 from contraseg.models.base import Batch
 from contraseg.models.registry import build_method
 from contraseg.models.swin import SwinEncoder2d
-from contraseg.models.swinmoco import _torchvision_key, random_views, swin_encoder_state
+from contraseg.models.swinmoco import (
+    ViewSettings,
+    _random_blur,
+    _torchvision_key,
+    random_views,
+    swin_encoder_state,
+)
 from tests.models.tiny_methods import MODALITIES, build_tiny, mask
 
 SWIN_T = {"embed_dim": 96, "depths": [2, 2, 2, 2], "heads": [3, 6, 12, 24], "window": 7,
@@ -53,7 +59,7 @@ def test_init_from_a_timm_swin_t_loads_matching_keys_and_reports_the_rest():
                        timm["layers.1.downsample.reduction.weight"])
     assert torch.equal(own["norm.weight"], timm["norm.weight"])
     skipped = dict(line.split(": ", 1) for line in report["skipped"])
-    assert skipped["patch_embed.proj.weight"] == "shape (96, 3, 4, 4), the model's (96, 4, 4, 4)"
+    assert "patch_embed.proj.weight" in report["loaded"] and report["inflated"]
     assert skipped["layers.2.blocks.5.attn.qkv.weight"] == "not in the model"
     assert skipped["head.fc.weight"] == "not in the model"
     assert not any(k.startswith("layers.0.blocks.0.") for k in skipped)
@@ -100,7 +106,7 @@ def test_pretraining_objective_momentum_and_views():
     assert torch.allclose(method.momentum_encoder.state_dict()[key], expected, atol=1e-6)
     # the views keep absent channels at 0 and change the present ones
     slices = torch.randn(4, 4, 16, 16)
-    views = random_views(slices, available, (0.3, 1.0))
+    views = random_views(slices, available, ViewSettings((0.3, 1.0), rotation=10.0, blur=0.5))
     assert (views[~available] == 0).all() and not torch.allclose(views[available],
                                                                  slices[available])
     with pytest.raises(ConfigError, match="batch_size >= 2"):
@@ -121,3 +127,82 @@ def test_pretraining_starts_both_encoders_from_init_weights():
 def test_fine_tuning_loss_weights_are_the_papers():
     method, _ = build_tiny("swin-moco")
     assert method.loss_weights == {"ce": 0.4, "dice": 0.6}
+
+
+def timm_swin_keys(embed: int = 16, depths=(2, 2), heads=(1, 2), window: int = 4,
+                   channels: int = 3, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A state dict with timm >= 0.9's Swin key names and shapes, spelled out here from timm's
+    layout (not derived from contraseg's modules): patch merging (norm over 4C, reduction
+    4C -> 2C) at the start of stages 1.., fc1/fc2 MLPs, a classification head."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=gen) * 0.05
+
+    state = {"patch_embed.proj.weight": rand(embed, channels, 4, 4),
+             "patch_embed.proj.bias": rand(embed), "patch_embed.norm.weight": 1 + rand(embed),
+             "patch_embed.norm.bias": rand(embed)}
+    for i, (depth, head) in enumerate(zip(depths, heads, strict=True)):
+        c = embed * 2**i
+        if i:
+            state[f"layers.{i}.downsample.norm.weight"] = 1 + rand(2 * c)
+            state[f"layers.{i}.downsample.norm.bias"] = rand(2 * c)
+            state[f"layers.{i}.downsample.reduction.weight"] = rand(c, 2 * c)
+        for j in range(depth):
+            b = f"layers.{i}.blocks.{j}."
+            state |= {b + "norm1.weight": 1 + rand(c), b + "norm1.bias": rand(c),
+                      b + "attn.relative_position_bias_table": rand((2 * window - 1) ** 2, head),
+                      b + "attn.qkv.weight": rand(3 * c, c), b + "attn.qkv.bias": rand(3 * c),
+                      b + "attn.proj.weight": rand(c, c), b + "attn.proj.bias": rand(c),
+                      b + "norm2.weight": 1 + rand(c), b + "norm2.bias": rand(c),
+                      b + "mlp.fc1.weight": rand(4 * c, c), b + "mlp.fc1.bias": rand(4 * c),
+                      b + "mlp.fc2.weight": rand(c, 4 * c), b + "mlp.fc2.bias": rand(c)}
+    last = embed * 2 ** (len(depths) - 1)
+    state |= {"norm.weight": 1 + rand(last), "norm.bias": rand(last),
+              "head.fc.weight": rand(10, last), "head.fc.bias": rand(10)}
+    return state
+
+
+@pytest.mark.parametrize("modalities", [MODALITIES, ("stir", "t1", "t2")])
+def test_imagenet_transfer_inflates_the_first_layer(modalities):
+    """The RGB patch embedding becomes M channels: M identical channels give exactly what the
+    RGB layer gives for a grey slice repeated to RGB (the authors' input), an independent
+    conv2d on the file's own weights; every timm key but the head loads."""
+    timm = timm_swin_keys()
+    method = build_method("swin-moco-pretrain", modalities, 1,
+                          {"embed_dim": 16, "depths": [2, 2], "heads": [1, 2], "window": 4,
+                           "patch": 4, "projector_hidden": 32, "projection_dim": 16,
+                           "predictor_hidden": 32})
+    report = method.load_init(timm)
+    assert sorted(line.split(":")[0] for line in report["skipped"]) == ["head.fc.bias",
+                                                                        "head.fc.weight"]
+    assert len(report["loaded"]) == len(timm) - 2 and len(report["inflated"]) == 1
+    grey = torch.randn(2, 1, 16, 16)
+    with torch.no_grad():
+        ours = method.encoder.patch_embed.proj(grey.repeat(1, len(modalities), 1, 1))
+        theirs = torch.nn.functional.conv2d(grey.repeat(1, 3, 1, 1),
+                                            timm["patch_embed.proj.weight"],
+                                            timm["patch_embed.proj.bias"], stride=4)
+    torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=1e-5)
+    # a contraseg run's own first layer is taken as it is
+    own = {f"encoder.{k}": v for k, v in method.encoder.state_dict().items()}
+    assert build_tiny("swin-moco-pretrain")[0].load_init(own)["inflated"] == []
+
+
+def test_blur_is_a_gaussian_of_the_drawn_sigma():
+    """sigma fixed at 1: an impulse spreads into the normalised outer product of
+    exp(-k^2 / 2); probability 0 leaves the slice alone."""
+    impulse = torch.zeros(1, 1, 15, 15)
+    impulse[0, 0, 7, 7] = 1.0
+    blurred = _random_blur(impulse, 1.0, (1.0, 1.0))
+    taps = torch.exp(-0.5 * torch.arange(-3.0, 4.0) ** 2)
+    taps = taps / taps.sum()
+    torch.testing.assert_close(blurred[0, 0, 4:11, 4:11], taps[:, None] * taps[None, :])
+    assert torch.equal(_random_blur(impulse, 0.0, (1.0, 1.0)), impulse)
+
+
+def test_predictor_ends_in_a_batch_norm_as_released():
+    method, _ = pretrainer(predictor_last_bn=True)
+    last = method.predictor[-1]
+    assert isinstance(last, torch.nn.BatchNorm1d) and not last.affine
+    assert isinstance(pretrainer(predictor_last_bn=False)[0].predictor[-1], torch.nn.Linear)

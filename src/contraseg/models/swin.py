@@ -94,7 +94,9 @@ class PatchExpand(nn.Module):
 class SwinUnetDecoder(nn.Module):
     """Swin-Unet's decoder: expand the bottleneck, then per level concatenate the skip, a
     linear layer back to the width, a Swin stage (the encoder's depths and heads mirrored) and
-    an expansion; LayerNorm, the final x4 expansion and a 1x1 conv to the classes."""
+    an expansion; LayerNorm, the final x4 expansion and a 1x1 conv to the classes. Each decoder
+    stage's drop-path rates are its mirrored encoder stage's, in the same order (Swin-MoCo's
+    downstream/model.py `BasicBlockUp`)."""
 
     def __init__(self, widths: Sequence[int], depths: Sequence[int], heads: Sequence[int],
                  window: int, num_classes: int, patch: int = 4, drop_path: float = 0.1,
@@ -112,7 +114,7 @@ class SwinUnetDecoder(nn.Module):
             self.concat.append(nn.Linear(2 * width, width))
             self.layers.append(BasicLayer(dim=width, depth=depths[stage],
                                           num_heads=heads[stage], window_size=(window, window),
-                                          drop_path=rates[stage][::-1], mlp_ratio=mlp_ratio,
+                                          drop_path=rates[stage], mlp_ratio=mlp_ratio,
                                           qkv_bias=True))
             self.expand.append(PatchExpand(width) if stage > 0 else nn.Identity())
         self.norm = nn.LayerNorm(widths[0])

@@ -5,10 +5,12 @@ Learning" (paper 001, summary only) and its journal version "Swin MoCo"; MoCo v3
 & He, "An Empirical Study of Training Self-Supervised Vision Transformers" (ICCV 2021).
 
 - `swin-moco-pretrain` (`contraseg pretrain --method swin-moco`): unlabeled 2D slices, the
-  modalities stacked as channels; two augmented views (random resized crop, flip, intensity
-  scale/shift); a Swin encoder (`models.swin.SwinEncoder2d`, global average pooled) with a
-  3-layer projector (hidden 4096, out 256, BN, last BN without affine) and a 2-layer predictor;
-  a momentum copy of encoder + projector (m from 0.99 to 1 on a half cosine, updated after
+  modalities stacked as channels; two augmented views (rotation +-10 degrees, random resized
+  crop of 8-100 % of the area, flip, Gaussian blur in every first view and one second view in
+  ten, intensity scale/shift); a Swin encoder (`models.swin.SwinEncoder2d`, global average
+  pooled) with a 3-layer projector (hidden 4096, out 256, BN, last BN without affine) and a
+  2-layer predictor (ending in the same BN in the authors' code: `predictor_last_bn`); a
+  momentum copy of encoder + projector (m from 0.99 to 1 on a half cosine, updated after
   every optimiser step); loss `moco` = ctr(q1, k2) + ctr(q2, k1), ctr = cross-entropy of
   cosine / T against the matching key, times 2T (T = 1).
 - `swin-moco` (`contraseg train --method swin-moco`): a Swin-Unet (the same encoder, a
@@ -19,12 +21,16 @@ Learning" (paper 001, summary only) and its journal version "Swin MoCo"; MoCo v3
   0.6 `dice` (soft Dice over every class, background included, as Swin-Unet).
 - Transfer learning: `--init` on `pretrain` starts the MoCo encoder (and its momentum copy) from
   a local Swin checkpoint; keys are mapped by name, shape-mismatched or unknown keys are
-  reported and skipped (e.g. a 3-channel patch embedding for 4 modalities).
+  reported and skipped; an ImageNet checkpoint's RGB patch embedding is inflated to the M
+  modalities (`transferred_encoder_state`: the authors feed grey slices repeated to RGB, so
+  the mean kernel x 3/M gives the same response to M identical channels).
 
 Divergences, and why: the decoder contrastive term the paper explored is not built (no
 description of it was at hand). Missing modalities (not in the paper) are zeroed channels with
-modality dropout, as the other methods. Augmentations are MRI-safe (no colour jitter,
-grayscale or solarisation, which need RGB).
+modality dropout, as the other methods. Augmentations are MRI-safe: the authors' colour
+jitter (which on their grey-repeated-to-RGB slices is a brightness and contrast change x
+U(0.6, 1.4), p 0.8), grayscale and solarisation (second view, p 0.2) are replaced by a
+per-channel intensity scale and shift on every view.
 """
 
 from __future__ import annotations
@@ -53,8 +59,12 @@ class SwinMoCoConfig:
     """Encoder: embed_dim, depths, heads, window, patch, drop_path (the issue's Swin: 96,
     2/2/2/2, 3/6/12/24, 7, 4, 0.1). MoCo v3: projector_hidden / projection_dim (4096 / 256),
     predictor_hidden (4096), temperature (1.0), momentum (0.99 -> 1), crop_scale (the random
-    resized crop's area range). decoder_from_encoder: with --init, copy the mirrored encoder
-    stages into the decoder."""
+    resized crop's area range: the authors' 0.08-1), predictor_last_bn (the authors' predictor
+    ends in a BatchNorm without affine parameters, their `_build_mlp` default; False for runs
+    made before). The views (authors' upstream/dataset.py): view_rotation (degrees, +-10),
+    view_blur (the probability of a Gaussian blur in the first and the second view: 1.0 and
+    0.1) with view_blur_sigma (its range in pixels: 0.1-2). decoder_from_encoder: with --init,
+    copy the mirrored encoder stages into the decoder."""
 
     embed_dim: int = 96
     depths: list[int] = field(default_factory=lambda: [2, 2, 2, 2])
@@ -68,13 +78,22 @@ class SwinMoCoConfig:
     predictor_hidden: int = 4096
     temperature: float = 1.0
     momentum: float = 0.99
-    crop_scale: list[float] = field(default_factory=lambda: [0.3, 1.0])
+    crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
+    predictor_last_bn: bool = False
+    view_rotation: float = 10.0
+    view_blur: list[float] = field(default_factory=lambda: [1.0, 0.1])
+    view_blur_sigma: list[float] = field(default_factory=lambda: [0.1, 2.0])
 
     def __post_init__(self) -> None:
         if len(self.depths) != len(self.heads) or not self.depths:
             raise ConfigError("swin-moco needs one model.heads entry per model.depths entry")
         if not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
             raise ConfigError(f"model.crop_scale {self.crop_scale}: need 0 < low <= high <= 1")
+        if len(self.view_blur) != 2 or not all(0 <= p <= 1 for p in self.view_blur):
+            raise ConfigError(f"model.view_blur {self.view_blur}: two probabilities in [0, 1]")
+        if not 0 < self.view_blur_sigma[0] <= self.view_blur_sigma[1]:
+            raise ConfigError(f"model.view_blur_sigma {self.view_blur_sigma}: need "
+                              "0 < low <= high")
 
     @property
     def size_divisor(self) -> int:
@@ -102,14 +121,26 @@ def mlp(layers: int, in_dim: int, hidden: int, out_dim: int, last_bn: bool) -> n
     return nn.Sequential(*modules)
 
 
-def random_views(x: Tensor, available: Tensor, scale: tuple[float, float]) -> Tensor:
-    """One augmented view of every slice (N, M, X, Y): a random resized crop (area fraction in
-    `scale`, aspect ratio 3/4-4/3) resampled to the input size, a horizontal flip half of the
-    time, then a per-channel intensity scale (x U(0.8, 1.2)) and shift (+ U(-0.2, 0.2)) on the
-    available channels only (absent ones stay 0)."""
+@dataclass(frozen=True)
+class ViewSettings:
+    """How `random_views` draws one view (see `SwinMoCoConfig`)."""
+
+    scale: tuple[float, float] = (0.08, 1.0)
+    rotation: float = 0.0  # degrees, uniform in +-rotation
+    blur: float = 0.0  # probability of a Gaussian blur
+    blur_sigma: tuple[float, float] = (0.1, 2.0)  # pixels
+
+
+def random_views(x: Tensor, available: Tensor, view: ViewSettings) -> Tensor:
+    """One augmented view of every slice (N, M, X, Y): a rotation (uniform in +-rotation
+    degrees) and a random resized crop (area fraction in `scale`, aspect ratio 3/4-4/3)
+    resampled to the input size in one affine map, a horizontal flip half of the time, a
+    Gaussian blur with probability `blur` (sigma uniform in `blur_sigma`), then a per-channel
+    intensity scale (x U(0.8, 1.2)) and shift (+ U(-0.2, 0.2)) on the available channels only
+    (absent ones stay 0)."""
     n, m = x.shape[:2]
     device = x.device
-    area = torch.empty(n, device=device).uniform_(*scale)
+    area = torch.empty(n, device=device).uniform_(*view.scale)
     log_ratio = torch.empty(n, device=device).uniform_(math.log(3 / 4), math.log(4 / 3))
     ratio = log_ratio.exp()
     sx = (area * ratio).sqrt().clamp(max=1.0)
@@ -117,16 +148,41 @@ def random_views(x: Tensor, available: Tensor, scale: tuple[float, float]) -> Te
     cx = (torch.rand(n, device=device) * 2 - 1) * (1 - sx)
     cy = (torch.rand(n, device=device) * 2 - 1) * (1 - sy)
     flip = torch.where(torch.rand(n, device=device) < 0.5, -1.0, 1.0)
+    angle = torch.empty(n, device=device).uniform_(-1, 1) * math.radians(view.rotation)
+    cos, sin = angle.cos(), angle.sin()
     theta = torch.zeros(n, 2, 3, device=device)
-    # grid_sample's x is the last axis (Y here), y the first spatial one (X)
-    theta[:, 0, 0], theta[:, 0, 2] = sy * flip, cy
-    theta[:, 1, 1], theta[:, 1, 2] = sx, cx
+    # grid_sample's x is the last axis (Y here), y the first spatial one (X): output -> input
+    # coordinates = R(angle) S(crop, flip) + centre
+    theta[:, 0, 0], theta[:, 0, 1] = cos * sy * flip, -sin * sx
+    theta[:, 1, 0], theta[:, 1, 1] = sin * sy * flip, cos * sx
+    theta[:, 0, 2], theta[:, 1, 2] = cy, cx
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    view = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    out = _random_blur(out, view.blur, view.blur_sigma)
     gain = torch.empty(n, m, 1, 1, device=device).uniform_(0.8, 1.2)
     shift = torch.empty(n, m, 1, 1, device=device).uniform_(-0.2, 0.2)
-    keep = available.to(view.dtype).view(n, m, 1, 1)
-    return (view * gain + shift) * keep
+    keep = available.to(out.dtype).view(n, m, 1, 1)
+    return (out * gain + shift) * keep
+
+
+def _random_blur(x: Tensor, probability: float, sigma: tuple[float, float]) -> Tensor:
+    """Each slice blurred with probability `probability` by a separable Gaussian of sigma
+    uniform in `sigma` (pixels; kernel radius 3 sigma_max, zero padding as PIL's border)."""
+    if probability <= 0:
+        return x
+    n, m = x.shape[:2]
+    chosen = torch.rand(n, device=x.device) < probability
+    if not chosen.any():
+        return x
+    radius = max(1, math.ceil(3 * sigma[1]))
+    offsets = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
+    sig = torch.empty(n, device=x.device, dtype=x.dtype).uniform_(*sigma)
+    kernel = torch.exp(-0.5 * (offsets[None] / sig[:, None]) ** 2)
+    kernel = (kernel / kernel.sum(1, keepdim=True)).repeat_interleave(m, 0)  # (N M, K)
+    flat = x.reshape(1, n * m, *x.shape[2:])
+    flat = F.conv2d(flat, kernel[:, None, :, None], padding=(radius, 0), groups=n * m)
+    flat = F.conv2d(flat, kernel[:, None, None, :], padding=(0, radius), groups=n * m)
+    return torch.where(chosen.view(n, 1, 1, 1), flat.view_as(x), x)
 
 
 @register("swin-moco-pretrain", SwinMoCoConfig)
@@ -144,7 +200,7 @@ class SwinMoCoPretrain(Method):
         width = self.encoder.widths[-1]
         self.projector = mlp(3, width, config.projector_hidden, config.projection_dim, True)
         self.predictor = mlp(2, config.projection_dim, config.predictor_hidden,
-                             config.projection_dim, False)
+                             config.projection_dim, config.predictor_last_bn)
         self.momentum_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
         self.momentum_projector = copy.deepcopy(self.projector).requires_grad_(False)
 
@@ -181,18 +237,24 @@ class SwinMoCoPretrain(Method):
         images = mask_missing(batch.images.float(), batch.available)
         slices = slices_as_batch(images)
         available = batch.available.repeat_interleave(images.shape[-1], dim=0)
-        scale = tuple(self.config.crop_scale)
-        v1, v2 = random_views(slices, available, scale), random_views(slices, available, scale)
+        v1, v2 = (random_views(slices, available, self._view(i)) for i in (0, 1))
         t = self.config.temperature
         loss = (moco_v3_loss(self._query(v1), self._key(v2), t)
                 + moco_v3_loss(self._query(v2), self._key(v1), t))
         return {"moco": loss}
 
+    def _view(self, index: int) -> ViewSettings:
+        """The settings of the first (0) or second (1) view: they differ in the blur."""
+        c = self.config
+        return ViewSettings(tuple(c.crop_scale), c.view_rotation, c.view_blur[index],
+                            tuple(c.view_blur_sigma))
+
     def load_init(self, state: dict[str, Tensor]) -> dict:
         """Transfer learning: the encoder (and its momentum copy) from a Swin checkpoint."""
-        loaded, skipped = load_matching(self.encoder, swin_encoder_state(state))
+        mapped, inflated = transferred_encoder_state(state, self.num_modalities)
+        loaded, skipped = load_matching(self.encoder, mapped)
         self.momentum_encoder.load_state_dict(self.encoder.state_dict())
-        return {"loaded": loaded, "skipped": skipped}
+        return {"loaded": loaded, "skipped": skipped, "inflated": inflated}
 
     def after_step(self, progress: float) -> None:
         """The momentum update of encoder and projector after each optimiser step."""
@@ -235,8 +297,9 @@ class SwinMoCo(Method):
     def load_init(self, state: dict[str, Tensor]) -> dict:
         """The encoder from a pre-training run (or any Swin checkpoint), then, with
         `model.decoder_from_encoder`, the decoder's Swin blocks from the mirrored stages."""
-        loaded, skipped = load_matching(self.encoder, swin_encoder_state(state))
-        report: dict = {"loaded": loaded, "skipped": skipped}
+        mapped, inflated = transferred_encoder_state(state, self.num_modalities)
+        loaded, skipped = load_matching(self.encoder, mapped)
+        report: dict = {"loaded": loaded, "skipped": skipped, "inflated": inflated}
         if self.config.decoder_from_encoder and loaded:
             report["decoder_copied"] = copy_encoder_to_decoder(self.encoder, self.decoder)
         return report
@@ -283,6 +346,25 @@ def _torchvision_key(key: str) -> str:
     if index % 2:  # stage (index - 1) / 2, its blocks
         return _mlp_names(f"layers.{(index - 1) // 2}.blocks.{rest}")
     return f"layers.{index // 2 - 1}.downsample.{rest}"
+
+
+def transferred_encoder_state(state: dict[str, Tensor], in_channels: int
+                              ) -> tuple[dict[str, Tensor], list[str]]:
+    """`swin_encoder_state` and, for an ImageNet checkpoint (timm / torchvision layout, 3 input
+    channels), its first layer inflated to the modalities: the RGB kernels averaged and repeated
+    over the M channels, times 3 / M, so M identical channels give what the RGB layer gives
+    for a grey slice repeated to RGB (the authors' input). Returns the state and a note per
+    change. A contraseg run's own encoder is taken as it is."""
+    mapped = swin_encoder_state(state)
+    if any(k.startswith("encoder.") for k in state):
+        return mapped, []
+    weight = mapped.get("patch_embed.proj.weight")
+    if weight is None or weight.ndim != 4 or weight.shape[1] != 3:
+        return mapped, []
+    mapped["patch_embed.proj.weight"] = (weight.mean(1, keepdim=True)
+                                         .repeat(1, in_channels, 1, 1) * (3 / in_channels))
+    return mapped, [f"patch_embed.proj.weight: RGB kernels averaged over the colours, repeated "
+                    f"for {in_channels} modalities, x 3/{in_channels}"]
 
 
 def load_matching(module: nn.Module, state: dict[str, Tensor]) -> tuple[list[str], list[str]]:
