@@ -30,7 +30,13 @@ description of it was at hand). Missing modalities (not in the paper) are zeroed
 modality dropout, as the other methods. Augmentations are MRI-safe: the authors' colour
 jitter (which on their grey-repeated-to-RGB slices is a brightness and contrast change x
 U(0.6, 1.4), p 0.8), grayscale and solarisation (second view, p 0.2) are replaced by a
-per-channel intensity scale and shift on every view.
+per-channel intensity scale and shift on every view. Other differences from the released code
+(Zian-Xu/Swin-MoCo), each a setting or the engine's: z-scored intensities (theirs: [0, 1]
+min-max of grey slices repeated to RGB); epochs of a fixed number of iterations (theirs: one
+pass over the slices); fine-tuning on the engine's patches with its flips and intensity
+augmentation (theirs: whole slices resized to 224, horizontal flips, rotation +-5 degrees with
+a border crop, colour jitter and blur on every slice); the soft Dice of Sigma p + Sigma y
+(theirs: TransUNet's Sigma p^2 + Sigma y^2, smooth 1e-5); fp32 pre-training (theirs: fp16 AMP).
 """
 
 from __future__ import annotations
