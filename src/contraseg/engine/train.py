@@ -440,7 +440,9 @@ class Trainer:
         if monitored := self.method.monitored():
             record["monitor"] = monitored
         every = self.config.val_every
-        if every and self.data.val and (epoch % every == 0 or self.step >= self.config.total_steps):
+        validating = bool(every and self.data.val and (
+            epoch % every == 0 or self.step >= self.config.total_steps))
+        if validating:
             if self.ctx.is_main:
                 record["val"] = (
                     validate_generator(self.method, self.data.val, self.config)
@@ -451,7 +453,7 @@ class Trainer:
                     self.best = record["val"][self.score_key]
                     self._save("best")
             self.ctx.barrier()
-        self._schedule_epoch(float(np.mean(ranks)), record)
+        self._schedule_epoch(float(np.mean(ranks)), record, validating)
         record["lr"] = self.scheduler.get_last_lr()[0]
         if self.ctx.is_main:
             if epoch % self.config.checkpoint_every == 0 or self.step >= self.config.total_steps:
@@ -474,7 +476,8 @@ class Trainer:
             raise ConfigError(f"optim.plateau_metric=val:{self.plateau_key}: no validation "
                               "case (raise data.val_fraction)")
 
-    def _schedule_epoch(self, mean_loss: float, record: dict[str, Any]) -> None:
+    def _schedule_epoch(self, mean_loss: float, record: dict[str, Any],
+                        validating: bool) -> None:
         """End the schedule's epoch with the value it watches: the training loss, or (a plateau
         on validation) the main rank's validation value, shared with every rank; epochs
         without validation leave such a plateau alone."""
@@ -482,8 +485,7 @@ class Trainer:
         if key is None:
             self.scheduler.end_epoch(mean_loss)
             return
-        validated = "val" in record if self.ctx.is_main else None
-        if not distributed.gather_floats(self.ctx, float(bool(validated)))[0]:
+        if not validating:
             return
         value = record["val"][key] if self.ctx.is_main else float("nan")
         self.scheduler.end_epoch(distributed.gather_floats(self.ctx, value)[0])
