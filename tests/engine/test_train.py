@@ -257,6 +257,15 @@ def test_a_plateau_on_validation_without_it_is_refused(tmp_path, phantom, overri
         train(tmp_path / "run", phantom, [*base, *overrides])
 
 
+def test_a_plateau_on_validation_is_refused_for_pretraining(tmp_path, phantom):
+    """Pre-training validates nothing, whatever val_fraction says: a clear error, not a crash."""
+    with pytest.raises(ConfigError, match="no validation case"):
+        train(tmp_path / "moco", phantom, [*TINY, "val_every=1", "data.val_fraction=0.25",
+                                           "optim.schedule=plateau",
+                                           "optim.plateau_metric=val:dice_ET"],
+              method="swin-moco-pretrain")
+
+
 def test_introvae_trains_on_the_phantoms_normal_brains(tmp_path, phantom):
     """A generator run: unlabelled healthy T1 (the phantom's `-normal-t1n`), 2D slices, PSNR /
     SSIM validation, a checkpoint that loads back without a label convention."""

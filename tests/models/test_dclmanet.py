@@ -265,6 +265,10 @@ def test_bad_settings_are_refused():
         tiny(class_weights=[0.5, 0.5])
     with pytest.raises(ConfigError, match="dcl_specific_fraction"):
         tiny(dcl_specific_fraction=1.0)
+    with pytest.raises(ConfigError, match="do not divide"):  # tiny widths 2..16: 16 // 3 = 5
+        tiny(rfb_variant="released", rfb_groups=3)
+    with pytest.raises(ConfigError, match="pairwise only"):
+        tiny(rfb_variant="released", rfb_hidden=16)
 
 
 def test_two_modalities_and_one():

@@ -206,3 +206,19 @@ def test_predictor_ends_in_a_batch_norm_as_released():
     last = method.predictor[-1]
     assert isinstance(last, torch.nn.BatchNorm1d) and not last.affine
     assert isinstance(pretrainer(predictor_last_bn=False)[0].predictor[-1], torch.nn.Linear)
+
+
+def test_views_are_the_authors_in_the_presets_and_the_old_ones_by_default():
+    """A run made before the view keys existed resumes with its own views (crop 0.3-1, no
+    rotation, no blur); every preset that pre-trains for real sets the authors' views."""
+    from contraseg.engine.config import load_config
+    from contraseg.models.swinmoco import SwinMoCoConfig
+
+    old = SwinMoCoConfig()
+    assert (old.crop_scale, old.view_rotation, old.view_blur) == ([0.3, 1.0], 0.0, [0.0, 0.0])
+    for preset in ("paper", "cpu", "fast"):
+        model = load_config("swin-moco-pretrain", preset).model
+        assert model["crop_scale"] == [0.08, 1.0] and model["view_rotation"] == 10.0
+        assert model["view_blur"] == [1.0, 0.1] and model["predictor_last_bn"] is True
+    with pytest.raises(ConfigError, match="view_blur_sigma"):
+        SwinMoCoConfig(view_blur_sigma=[0.5])

@@ -467,14 +467,14 @@ class Trainer:
         """A plateau on validation watches a value validation reports, on validation cases."""
         if self.plateau_key is None:
             return
+        if not self.data.val:  # also pre-training, which validates nothing
+            raise ConfigError(f"optim.plateau_metric=val:{self.plateau_key}: no validation "
+                              "case (raise data.val_fraction, or watch the loss)")
         reported = (["psnr"] if self.generator else
                     [f"dice_{r}" for r in self.data.convention.regions] + ["dice_mean"])
         if self.plateau_key not in reported:
             raise ConfigError(f"optim.plateau_metric=val:{self.plateau_key}: validation "
                               f"reports {', '.join(reported)}")
-        if not self.data.val:
-            raise ConfigError(f"optim.plateau_metric=val:{self.plateau_key}: no validation "
-                              "case (raise data.val_fraction)")
 
     def _schedule_epoch(self, mean_loss: float, record: dict[str, Any],
                         validating: bool) -> None:

@@ -85,6 +85,20 @@ class DCLMANetConfig:
                               "or 'pairwise'")
         if self.dcl_temperature <= 0:
             raise ConfigError(f"model.dcl_temperature={self.dcl_temperature}: must be > 0")
+        if self.rfb_variant == "released":
+            self._check_released_rfb()
+
+    def _check_released_rfb(self) -> None:
+        """The released gate's GroupNorm needs C / rfb_groups groups to divide every width C."""
+        if self.rfb_hidden is not None:
+            raise ConfigError("model.rfb_hidden applies to rfb_variant=pairwise only")
+        if self.rfb_groups < 1:
+            raise ConfigError(f"model.rfb_groups={self.rfb_groups}: must be >= 1")
+        for width in self.widths():
+            groups = max(width // self.rfb_groups, 1)
+            if width % groups:
+                raise ConfigError(f"model.rfb_groups={self.rfb_groups}: {groups} GroupNorm "
+                                  f"groups do not divide {width} channels (released RFB)")
 
     def widths(self) -> list[int]:
         return [self.modality_channels * 2**level for level in range(self.depth)]

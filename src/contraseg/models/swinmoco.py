@@ -65,12 +65,14 @@ class SwinMoCoConfig:
     """Encoder: embed_dim, depths, heads, window, patch, drop_path (the issue's Swin: 96,
     2/2/2/2, 3/6/12/24, 7, 4, 0.1). MoCo v3: projector_hidden / projection_dim (4096 / 256),
     predictor_hidden (4096), temperature (1.0), momentum (0.99 -> 1), crop_scale (the random
-    resized crop's area range: the authors' 0.08-1), predictor_last_bn (the authors' predictor
-    ends in a BatchNorm without affine parameters, their `_build_mlp` default; False for runs
-    made before). The views (authors' upstream/dataset.py): view_rotation (degrees, +-10),
-    view_blur (the probability of a Gaussian blur in the first and the second view: 1.0 and
-    0.1) with view_blur_sigma (its range in pixels: 0.1-2). decoder_from_encoder: with --init,
-    copy the mirrored encoder stages into the decoder."""
+    resized crop's area range; the authors' 0.08-1), predictor_last_bn (the authors' predictor
+    ends in a BatchNorm without affine parameters, their `_build_mlp` default). The views
+    (authors' upstream/dataset.py): view_rotation (degrees; theirs +-10), view_blur (the
+    probability of a Gaussian blur in the first and the second view; theirs 1.0 and 0.1) with
+    view_blur_sigma (its range in pixels: 0.1-2). The presets set the authors' values; the
+    defaults are the views of runs made before these keys existed (crop 0.3-1, no rotation, no
+    blur, no predictor BatchNorm), so such a run resumes as it began. decoder_from_encoder: with
+    --init, copy the mirrored encoder stages into the decoder."""
 
     embed_dim: int = 96
     depths: list[int] = field(default_factory=lambda: [2, 2, 2, 2])
@@ -84,10 +86,10 @@ class SwinMoCoConfig:
     predictor_hidden: int = 4096
     temperature: float = 1.0
     momentum: float = 0.99
-    crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
+    crop_scale: list[float] = field(default_factory=lambda: [0.3, 1.0])
     predictor_last_bn: bool = False
-    view_rotation: float = 10.0
-    view_blur: list[float] = field(default_factory=lambda: [1.0, 0.1])
+    view_rotation: float = 0.0
+    view_blur: list[float] = field(default_factory=lambda: [0.0, 0.0])
     view_blur_sigma: list[float] = field(default_factory=lambda: [0.1, 2.0])
 
     def __post_init__(self) -> None:
@@ -97,9 +99,9 @@ class SwinMoCoConfig:
             raise ConfigError(f"model.crop_scale {self.crop_scale}: need 0 < low <= high <= 1")
         if len(self.view_blur) != 2 or not all(0 <= p <= 1 for p in self.view_blur):
             raise ConfigError(f"model.view_blur {self.view_blur}: two probabilities in [0, 1]")
-        if not 0 < self.view_blur_sigma[0] <= self.view_blur_sigma[1]:
-            raise ConfigError(f"model.view_blur_sigma {self.view_blur_sigma}: need "
-                              "0 < low <= high")
+        sigma = self.view_blur_sigma
+        if len(sigma) != 2 or not 0 < sigma[0] <= sigma[1]:
+            raise ConfigError(f"model.view_blur_sigma {sigma}: need [low, high], 0 < low <= high")
 
     @property
     def size_divisor(self) -> int:
