@@ -82,7 +82,6 @@ class Method(nn.Module):
     def __init__(self, modalities: tuple[str, ...], num_classes: int,
                  loss_weights: dict[str, float] | None = None):
         super().__init__()
-        self._register_load_state_dict_pre_hook(self._convert_legacy_layouts)
         if not modalities:
             raise ConfigError("a method needs at least one modality")
         self.modalities = tuple(modalities)
@@ -115,14 +114,6 @@ class Method(nn.Module):
         """Per-class scores whose argmax is the prediction, from `activate`'s output (the class
         probabilities themselves, or the region rule of models/regions.py)."""
         return self.regions.class_scores(probs, dim) if self.regions is not None else probs
-
-    def _convert_legacy_layouts(self, state_dict, prefix, *args) -> None:
-        """Before loading: every submodule with a `convert_legacy(state_dict, prefix)` rewrites
-        the keys of an older layout of its weights (e.g. per-modality modules, now grouped).
-        Hooked on the method itself, which sees every key (a submodule sees only its own)."""
-        for name, module in self.named_modules():
-            if module is not self and hasattr(module, "convert_legacy"):
-                module.convert_legacy(state_dict, f"{prefix}{name}.")
 
     @classmethod
     def check_batch_size(cls, loss_weights: dict[str, float], batch_size: int) -> None:

@@ -36,27 +36,27 @@ class ConvNormAct(nn.Sequential):
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
-                 padding_mode: str = "reflect", negative_slope: float = 0.2, groups: int = 1):
+                 padding_mode: str = "reflect", negative_slope: float = 0.2):
         super().__init__(
             nn.Conv3d(in_channels, out_channels, kernel_size, stride=stride,
-                      padding=kernel_size // 2, padding_mode=padding_mode, bias=False,
-                      groups=groups),
+                      padding=kernel_size // 2, padding_mode=padding_mode, bias=False),
             nn.InstanceNorm3d(out_channels),
             nn.LeakyReLU(negative_slope),
         )
 
 
 class ResidualStage(nn.Module):
-    """One encoder stage: an entry conv (stride 1 or 2), then x + conv(conv(x)); with `groups`
-    G, G independent stages side by side (channels are G x those of one)."""
+    """One encoder stage: an entry conv (stride 1 or 2), then x + conv(conv(x))."""
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1,
-                 padding_mode: str = "reflect", groups: int = 1):
+                 padding_mode: str = "reflect"):
         super().__init__()
-        unit = dict(padding_mode=padding_mode, groups=groups)
-        self.entry = ConvNormAct(in_channels, out_channels, stride=stride, **unit)
-        self.residual = nn.Sequential(ConvNormAct(out_channels, out_channels, **unit),
-                                      ConvNormAct(out_channels, out_channels, **unit))
+        self.entry = ConvNormAct(in_channels, out_channels, stride=stride,
+                                 padding_mode=padding_mode)
+        self.residual = nn.Sequential(
+            ConvNormAct(out_channels, out_channels, padding_mode=padding_mode),
+            ConvNormAct(out_channels, out_channels, padding_mode=padding_mode),
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.entry(x)
@@ -65,18 +65,15 @@ class ResidualStage(nn.Module):
 
 class ModalityEncoder(nn.Module):
     """The encoder of one modality: `depth` residual stages, each halving the resolution but
-    the first. Returns the feature map of every stage, shallow to deep. `groups` G: G encoders
-    side by side as one network of grouped convolutions (input and outputs G x the channels;
-    `GroupedModalityEncoders` shapes them per modality)."""
+    the first. Returns the feature map of every stage, shallow to deep."""
 
     def __init__(self, in_channels: int = 1, base_channels: int = 16, depth: int = 4,
-                 padding_mode: str = "reflect", groups: int = 1):
+                 padding_mode: str = "reflect"):
         super().__init__()
-        channels = [groups * c for c in stage_channels(base_channels, depth)]
-        inputs = [groups * in_channels, *channels[:-1]]
+        channels = stage_channels(base_channels, depth)
+        inputs = [in_channels, *channels[:-1]]
         self.stages = nn.ModuleList(
-            ResidualStage(c_in, c_out, stride=1 if i == 0 else 2, padding_mode=padding_mode,
-                          groups=groups)
+            ResidualStage(c_in, c_out, stride=1 if i == 0 else 2, padding_mode=padding_mode)
             for i, (c_in, c_out) in enumerate(zip(inputs, channels, strict=True)))
         self.checkpointing = False  # `model.checkpointing`: recompute each stage in backward
 
@@ -152,46 +149,5 @@ class SegmentationDecoder(nn.Module):
 def kaiming_init(module: nn.Module) -> None:
     """Kaiming-normal weights for every Conv3d and Linear (RFNet's initialisation)."""
     for m in module.modules():
-        if isinstance(m, nn.Conv3d | nn.Conv1d | nn.Linear):
+        if isinstance(m, nn.Conv3d | nn.Linear):
             nn.init.kaiming_normal_(m.weight)
-
-
-class GroupedModalityEncoders(nn.Module):
-    """M per-modality networks run as ONE network whose convolutions are grouped (groups = M;
-    instance norm is per channel, hence per modality): one call instead of M in a Python loop,
-    and larger convolutions for the CPU and GPU kernels. `net` is that network, built with
-    `groups=M` (e.g. `ModalityEncoder(..., groups=M)`); it maps (B, M, *S) to a list of
-    (B, M x C, *S') maps, returned as (B, M, C, *S'), the layout of the M separate networks.
-
-    Checkpoints of the loop layout (`<legacy>.<m>.<name>` for m < M, M separate modules) load:
-    each parameter's M copies are concatenated along the output channels, which is the grouped
-    convolution's layout (`fuse_per_modality_weights`)."""
-
-    def __init__(self, net: nn.Module, num_modalities: int, legacy: str = "encoders"):
-        super().__init__()
-        self.net, self.num_modalities, self.legacy = net, num_modalities, legacy
-
-    def forward(self, images: Tensor) -> list[Tensor] | Tensor:
-        out = self.net(images)
-        if isinstance(out, Tensor):
-            return out.unflatten(1, (self.num_modalities, -1))
-        return [f.unflatten(1, (self.num_modalities, -1)) for f in out]
-
-    def convert_legacy(self, state_dict: dict, prefix: str) -> None:
-        """Called by the owning `Method` before loading (`prefix`: this module's)."""
-        parent = prefix[:prefix[:-1].rfind(".") + 1]
-        fuse_per_modality_weights(state_dict, f"{parent}{self.legacy}.", f"{prefix}net.",
-                                  self.num_modalities, self.net.state_dict())
-
-
-def fuse_per_modality_weights(state_dict: dict, legacy: str, fused: str, num_modalities: int,
-                              targets: dict[str, Tensor]) -> None:
-    """In place: replace `<legacy><m>.<name>` (m < M) by `<fused><name>`, the M tensors
-    concatenated along dim 0 and shaped as `targets[name]` (the grouped parameter)."""
-    names = {k[len(legacy):].split(".", 1)[1] for k in list(state_dict) if k.startswith(legacy)}
-    for name in names:
-        keys = [f"{legacy}{m}.{name}" for m in range(num_modalities)]
-        if name not in targets or not all(k in state_dict for k in keys):
-            continue  # not this layout: load_state_dict reports the keys
-        parts = [state_dict.pop(k) for k in keys]
-        state_dict[f"{fused}{name}"] = torch.cat(parts).reshape(targets[name].shape)

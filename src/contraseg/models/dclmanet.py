@@ -19,12 +19,7 @@ from contraseg.errors import ConfigError
 from contraseg.losses.contrastive import dense_info_nce, item_labels, same_label
 from contraseg.losses.segmentation import soft_dice_loss
 from contraseg.models.base import Batch, Method, mask_missing
-from contraseg.models.blocks import (
-    ConvNormAct,
-    GroupedModalityEncoders,
-    maybe_checkpoint,
-    upsample2,
-)
+from contraseg.models.blocks import ConvNormAct, maybe_checkpoint, upsample2
 from contraseg.models.registry import register
 
 
@@ -113,25 +108,21 @@ class DCLMANetConfig:
         return list(self.class_weights)
 
 
-def conv_relu(in_channels: int, out_channels: int, kernel_size: int = 3,
-              groups: int = 1) -> ConvNormAct:
+def conv_relu(in_channels: int, out_channels: int, kernel_size: int = 3) -> ConvNormAct:
     """conv3^3 (zero padding) + InstanceNorm + ReLU: the authors' unit."""
     return ConvNormAct(in_channels, out_channels, kernel_size, padding_mode="zeros",
-                       negative_slope=0.0, groups=groups)
+                       negative_slope=0.0)
 
 
 class PlainModalityEncoder(nn.Module):
     """One modality's encoder: per level [max-pool 2x except the first] + 2 x conv_relu.
-    Returns every level's features, shallow to deep. `groups` G: G encoders side by side as one
-    network of grouped convolutions (`GroupedModalityEncoders`)."""
+    Returns every level's features, shallow to deep."""
 
-    def __init__(self, widths: list[int], groups: int = 1):
+    def __init__(self, widths: list[int]):
         super().__init__()
-        widths = [groups * w for w in widths]
-        inputs = [groups, *widths[:-1]]
+        inputs = [1, *widths[:-1]]
         self.levels = nn.ModuleList(
-            nn.Sequential(conv_relu(c_in, c_out, groups=groups),
-                          conv_relu(c_out, c_out, groups=groups))
+            nn.Sequential(conv_relu(c_in, c_out), conv_relu(c_out, c_out))
             for c_in, c_out in zip(inputs, widths, strict=True))
         self.checkpointing = False
 
@@ -396,9 +387,8 @@ class DCLMANet(Method):
     (also those dropped for the segmentation path), as DC-Seg's contrastive terms do.
     Other divergences: no conv bias before InstanceNorm (it cancels); the class weights are
     normalised by their sum in the Dice (0.01 + 3 x 0.33 = 1: no change) and cross-entropy
-    is PyTorch's weighted mean; the output is logits (the contract); the M encoders run as one
-    network of grouped convolutions (the same function; checkpoints of the separate
-    `encoders.<m>.` layout load); `checkpointing` recomputes levels in the backward pass.
+    is PyTorch's weighted mean; the output is logits (the contract); `checkpointing`
+    recomputes levels in the backward pass.
     """
 
     spatial = "3d"
@@ -408,11 +398,11 @@ class DCLMANet(Method):
         super().__init__(modalities, num_classes, loss_weights)
         self.config = config
         widths = config.widths()
-        self.encoder = GroupedModalityEncoders(
-            PlainModalityEncoder(widths, groups=self.num_modalities), self.num_modalities)
+        self.encoders = nn.ModuleList(PlainModalityEncoder(widths) for _ in self.modalities)
         self.rfb = self._recalibration(widths[-1]) if config.rfb else None
         self.decoder = ConcatSkipDecoder([w * self.num_modalities for w in widths], num_classes)
-        self.encoder.net.checkpointing = self.decoder.checkpointing = config.checkpointing
+        for part in (*self.encoders, self.decoder):
+            part.checkpointing = config.checkpointing
         self.register_buffer("class_weights",
                              torch.tensor(config.weights_of_classes(num_classes)),
                              persistent=False)
@@ -438,7 +428,8 @@ class DCLMANet(Method):
 
     def encode(self, images: Tensor) -> list[Tensor]:
         """(B, M, *S) -> per level, every modality's features (B, M, C, *S')."""
-        return self.encoder(images)
+        per_modality = [encoder(images[:, m:m + 1]) for m, encoder in enumerate(self.encoders)]
+        return [torch.stack(level, dim=1) for level in zip(*per_modality, strict=True)]
 
     def decode(self, encoded: list[Tensor], available: Tensor) -> Tensor:
         """Logits for availability rows (K, M); features of batch 1 broadcast over K."""

@@ -24,13 +24,7 @@ from contraseg.losses.contrastive import (
     sigmoid_pairwise_loss,
 )
 from contraseg.models.base import Batch, mask_missing
-from contraseg.models.blocks import (
-    GroupedModalityEncoders,
-    kaiming_init,
-    maybe_checkpoint,
-    stage_channels,
-    upsample2,
-)
+from contraseg.models.blocks import kaiming_init, maybe_checkpoint, stage_channels, upsample2
 from contraseg.models.registry import register
 from contraseg.models.rfnet import RFNet, RFNetConfig
 
@@ -91,55 +85,48 @@ class DCSegConfig(RFNetConfig):
 class ModalityCodeEncoder(nn.Module):
     """E_j^mod: stride-2 convolutions with LeakyReLU and no normalisation (instance norm would
     remove the intensity statistics a modality code should carry, as in MUNIT's style encoder),
-    global average pooling, a linear map to the code (a 1x1 convolution, so that `groups` G
-    encoders run side by side as one grouped network: (B, G, *S) -> (B, G x dim))."""
+    global average pooling, a linear map to the code."""
 
     def __init__(self, dim: int = 8, channels: int = 16, downsamples: int = 4,
-                 padding_mode: str = "reflect", groups: int = 1):
+                 padding_mode: str = "reflect"):
         super().__init__()
         layers: list[nn.Module] = []
         c_in, c_out = 1, channels
         for _ in range(downsamples):
-            layers += [nn.Conv3d(groups * c_in, groups * c_out, 3, stride=2, padding=1,
-                                 padding_mode=padding_mode, groups=groups),
+            layers += [nn.Conv3d(c_in, c_out, 3, stride=2, padding=1, padding_mode=padding_mode),
                        nn.LeakyReLU(0.2)]
             c_in, c_out = c_out, min(2 * c_out, 4 * channels)
         self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool3d(1), nn.Flatten())
-        self.project = nn.Conv1d(groups * c_in, groups * dim, 1, groups=groups)
+        self.project = nn.Linear(c_in, dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        """(B, G, *S) -> (B, G x dim)."""
-        return self.project(self.features(x)[..., None])[..., 0]
+        """(B, 1, *S) -> (B, dim)."""
+        return self.project(self.features(x))
 
 
 class ReconstructionDecoder(nn.Module):
     """D_j^rec(z, m): the fused anatomical map z (deepest stage) upsampled back to the image,
     every stage's instance norm modulated by the modality code m (AdaIN: IN(x) * (1 + s) + b,
-    s and b from an MLP of m), a 1x1x1 conv to one channel. `groups` G: the decoders of G
-    modalities side by side as one grouped network, each fed the same z and its own code."""
+    s and b from an MLP of m), a 1x1x1 conv to one channel."""
 
     def __init__(self, base_channels: int, depth: int, code_dim: int, hidden: int = 64,
-                 padding_mode: str = "reflect", groups: int = 1):
+                 padding_mode: str = "reflect"):
         super().__init__()
         channels = stage_channels(base_channels, depth)
-        self.groups = groups
         self.widths = [channels[s] for s in reversed(range(depth - 1))]
         self.convs = nn.ModuleList(
-            nn.Conv3d(groups * channels[s + 1], groups * channels[s], 3, padding=1,
-                      padding_mode=padding_mode, bias=False, groups=groups)
-            for s in reversed(range(depth - 1)))
-        self.modulation = nn.Sequential(
-            nn.Conv1d(groups * code_dim, groups * hidden, 1, groups=groups), nn.LeakyReLU(0.2),
-            nn.Conv1d(groups * hidden, groups * 2 * sum(self.widths), 1, groups=groups))
-        self.head = nn.Conv3d(groups * base_channels, groups, kernel_size=1, groups=groups)
+            nn.Conv3d(channels[s + 1], channels[s], 3, padding=1, padding_mode=padding_mode,
+                      bias=False) for s in reversed(range(depth - 1)))
+        self.modulation = nn.Sequential(nn.Linear(code_dim, hidden), nn.LeakyReLU(0.2),
+                                        nn.Linear(hidden, 2 * sum(self.widths)))
+        self.head = nn.Conv3d(base_channels, 1, kernel_size=1)
 
     def forward(self, z: Tensor, code: Tensor) -> Tensor:
-        """z (B, C, *S), code (B, G x dim) -> (B, G, *S * 2^(depth-1))."""
-        params = self.modulation(code[..., None]).view(len(code), self.groups, -1)
-        params = params.split([w for w in self.widths for _ in (0, 1)], dim=2)
-        x = z.repeat(1, self.groups, *([1] * (z.ndim - 2)))
+        """z (B, C, *S), code (B, dim) -> (B, 1, *S * 2^(depth-1))."""
+        params = self.modulation(code).split([w for w in self.widths for _ in (0, 1)], dim=1)
+        x = z
         for s, conv in enumerate(self.convs):
-            scale, shift = (p.reshape(len(code), -1, *([1] * (z.ndim - 2)))
+            scale, shift = (p.view(*p.shape, *([1] * (z.ndim - 2)))
                             for p in params[2 * s:2 * s + 2])
             x = F.leaky_relu(F.instance_norm(conv(upsample2(x))) * (1 + scale) + shift, 0.2)
         return self.head(x)
@@ -181,10 +168,8 @@ class DCSeg(RFNet):
       to t <= 100 (`max_temperature`) and logged (`t_ana`, `t_mod`); the contrastive losses
       average over all pairs (Eq. 1's 1/(NM)^2), self-pairs included as in the equation's sum.
 
-    Layout: the per-modality code encoders and reconstruction decoders run as grouped networks
-    (groups = M: the same function as M modules, one call; checkpoints of the separate layout
-    load, their Linear layers as 1x1 convolutions); every decoder reconstructs every sample and
-    `rec` keeps the samples where the modality exists (the values of the separate layout).
+    `checkpointing` (inherited from RFNet's config) also recomputes each reconstruction
+    decoder in the backward pass.
 
     Divergences: items (sample, modality) whose modality is absent from the data are left out
     of the pairs, of `reg` and of `rec` (the paper's data is complete); a batch of one sample
@@ -202,15 +187,15 @@ class DCSeg(RFNet):
         super().__init__(modalities, num_classes, config, loss_weights)
         weights, m = self.loss_weights, self.num_modalities
         if weights["mod"] or weights["rec"]:
-            self.modality_encoder = GroupedModalityEncoders(
+            self.modality_encoders = nn.ModuleList(
                 ModalityCodeEncoder(config.modality_dim, config.modality_channels,
-                                    config.modality_downsamples, config.padding_mode,
-                                    groups=m), m, legacy="modality_encoders")
+                                    config.modality_downsamples, config.padding_mode)
+                for _ in range(m))
         if weights["rec"]:
-            self.reconstructor = GroupedModalityEncoders(
+            self.reconstructors = nn.ModuleList(
                 ReconstructionDecoder(config.base_channels, config.depth, config.modality_dim,
-                                      config.rec_hidden, config.padding_mode, groups=m),
-                m, legacy="reconstructors")
+                                      config.rec_hidden, config.padding_mode)
+                for _ in range(m))
         self.log_temperature = nn.ParameterDict()
         self.bias = nn.ParameterDict()
         for term in CONTRASTIVE_TERMS:
@@ -220,12 +205,13 @@ class DCSeg(RFNet):
                     requires_grad=config.learn_temperature)
                 if config.bias_init is not None:
                     self.bias[term] = nn.Parameter(torch.tensor(float(config.bias_init)))
-        for name in ("modality_encoder", "reconstructor"):
+        for name in ("modality_encoders", "reconstructors"):
             if hasattr(self, name):
                 kaiming_init(getattr(self, name))
-        if hasattr(self, "reconstructor") and config.rec_zero_init:
-            nn.init.zeros_(self.reconstructor.net.head.weight)
-            nn.init.zeros_(self.reconstructor.net.head.bias)
+        if hasattr(self, "reconstructors") and config.rec_zero_init:
+            for decoder in self.reconstructors:
+                nn.init.zeros_(decoder.head.weight)
+                nn.init.zeros_(decoder.head.bias)
 
     @torch.no_grad()
     def after_step(self, progress: float) -> None:
@@ -257,7 +243,7 @@ class DCSeg(RFNet):
             similarity = pairwise_ssim(anatomy, self.config.ssim_window, self.config.ssim_sigma,
                                        self.config.ssim_c1, self.config.ssim_c2)
             terms["ana"] = self._contrast("ana", similarity, same_label(subjects[items]))
-        codes = self.modality_codes(images) if hasattr(self, "modality_encoder") else None
+        codes = self.modality_codes(images) if hasattr(self, "modality_encoders") else None
         if self.loss_weights["mod"]:
             similarity = cosine_similarity_matrix(codes.flatten(0, 1)[items])
             terms["mod"] = self._contrast("mod", similarity, same_label(modalities[items]))
@@ -267,7 +253,8 @@ class DCSeg(RFNet):
 
     def modality_codes(self, images: Tensor) -> Tensor:
         """(B, M, *S) images (absent ones zeroed) -> (B, M, dim) modality codes m_j^i."""
-        return self.modality_encoder(images)
+        return torch.stack([encoder(images[:, j:j + 1])
+                            for j, encoder in enumerate(self.modality_encoders)], dim=1)
 
     def _contrast(self, term: str, similarity: Tensor, positive: Tensor) -> Tensor:
         bias = self.bias[term] if term in self.bias else 0.0
@@ -278,15 +265,17 @@ class DCSeg(RFNet):
                              present: Tensor) -> Tensor:
         """Sum over modalities of the mean |D_j^rec(z^i, m_j^i) - x_j^i| over the samples
         where modality j exists."""
-        rebuilt = maybe_checkpoint(self.config.checkpointing, self.reconstructor.net, z,
-                                   codes.flatten(1)).float()  # (B, M, *S)
         total = z.new_zeros((), dtype=torch.float32)
-        for j in range(self.num_modalities):
+        for j, decoder in enumerate(self.reconstructors):
             rows = present[:, j]
-            # a modality no sample has still adds a zero that reaches its decoder's weights,
-            # as DDP without find_unused_parameters requires
-            total = total + (F.l1_loss(rebuilt[rows, j], images[rows, j].float()) if rows.any()
-                             else 0.0 * rebuilt[:, j].sum())
+            if rows.any():
+                rebuilt = maybe_checkpoint(self.config.checkpointing, decoder, z[rows],
+                                           codes[rows, j])
+                total = total + F.l1_loss(rebuilt.float(), images[rows, j:j + 1].float())
+            else:
+                # no sample has modality j: a zero that still reaches the decoder's parameters,
+                # as DDP without find_unused_parameters requires
+                total = total + 0.0 * sum(p.sum() for p in decoder.parameters())
         return total
 
     @torch.no_grad()
@@ -295,6 +284,6 @@ class DCSeg(RFNet):
         *S) deepest anatomical maps and, when built, `modality` (B, M, dim) codes."""
         images = mask_missing(images, present)
         out = {"anatomical": self.encode(images)[-1]}
-        if hasattr(self, "modality_encoder"):
+        if hasattr(self, "modality_encoders"):
             out["modality"] = self.modality_codes(images)
         return out

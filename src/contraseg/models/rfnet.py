@@ -22,7 +22,6 @@ from contraseg.losses.segmentation import soft_dice_loss_from_probs, weighted_cr
 from contraseg.models.base import Batch, Method, mask_missing
 from contraseg.models.blocks import (
     ConvNormAct,
-    GroupedModalityEncoders,
     ModalityEncoder,
     SegmentationDecoder,
     UpBlock,
@@ -230,10 +229,8 @@ class RFNet(Method):
       subsampled target instead of upsampling the maps to full resolution;
     - modalities, classes, base width, depth and MLP widths are configurable; the output is
       logits (the contract), the losses apply the softmax; modality order follows the data.
-    - the M modality encoders run as one network of grouped convolutions (groups = M,
-      `GroupedModalityEncoders`): the same function as M separate encoders, one call instead of
-      M; checkpoints of the separate layout (`encoders.<m>.`) load; the shared `sep` decoder
-      runs once on every (sample, modality) pair, not once per modality;
+    - the shared `sep` decoder runs once on every (sample, modality) pair as one batch, not
+      once per modality;
     - `checkpointing` recomputes stages in the backward pass (memory for time).
     The warm-up of `fuse` (20 epochs, the authors' job.sh; train.py's default is 100) returns
     `fuse * 0`, so the logged `fuse` is 0 during warm-up.
@@ -247,13 +244,12 @@ class RFNet(Method):
         self.config = config
         shape = dict(base_channels=config.base_channels, depth=config.depth,
                      padding_mode=config.padding_mode)
-        self.encoder = GroupedModalityEncoders(
-            ModalityEncoder(1, **shape, groups=self.num_modalities), self.num_modalities)
+        self.encoders = nn.ModuleList(ModalityEncoder(1, **shape) for _ in self.modalities)
         self.fusion = RegionFusionDecoder(self.num_modalities, num_classes, **shape,
                                           fusion_hidden=config.fusion_hidden,
                                           prm_hidden=config.prm_hidden)
         self.separate = SegmentationDecoder(num_classes, **shape)
-        for part in (self.encoder.net, self.fusion, self.separate):
+        for part in (*self.encoders, self.fusion, self.separate):
             part.checkpointing = config.checkpointing
         kaiming_init(self)
 
@@ -264,7 +260,8 @@ class RFNet(Method):
 
     def encode(self, images: Tensor) -> list[Tensor]:
         """(B, M, *S) -> per stage, every modality's features (B, M, C, *S')."""
-        return self.encoder(images)
+        per_modality = [encoder(images[:, m:m + 1]) for m, encoder in enumerate(self.encoders)]
+        return [torch.stack(stage, dim=1) for stage in zip(*per_modality, strict=True)]
 
     def decode(self, encoded: list[Tensor], available: Tensor) -> Tensor:
         """Logits (K, C, *S) for availability rows (K, M); features of batch 1 broadcast, so
