@@ -1,9 +1,9 @@
 """Write the manifests of the real-scan benchmark (files are read in place, never copied):
 OUT/train/contraseg.json and OUT/test/contraseg.json, the fixed split of the BraTS 2018 folder
-(brats2018_split.json), OUT/fit and OUT/val, the training cases without and with only the inner
-validation cases (try_setting.sh), and OUT/normal/contraseg.json, the healthy IXI subject's T1 (with its
-brain mask) that CLFC's normal-appearance network trains on beside the tumour-free slices of
-the training cases.
+(brats2018_split.json); OUT/fit and OUT/val, the training cases without and with only the
+inner validation cases (try_setting.sh); and OUT/normal/contraseg.json, the healthy IXI
+subject's T1 (with its brain mask) that CLFC's normal-appearance network trains on beside the
+tumour-free slices of the training cases.
 
 Usage: python scripts/real_benchmark/make_manifests.py SHARED_DATA OUT
 """

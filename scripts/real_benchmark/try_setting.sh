@@ -16,12 +16,9 @@ method=${3:?usage: $0 OUT NAME METHOD [--set KEY=VALUE ...]}
 shift 3
 shared=${CONTRASEG_SHARED_DATA:-$here/../../../shared/data}
 python "$here/make_manifests.py" "$shared" "$out/data"
+. "$here/stages.sh"  # finished, stage
 dir="$out/try/$name"
-[ -f "$dir/report/summary.json" ] && { echo "$name: scored already ($dir/report)"; exit 0; }
-if [ -f "$dir/run/checkpoints/last.pt" ]; then
-  contraseg train --out "$dir/run" --resume
-else
-  contraseg train --method "$method" --preset cpu --data "$out/data/fit" --out "$dir/run" "$@"
-fi
+[ -f "$dir/report/metrics.csv" ] && { echo "$name: scored already ($dir/report)"; exit 0; }
+stage train "$dir/run" --method "$method" --data "$out/data/fit" "$@"
 contraseg evaluate --run "$dir/run" --data "$out/data/val" --out "$dir/report" --which last \
   --overlays 0
