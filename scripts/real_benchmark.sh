@@ -28,20 +28,7 @@ methods=${*:-unet rfnet dc-seg dcl-manet clfc swin-moco}
 shared=${CONTRASEG_SHARED_DATA:-$here/../../shared/data}
 python "$here/real_benchmark/make_manifests.py" "$shared" "$out/data"
 
-finished() {  # RUN: its run.json says finished
-  [ -f "$1/run.json" ] && [ "$(python -c "import json,sys; print(json.load(open(sys.argv[1]))\
-['status'])" "$1/run.json")" = finished ]
-}
-
-stage() {  # COMMAND RUN ARGS...: start, resume or skip one training stage
-  local command=$1 run=$2; shift 2
-  if finished "$run"; then return 0; fi
-  if [ -f "$run/checkpoints/last.pt" ]; then
-    contraseg "$command" --out "$run" --resume
-  else
-    contraseg "$command" --out "$run" --preset cpu "$@"
-  fi
-}
+. "$here/real_benchmark/stages.sh"  # finished, stage
 
 train() {  # METHOD RUN
   local method=$1 run=$2 dir=$out/$1

@@ -1,8 +1,9 @@
 """Write the manifests of the real-scan benchmark (files are read in place, never copied):
 OUT/train/contraseg.json and OUT/test/contraseg.json, the fixed split of the BraTS 2018 folder
-(brats2018_split.json), and OUT/normal/contraseg.json, the healthy IXI subject's T1 (with its
-brain mask) that CLFC's normal-appearance network trains on beside the tumour-free slices of
-the training cases.
+(brats2018_split.json); OUT/fit and OUT/val, the training cases without and with only the
+inner validation cases (try_setting.sh); and OUT/normal/contraseg.json, the healthy IXI
+subject's T1 (with its brain mask) that CLFC's normal-appearance network trains on beside the
+tumour-free slices of the training cases.
 
 Usage: python scripts/real_benchmark/make_manifests.py SHARED_DATA OUT
 """
@@ -46,8 +47,11 @@ def main(shared: Path, out: Path) -> None:
                if not (brats / c / f"{c}_seg.nii.gz").is_file()]
     if missing:
         sys.exit(f"{brats}: missing case(s) {', '.join(missing)} of {SPLIT}")
-    for part in ("train", "test"):
-        write(out / part, manifest(brats, split[part], BRATS_FILES, "brats2020"))
+    inner = split["inner_validation"]
+    parts = {"train": split["train"], "test": split["test"], "val": inner,
+             "fit": [c for c in split["train"] if c not in inner]}
+    for part, cases in parts.items():
+        write(out / part, manifest(brats, cases, BRATS_FILES, "brats2020"))
     ixi = shared / "normal"
     if not (ixi / IXI_FILES["images"]["t1"].format(case="ixi002")).is_file():
         sys.exit(f"{ixi}: missing the healthy subject ixi002")
