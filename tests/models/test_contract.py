@@ -118,3 +118,20 @@ def test_the_unet_offers_monais_unet_strided_from_the_first_layer():
     assert method(images, available).shape == (2, NUM_CLASSES, 16, 16, 16)
     with pytest.raises(ConfigError, match="model.network 'resnet'"):
         build_method("unet", MODALITIES, NUM_CLASSES, {"network": "resnet"})
+
+
+def test_a_training_step_and_a_prediction_run_under_bf16_autocast(method_and_shape):
+    """`amp: bf16` / `auto` (the `cpu` presets): every method trains and predicts under
+    bfloat16 autocast on the CPU, with finite values (CLFC's pseudo-normal once failed here)."""
+    method, shape = method_and_shape
+    images, target = inputs(shape, 2)
+    available = torch.tensor([[True, True, True, True], [True, False, True, False]])
+    method.train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        total, _ = method.total_loss(Batch(images, available, target, epoch=10_000))
+    total.backward()
+    assert torch.isfinite(total)
+    method.eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = method.decode(method.encode(images), available)
+    assert logits.shape == (2, NUM_CLASSES, *shape) and torch.isfinite(logits.float()).all()

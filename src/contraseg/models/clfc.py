@@ -262,7 +262,8 @@ class CLFC(Method):
                 rows = available[:, channel].nonzero().flatten()
                 if len(rows):
                     source = images[rows, channel:channel + 1].float()
-                    out[rows, r] = self.generator.pseudo_normal(source)[:, 0]
+                    # under autocast the generator may answer in bfloat16
+                    out[rows, r] = self.generator.pseudo_normal(source)[:, 0].to(out.dtype)
         return out
 
     def _reference(self, pseudo: Tensor, available: Tensor) -> tuple[Tensor, Tensor]:
