@@ -13,13 +13,17 @@ The authors' code is not part of contraseg and nothing is fetched at run time. G
     git clone https://github.com/dyh127/RFNet /tmp/RFNet      # models.py, layers.py, utils/
 and pass that folder. Their modules are imported from it as they are (they run on CPU as given).
 
+`--amp bf16` runs BOTH models under bfloat16 autocast (the same setting on each side; on a
+CPU with AVX-512 BF16 it roughly halves both steps, so it leaves the ratio about where it is).
+
 Usage: python scripts/bench_vs_authors.py AUTHORS_DIR [--size 80] [--batch 1] [--repeats 3]
-           [--threads N]
+           [--threads N] [--amp none|bf16]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import statistics
@@ -85,9 +89,12 @@ def ours(size: int, batch: int):
     return method, optimizer, layout, Batch
 
 
-def timed(fn) -> float:
+def timed(fn, amp: str = "none") -> float:
+    autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if amp == "bf16"
+                else contextlib.nullcontext())
     start = time.perf_counter()
-    fn()
+    with autocast:
+        fn()
     return time.perf_counter() - start
 
 
@@ -98,6 +105,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--amp", choices=("none", "bf16"), default="none",
+                        help="autocast both models (bf16) or neither")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     models, criterions = load_authors(args.authors.resolve())
@@ -131,13 +140,13 @@ def main() -> None:
             "authors_eval": lambda: authors_eval(theirs, x, mask), "contraseg_eval": our_eval}
     times: dict[str, list[float]] = {name: [] for name in runs}
     for fn in runs.values():  # warm-up: allocations, kernel choice
-        fn()
+        timed(fn, args.amp)
     for _ in range(args.repeats):
         for name, fn in runs.items():
-            times[name].append(timed(fn))
+            times[name].append(timed(fn, args.amp))
     median = {name: statistics.median(values) for name, values in times.items()}
     print(json.dumps({
-        "threads": args.threads, "size": args.size, "batch": args.batch,
+        "threads": args.threads, "size": args.size, "batch": args.batch, "amp": args.amp,
         "repeats": args.repeats, "memory_format": str(layout).replace("torch.", ""),
         "parameters": {"authors": sum(p.numel() for p in theirs.parameters()),
                        "contraseg": sum(p.numel() for p in method.parameters())},

@@ -53,6 +53,12 @@ def test_bench_method_reports_every_figure(method):
     for key in ("infer_case_all_modalities", "infer_case_15_subsets"):
         assert _is_timing(result[key], 1)
     assert result["peak_rss_mb"] >= result["train_peak_rss_mb"] > 0
+    flops = result["window_flops"]
+    assert flops["decode_per_subset"] > 0 and flops["subsets"] == 15
+    if method in ("rfnet", "dc-seg", "dcl-manet"):  # per-modality encoders run once a window
+        assert flops["encode"] > 0 and 1 < flops["least_ratio_to_one_subset"] < 15
+    if method == "unet":  # nothing is shared between subsets
+        assert flops["encode"] == 0 and flops["least_ratio_to_one_subset"] == 15
 
 
 def test_bench_method_without_inference():

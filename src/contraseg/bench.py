@@ -177,11 +177,37 @@ def bench_method(name: str, *, device: str = "cpu", patch: int | None = None,
     if infer and subsets:
         every = torch.tensor([availability(s, modalities) for s in all_subsets(modalities)])
         result["infer_case_15_subsets"] = _timed(run_inference(every), 1)
+        result["window_flops"] = _window_flops(method, example.images[:1], len(every))
     result["peak_rss_mb"] = _peak_rss_mb()
     if dev.type == "cuda":
         result["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
         result["cuda_device"] = torch.cuda.get_device_name(dev)
     return result
+
+
+def _window_flops(method, window: torch.Tensor, subsets: int) -> dict:
+    """FLOPs of one window's `encode` (run once for every subset) and of one subset's `decode`,
+    counted by PyTorch's FlopCounterMode (convolutions and matrix products; element-wise work
+    uncounted), and the ratio (encode + K decode) / (encode + decode): the least the K-subset
+    pass can cost relative to one subset while the network stays as it is."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    method.eval()
+    counted = []
+    with torch.no_grad():
+        for part in ("encode", "decode"):
+            with FlopCounterMode(display=False) as counter:
+                if part == "encode":
+                    encoded = method.encode(window)
+                else:
+                    method.decode(encoded, torch.ones(1, window.shape[1], dtype=torch.bool,
+                                                      device=window.device))
+            counted.append(counter.get_total_flops())
+    method.train()
+    encode, decode = counted
+    return {"window": list(window.shape[2:]), "encode": encode, "decode_per_subset": decode,
+            "subsets": subsets,
+            "least_ratio_to_one_subset": (encode + subsets * decode) / (encode + decode)}
 
 
 def _timing_generator(name: str, config, preset: str) -> str | None:
