@@ -176,6 +176,16 @@ def test_bf16_autocast_trains_on_cpu(tmp_path, phantom):
     assert all(torch.isfinite(w).all() for w in weights(tmp_path / "bf16").values())
 
 
+def test_amp_auto_resolves_to_what_the_device_runs_natively(tmp_path, phantom, monkeypatch):
+    from contraseg.engine import distributed
+
+    for native, expected in ((True, "bf16"), (False, "none")):
+        monkeypatch.setattr(distributed, "native_bf16", lambda device, n=native: n)
+        info = train(tmp_path / expected, phantom,
+                     ["epochs=1", "iters_per_epoch=2", "val_every=0", "amp=auto"])
+        assert info["amp"] == expected and info["config"]["amp"] == "auto"
+
+
 def test_fp16_on_cpu_is_refused(tmp_path, phantom):
     with pytest.raises(ConfigError, match="fp16"):
         train(tmp_path / "fp16", phantom, ["epochs=1", "val_every=0", "amp=fp16"])

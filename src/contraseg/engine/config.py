@@ -112,7 +112,8 @@ class TrainConfig:
     budget_minutes: float | None = None
     val_every: int = 10  # epochs; 0 disables validation
     checkpoint_every: int = 1  # epochs
-    amp: Literal["none", "bf16", "fp16"] = "none"
+    # autocast: none, bf16, fp16 (CUDA), or auto (bf16 where the device runs it natively)
+    amp: Literal["none", "bf16", "fp16", "auto"] = "none"
     seed: int = 0
     deterministic: bool = True
     channels_last: bool = True  # 3D methods: channels-last-3d tensors (1.3-2.5x faster on CPU)

@@ -48,6 +48,25 @@ def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
     return torch.device("cpu")
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` runs bfloat16 in hardware: a CUDA GPU with bf16, or a CPU whose oneDNN
+    has bf16 kernels (AVX-512 BF16 or AMX). Elsewhere bf16 autocast is emulated and slower."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool(torch.backends.mkldnn.is_available()
+                and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def resolve_amp(amp: str, device: torch.device) -> str:
+    """The autocast a run uses: 'auto' is 'bf16' where `native_bf16(device)`, else 'none';
+    'none', 'bf16' and 'fp16' are kept (fp16 needs CUDA)."""
+    if amp == "fp16" and device.type != "cuda":
+        raise ConfigError("amp=fp16 needs a CUDA device; use amp=bf16 (or auto) on the CPU")
+    if amp == "auto":
+        return "bf16" if native_bf16(device) else "none"
+    return amp
+
+
 def setup(device_spec: str) -> DistContext:
     """Join the process group when launched by torchrun; else a single-process context."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))

@@ -197,6 +197,7 @@ class Trainer:
         # before any data is read or written
         config, generator_weights = attach_normal_run(config)
         self.config = config
+        self.amp = distributed.resolve_amp(config.amp, self.ctx.device)  # `auto` resolved
         entry = get_entry(config.method)
         make_config(config.method, config.model)
         entry.cls.check_batch_size(config.loss_weights, config.data.batch_size)
@@ -422,11 +423,9 @@ class Trainer:
         return values
 
     def _autocast(self):
-        if self.config.amp == "none":
+        if self.amp == "none":
             return nullcontext()
-        if self.config.amp == "fp16" and self.ctx.device.type != "cuda":
-            raise ConfigError("amp=fp16 needs a CUDA device; use amp=bf16 on the CPU")
-        dtype = torch.bfloat16 if self.config.amp == "bf16" else torch.float16
+        dtype = torch.bfloat16 if self.amp == "bf16" else torch.float16
         return torch.autocast(self.ctx.device.type, dtype=dtype)
 
     def _end_epoch(self, epoch_terms: dict[str, list[float]]) -> None:
@@ -521,6 +520,7 @@ class Trainer:
             "modalities": list(self.data.modalities),
             "label_convention": self.data.convention and self.data.convention.to_dict(),
             "preprocess": self.data.preprocess.to_dict(), "world_size": self.ctx.world_size,
+            "amp": self.amp,
             "step": self.step, "best": self.best if self.best > -float("inf") else None,
             **({"fold": {"index": self.fold[0], "folds": self.fold[1]}} if self.fold else {}),
             **({"init": self.init_report} if self.init_report else {}),
