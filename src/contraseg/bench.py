@@ -192,19 +192,15 @@ def _window_flops(method, window: torch.Tensor, subsets: int) -> dict:
     pass can cost relative to one subset while the network stays as it is."""
     from torch.utils.flop_counter import FlopCounterMode
 
+    every_modality = torch.ones(1, window.shape[1], dtype=torch.bool, device=window.device)
     method.eval()
-    counted = []
     with torch.no_grad():
-        for part in ("encode", "decode"):
-            with FlopCounterMode(display=False) as counter:
-                if part == "encode":
-                    encoded = method.encode(window)
-                else:
-                    method.decode(encoded, torch.ones(1, window.shape[1], dtype=torch.bool,
-                                                      device=window.device))
-            counted.append(counter.get_total_flops())
+        with FlopCounterMode(display=False) as encoding:
+            encoded = method.encode(window)
+        with FlopCounterMode(display=False) as decoding:
+            method.decode(encoded, every_modality)
     method.train()
-    encode, decode = counted
+    encode, decode = encoding.get_total_flops(), decoding.get_total_flops()
     return {"window": list(window.shape[2:]), "encode": encode, "decode_per_subset": decode,
             "subsets": subsets,
             "least_ratio_to_one_subset": (encode + subsets * decode) / (encode + decode)}
