@@ -43,12 +43,11 @@ def pct(value: float | None) -> str:
     return "–" if value is None or value != value else f"{100 * value:.1f}"
 
 
-def methods_table(out: Path, done: list[str]) -> list[str]:
+def methods_table(out: Path, summaries: dict[str, dict]) -> list[str]:
     lines = ["| method | all four: Dice WT / TC / ET (%) | 15-subset mean: Dice WT / TC / ET "
              "(%) | with ET post-processing: all four / 15-subset ET (%) | all four: HD95 "
              "WT / TC / ET (voxels: mm on BraTS) | training (min) | steps |", "|---" * 7 + "|"]
-    for method in done:
-        summary = json.loads((out / method / "report" / "summary.json").read_text())
+    for method, summary in summaries.items():
         dice, post, hd = (table(summary, m) for m in ("dice", "dice_postproc", "hd95"))
         minutes, steps = run_facts(out / method, method)
         lines.append(
@@ -64,9 +63,9 @@ def markers(subset: str) -> str:
     return "".join("●" if m in present else "○" for m in PAPER_ORDER)
 
 
-def subset_tables(out: Path, done: list[str]) -> list[str]:
-    dice = {m: table(json.loads((out / m / "report" / "summary.json").read_text()), "dice")
-            for m in done}
+def subset_tables(summaries: dict[str, dict]) -> list[str]:
+    dice = {m: table(summary, "dice") for m, summary in summaries.items()}
+    done = list(summaries)
     subsets = [s for s in dice[done[0]] if s != "average"]
     subsets.sort(key=lambda s: (s.count("+"), [PAPER_ORDER.index(m) for m in s.split("+")]))
     lines = []
@@ -113,10 +112,11 @@ def comparison_lines(out: Path) -> list[str]:
 
 
 def main(out: Path) -> None:
-    done = [m for m in METHODS if (out / m / "report" / "summary.json").is_file()]
-    if not done:
+    summaries = {m: json.loads(path.read_text()) for m in METHODS
+                 if (path := out / m / "report" / "summary.json").is_file()}
+    if not summaries:
         sys.exit(f"{out}: no finished method (no <method>/report/summary.json)")
-    print("\n".join([*methods_table(out, done), *subset_tables(out, done), "",
+    print("\n".join([*methods_table(out, summaries), *subset_tables(summaries), "",
                      *comparison_lines(out)]))
 
 

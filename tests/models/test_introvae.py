@@ -127,13 +127,15 @@ def test_original_reductions_are_per_slice_means_by_hand():
     real = torch.zeros(2, 1, 2, 2)
     rec = torch.zeros(2, 1, 2, 2)
     rec[0, 0, 0, 0], rec[1, 0, 1, 1] = 1.0, 3.0
-    expected = {("released", "mean"): 10 / 8, ("released", "sum"): 5.0,
-                ("original", "mean"): 2.5}
+    expected = {("released", None): 10 / 8, ("released", "mean"): 10 / 8,
+                ("released", "sum"): 5.0, ("original", None): 2.5, ("original", "sum"): 2.5}
     for (reduction, rec_reduction), value in expected.items():
         method = tiny(reduction=reduction, reconstruction_reduction=rec_reduction)
         assert method._reconstruction(rec, real).item() == pytest.approx(value)
     with pytest.raises(ConfigError, match="model.reduction"):
         tiny(reduction="batch")
+    with pytest.raises(ConfigError, match="does not apply with model.reduction=original"):
+        tiny(reduction="original", reconstruction_reduction="mean")
 
 
 def test_original_kl_is_a_mean_over_slices():

@@ -30,9 +30,11 @@ class IntroVAEConfig:
     the first stage halves the image, each later one halves again: side / 2^len(channels) must
     be the latent side, 16 for the authors). latent_channels: 512 (authors). margin: m = 120.
     encoder_lr / decoder_lr: the two learning rates (authors: 1e-4 and 5e-3); None = optim.lr.
-    reconstruction_reduction: "mean" (CLFC's authors: the MSE averaged over pixels and batch)
-    or "sum" (1/2 the squared error summed over pixels and batch, the same reduction as the KL
-    terms), with reduction "released".
+    reconstruction_reduction: with reduction "released", "mean" (CLFC's authors, the default:
+    the MSE averaged over pixels and batch) or "sum" (1/2 the squared error summed over pixels
+    and batch, the same reduction as the KL terms). With reduction "original" the error is
+    always the paper's 1/2 sum over each slice's pixels, averaged over slices: "sum" (or unset)
+    says so, "mean" is refused rather than silently ignored.
     reduction: "released" (CLFC's authors: every KL summed over the batch and the latent,
     compared with m as it is; the reconstruction as `reconstruction_reduction` says) or
     "original" (the IntroVAE paper's per-image losses: each KL summed over one slice's latent,
@@ -46,18 +48,22 @@ class IntroVAEConfig:
     margin: float = 120.0
     encoder_lr: float | None = 1e-4
     decoder_lr: float | None = 5e-3
-    reconstruction_reduction: str = "mean"
+    reconstruction_reduction: str | None = None
     reduction: str = "released"
 
     def __post_init__(self) -> None:
         if not self.channels or min(self.channels) < 1 or self.latent_channels < 1:
             raise ConfigError("introvae needs model.channels (>= 1 each) and latent_channels")
-        if self.reconstruction_reduction not in ("mean", "sum"):
+        if self.reconstruction_reduction not in (None, "mean", "sum"):
             raise ConfigError("model.reconstruction_reduction must be 'mean' (CLFC's authors) "
                               f"or 'sum' (IntroVAE), not {self.reconstruction_reduction!r}")
         if self.reduction not in ("released", "original"):
             raise ConfigError("model.reduction must be 'released' (CLFC's authors) or "
                               f"'original' (the IntroVAE paper), not {self.reduction!r}")
+        if self.reduction == "original" and self.reconstruction_reduction == "mean":
+            raise ConfigError("model.reconstruction_reduction=mean does not apply with "
+                              "model.reduction=original (the paper's per-slice sum of squared "
+                              "errors); leave it unset or set it to 'sum'")
 
 
 def kl_divergence(mu: Tensor, logvar: Tensor) -> Tensor:

@@ -68,22 +68,21 @@ class UNet(Method):
             self.regions = RegionHierarchy(config.regions, num_classes)
         filters = [min(config.base_channels * 2**i, config.max_channels)
                    for i in range(config.depth)]
-        if config.network == "monai":
-            self.net = MonaiUNet(spatial_dims=3, in_channels=len(modalities),
-                                 out_channels=self.out_channels, channels=filters,
-                                 strides=[2] * (config.depth - 1),
-                                 num_res_units=config.res_units, dropout=config.dropout)
-            return
-        self.net = DynUNet(
-            spatial_dims=3,
-            in_channels=len(modalities),
-            out_channels=self.out_channels,
-            kernel_size=[3] * config.depth,
-            strides=[1] + [2] * (config.depth - 1),
-            upsample_kernel_size=[2] * (config.depth - 1),
-            filters=filters,
-            dropout=config.dropout or None,
-        )
+        build = self._monai_unet if config.network == "monai" else self._dyn_unet
+        self.net = build(filters, depth=config.depth, in_channels=len(modalities))
+
+    def _dyn_unet(self, filters: list[int], depth: int, in_channels: int) -> DynUNet:
+        """The nnU-Net-style network (`network: dynunet`, the default)."""
+        return DynUNet(spatial_dims=3, in_channels=in_channels, out_channels=self.out_channels,
+                       kernel_size=[3] * depth, strides=[1] + [2] * (depth - 1),
+                       upsample_kernel_size=[2] * (depth - 1), filters=filters,
+                       dropout=self.config.dropout or None)
+
+    def _monai_unet(self, filters: list[int], depth: int, in_channels: int) -> MonaiUNet:
+        """MONAI's residual UNet (`network: monai`), the plain MONAI script's network."""
+        return MonaiUNet(spatial_dims=3, in_channels=in_channels, out_channels=self.out_channels,
+                         channels=filters, strides=[2] * (depth - 1),
+                         num_res_units=self.config.res_units, dropout=self.config.dropout)
 
     @property
     def size_divisor(self) -> int:

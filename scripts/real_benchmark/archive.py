@@ -1,0 +1,65 @@
+"""Keep the evidence of a real-scan benchmark without its checkpoints or predictions.
+
+Copies, from the folder of scripts/real_benchmark.sh, what summarise.py and `contraseg
+compare` read: each finished method's report/summary.json and report/metrics.csv, the run.json
+of each of its training stages, the compare-*.json files and summary.md, into DEST with the
+same layout (a few hundred kB: no image, no checkpoint). `summarise.py DEST` then rebuilds the
+README tables, and `contraseg compare DEST/A/report DEST/B/report` re-tests any pair.
+`--commit` records the commit the rows were trained on in DEST/<method>/provenance.json
+(rows may come from different sessions, and so from different commits).
+
+Usage: python scripts/real_benchmark/archive.py OUT DEST [--commit SHA]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+REPORT_FILES = ("summary.json", "metrics.csv")
+STAGES = ("run", "introvae", "pretrain")  # summarise.FIRST_STAGES and the segmenter's run
+
+
+def finished_methods(out: Path) -> list[Path]:
+    return sorted(p.parent.parent for p in out.glob("*/report/summary.json"))
+
+
+def files_to_keep(out: Path) -> list[Path]:
+    keep = [*out.glob("compare-*.json"), *out.glob("summary.md")]
+    for method in finished_methods(out):
+        keep += [method / "report" / name for name in REPORT_FILES]
+        keep += [run for stage in STAGES if (run := method / stage / "run.json").is_file()]
+    return keep
+
+
+def archive(out: Path, dest: Path, commit: str | None) -> list[Path]:
+    if not finished_methods(out):
+        raise SystemExit(f"{out}: no finished method (no <method>/report/summary.json)")
+    copied = []
+    for source in files_to_keep(out):
+        target = dest / source.relative_to(out)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target)
+        copied.append(target)
+    if commit:
+        for method in finished_methods(out):
+            target = dest / method.name / "provenance.json"
+            target.write_text(json.dumps({"commit": commit}, indent=2) + "\n")
+            copied.append(target)
+    return copied
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", type=Path)
+    parser.add_argument("dest", type=Path)
+    parser.add_argument("--commit", help="the commit the rows were trained and evaluated on")
+    args = parser.parse_args()
+    for path in archive(args.out, args.dest, args.commit):
+        print(path)
+
+
+if __name__ == "__main__":
+    main()
