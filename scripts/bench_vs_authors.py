@@ -23,7 +23,6 @@ Usage: python scripts/bench_vs_authors.py AUTHORS_DIR [--size 80] [--batch 1] [-
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.util
 import json
 import statistics
@@ -33,6 +32,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+from contraseg.engine.distributed import autocast
 
 MODALITIES = ("flair", "t1c", "t1", "t2")  # the authors' channel order
 
@@ -90,10 +91,8 @@ def ours(size: int, batch: int):
 
 
 def timed(fn, amp: str = "none") -> float:
-    autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if amp == "bf16"
-                else contextlib.nullcontext())
     start = time.perf_counter()
-    with autocast:
+    with autocast(amp, torch.device("cpu")):
         fn()
     return time.perf_counter() - start
 

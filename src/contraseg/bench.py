@@ -6,7 +6,6 @@ figure is the median of `repeats` runs, and the raw runs are kept beside it.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import platform
 import resource
@@ -108,7 +107,7 @@ def bench_method(name: str, *, device: str = "cpu", patch: int | None = None,
     modalities, and all 15 subsets in one pass), peak memory (after the training steps, and
     at the end) and parameter count."""
     from contraseg.engine.config import load_config
-    from contraseg.engine.distributed import resolve_device
+    from contraseg.engine.distributed import autocast, resolve_device
     from contraseg.engine.infer import sliding_window_logits
     from contraseg.engine.optim import make_optimizer
     from contraseg.evaluation.protocol import all_subsets, availability
@@ -136,13 +135,11 @@ def bench_method(name: str, *, device: str = "cpu", patch: int | None = None,
                     torch.ones(size, 4, dtype=torch.bool),
                     torch.randint(0, 4, (size, *shape), generator=gen), epoch=10_000).to(dev)
     example.images = example.images.contiguous(memory_format=layout)
-    autocast = (torch.autocast(dev.type, dtype=torch.bfloat16) if amp == "bf16"
-                else contextlib.nullcontext())
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
 
     def step() -> None:
-        with autocast:
+        with autocast(amp, dev):
             total, _ = method.total_loss(example)
         optimizer.zero_grad(set_to_none=True)
         total.backward()

@@ -186,6 +186,17 @@ def test_amp_auto_resolves_to_what_the_device_runs_natively(tmp_path, phantom, m
         assert info["amp"] == expected and info["config"]["amp"] == "auto"
 
 
+def test_one_autocast_spelling_runs_what_amp_names():
+    from contraseg.engine.distributed import autocast
+
+    cpu = torch.device("cpu")
+    a, b = torch.randn(4, 4), torch.randn(4, 4)
+    with autocast("none", cpu):
+        assert (a @ b).dtype == torch.float32
+    with autocast("bf16", cpu):
+        assert (a @ b).dtype == torch.bfloat16
+
+
 def test_fp16_on_cpu_is_refused(tmp_path, phantom):
     with pytest.raises(ConfigError, match="fp16"):
         train(tmp_path / "fp16", phantom, ["epochs=1", "val_every=0", "amp=fp16"])

@@ -7,6 +7,7 @@ without them everything runs in one process. NCCL on GPUs, gloo on CPU.
 from __future__ import annotations
 
 import os
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -65,6 +66,14 @@ def resolve_amp(amp: str, device: torch.device) -> str:
     if amp == "auto":
         return "bf16" if native_bf16(device) else "none"
     return amp
+
+
+def autocast(amp: str, device: torch.device) -> AbstractContextManager:
+    """The context a resolved `amp` ('none', 'bf16' or 'fp16') runs forward passes in: the one
+    spelling shared by training, inference and the benchmarks."""
+    if amp == "none":
+        return nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
 
 
 def setup(device_spec: str) -> DistContext:

@@ -39,7 +39,7 @@ from contraseg.data.layouts import canonical_modality, discover, strip_nifti_suf
 from contraseg.data.preprocess import PreprocessSettings, invert_probabilities, preprocess
 from contraseg.engine.checkpoint import describe_checkpoint, load_method
 from contraseg.engine.config import InferConfig, config_from_dict, infer_config
-from contraseg.engine.distributed import resolve_device
+from contraseg.engine.distributed import autocast, resolve_device
 from contraseg.errors import ContrasegError, InputError
 from contraseg.models.base import Method
 from contraseg.utils.progress import progress_bar
@@ -94,10 +94,10 @@ def _subset_predictor(method: Method, availability: Tensor, chunk: int, bf16: bo
                       probabilities: bool = False) -> Callable[[Tensor], Tensor]:
     """The window predictor: one `encode`, then `decode` for every pattern, by chunks; with
     `probabilities`, each pattern's probabilities (`Method.activate`) instead of its logits."""
-    device_type = method_device(method).type
+    device = method_device(method)
 
     def predict(window: Tensor) -> Tensor:
-        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
+        with autocast("bf16" if bf16 else "none", device):
             encoded = method.encode(window)
             parts = [_decode_chunk(method, encoded, availability[i:i + chunk], window.shape[0])
                      for i in range(0, availability.shape[0], chunk)]

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -405,7 +404,7 @@ class Trainer:
                       extras={k: torch.from_numpy(arrays[k]) for k in ("case_inputs",)
                               if k in arrays}).to(self.ctx.device)
         batch.images = batch.images.contiguous(memory_format=self.memory_format)
-        with self._autocast():
+        with distributed.autocast(self.amp, self.ctx.device):
             total, terms = self.loss_module(batch)
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
@@ -421,12 +420,6 @@ class Trainer:
                           | {f"monitor/{k}": v for k, v in self.method.monitored().items()}
                           | {"lr": self.scheduler.get_last_lr()[0]})
         return values
-
-    def _autocast(self):
-        if self.amp == "none":
-            return nullcontext()
-        dtype = torch.bfloat16 if self.amp == "bf16" else torch.float16
-        return torch.autocast(self.ctx.device.type, dtype=dtype)
 
     def _end_epoch(self, epoch_terms: dict[str, list[float]]) -> None:
         epoch = self.step // self.config.iters_per_epoch
