@@ -155,6 +155,27 @@ def test_score_bad_option_value(tmp_path):
                    "hd95")
 
 
+@pytest.mark.parametrize(("args", "needles"), [
+    (("predict", "--run", "r", "--out", "o.nii.gz", "--overlap", "1.5"),
+     ("contraseg predict", "--overlap", "0.99")),
+    (("predcit",), ("No such command 'predcit'", "predict")),
+    (("train", "--nosuch", "1"), ("contraseg train", "--nosuch")),
+    (("predict",), ("Missing option '--run'",)),
+    (("evaluate", "--run", "r", "--data", "d", "--out", "o", "--tta", "x"), ("Got unexpected",)),
+])
+def test_usage_errors_are_one_line_and_exit_1(args, needles):
+    """typer's own errors (unknown verb or option, a value out of range, a missing option)
+    read like every other mistake: one line, exit 1, no box."""
+    line = one_line_error(run(*args), *needles)
+    assert line.startswith("error: ") and "╭" not in line
+
+
+def test_no_arguments_print_the_help_without_an_error():
+    result = run()
+    assert result.returncode == 0 and "Usage:" in result.stdout and "predict" in result.stdout
+    assert not result.stderr.strip()
+
+
 def problems(result: subprocess.CompletedProcess) -> list[str]:
     assert result.returncode == 1, result.stdout + result.stderr
     assert "Traceback" not in result.stderr + result.stdout

@@ -14,10 +14,15 @@ from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from typer.core import TyperGroup
 
 from contraseg import __version__
 from contraseg.errors import ConfigError, ContrasegError
 from contraseg.utils.jsonio import dumps
+
+ClickException = typer.core._click.exceptions.ClickException
+NoArgsIsHelpError = typer.core._click.exceptions.NoArgsIsHelpError
 
 console = Console()
 err_console = Console(stderr=True)
@@ -43,7 +48,40 @@ InitOption = Annotated[Path | None, typer.Option(
     help="Start from these weights: a run folder, a contraseg checkpoint, or a local timm / "
          "torchvision Swin state dict (matched by name; mismatches are reported).")]
 
+
+
+def print_error(message: str) -> None:
+    """One line on stderr: `error: <message>` (the message printed as is, never as markup)."""
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+class OneLineErrors(TyperGroup):
+    """The root command: a usage error (unknown option, bad value, missing argument) is one
+    line on stderr and exit 1, like every other mistake, instead of click's box and exit 2."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except typer.Abort:
+            code, message = 130, "interrupted"
+        except ClickException as exc:
+            if isinstance(exc, NoArgsIsHelpError):  # `contraseg` alone: its help, no error
+                console.print(exc.format_message(), highlight=False, markup=False)
+                code, message = 0, None
+            else:
+                where = getattr(getattr(exc, "ctx", None), "command_path", "contraseg")
+                code, message = 1, f"{where}: {exc.format_message()}"
+            if message:
+                print_error(message)
+        else:
+            code = code if isinstance(code, int) else 0
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
 app = typer.Typer(
+    cls=OneLineErrors,
     name="contraseg",
     help="Contrastive multimodal MRI segmentation: data, training, inference, evaluation.",
     no_args_is_help=True,
@@ -70,7 +108,7 @@ def user_errors(func: F) -> F:
             message = f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc)
         else:
             return None
-        err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+        print_error(message)
         raise typer.Exit(1)
 
     return wrapper  # type: ignore[return-value]
