@@ -323,7 +323,9 @@ def pretrain(
 @user_errors
 def predict(
     run: Annotated[Path, typer.Option("--run", help="Run folder (or a checkpoint file).")],
-    out: Annotated[Path, typer.Option("--out", help="Output .nii.gz (or folder with --data).")],
+    out: Annotated[str, typer.Option(
+        "--out", help="Output .nii.gz, or a folder (existing, or ending in '/'): "
+                      "<folder>/<case>.nii.gz; with --data, the folder of every case.")],
     inputs: Annotated[
         list[str] | None,
         typer.Argument(help="NAME=FILE pairs (t1c=a.nii.gz) or one case folder."),

@@ -193,6 +193,45 @@ def test_predict_a_case_folder_and_a_dataset(trained, tmp_path):
         f"Phantom-0000{i}.nii.gz" for i in range(3)]
 
 
+def test_predict_output_folders_get_one_file_per_case(trained, tmp_path):
+    """An existing folder, or a path with a trailing slash, means <folder>/<case>.nii.gz; the
+    case is named after the input files' common prefix (or the case folder)."""
+    run, data = trained
+    files = _case_files(data, "Phantom-00001")
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    for out in (str(existing), f"{tmp_path / 'new'}/"):
+        result = cli("predict", "--run", str(run), "--out", out,
+                     "--t1c", str(files["t1c"]), "--flair", str(files["flair"]))
+        assert result.returncode == 0, result.stderr
+        assert [p.name for p in Path(out).iterdir()] == ["Phantom-00001.nii.gz"]
+    folder = cli("predict", "--run", str(run), "--out", f"{tmp_path / 'f'}/",
+                 str(data / "Phantom-00002"))
+    assert folder.returncode == 0, folder.stderr
+    assert (tmp_path / "f" / "Phantom-00002.nii.gz").is_file()
+
+
+@pytest.mark.parametrize(("out", "extra", "problem"), [
+    ("seg", (), "must be a .nii.gz or .nii file, or a folder"),
+    ("seg.mha", (), "must be a .nii.gz or .nii file, or a folder"),
+    ("blocker/seg.nii.gz", (), "blocker: is a file, not a folder"),
+    ("all.nii.gz", ("--data",), "batch mode (--data) writes one <case>.nii.gz per case"),
+])
+def test_predict_refuses_a_bad_output_before_any_work(tmp_path, out, extra, problem):
+    """The run does not even exist: the output path is checked first, and nothing is written."""
+    (tmp_path / "blocker").write_text("a file")
+    image = tmp_path / "case-t1c.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4)), image)
+    inputs = [*extra, str(tmp_path)] if extra else ["--t1c", str(image)]
+    before = sorted(tmp_path.rglob("*"))
+    result = cli("predict", "--run", str(tmp_path / "no-run"), "--out", str(tmp_path / out),
+                 *inputs)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and problem in lines[0] and "no-run" not in lines[0]
+    assert sorted(tmp_path.rglob("*")) == before
+
+
 def test_predict_refuses_unknown_modalities_and_other_grids(trained, tmp_path):
     run, data = trained
     files = _case_files(data, "Phantom-00000")

@@ -3,12 +3,14 @@ Predictor."""
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 
 from rich.console import Console
 
 from contraseg.data.labels import get_convention
-from contraseg.data.layouts import discover
+from contraseg.data.layouts import MODALITY_SYNONYMS, discover, strip_nifti_suffix
 from contraseg.engine.infer import Predictor
 from contraseg.errors import ConfigError, ContrasegError, InputError
 
@@ -26,21 +28,77 @@ def _named_inputs(inputs: list[str], named: dict[str, Path | None]) -> dict[str,
     return files
 
 
-def run_predict(run: Path, out: Path, *, inputs: list[str], named: dict[str, Path | None],
-                data: Path | None, resample_to: str | None, which: str, device: str,
-                overrides: dict, console: Console, labels: str | None = None
-                ) -> tuple[Path, str]:
+LABEL_SUFFIXES = (".nii.gz", ".nii")
+SEPARATORS = "-_."
+
+
+def _means_folder(out: Path, raw: str) -> bool:
+    return out.is_dir() or raw.endswith(("/", os.sep))
+
+
+def case_output(out: Path, case_id: str, raw: str | None = None) -> Path:
+    """Where one case's label map goes: `out` itself when it names a .nii.gz / .nii file,
+    `<out>/<case_id>.nii.gz` when it is a folder (existing, or written with a trailing slash);
+    anything else is refused before any work is done."""
+    raw = str(out) if raw is None else raw
+    if _means_folder(out, raw):
+        return out / f"{case_id}.nii.gz"
+    if out.exists() and not out.is_file():
+        raise InputError(out, "exists and is not a file or a folder")
+    if not out.name.endswith(LABEL_SUFFIXES):
+        raise InputError(out, "the output must be a .nii.gz or .nii file, or a folder (give it "
+                              "with a trailing '/')")
+    _check_parent(out)
+    return out
+
+
+def batch_output(out: Path) -> Path:
+    """The folder of batch mode (`--data`): one `<case>.nii.gz` per case."""
+    if out.name.endswith(LABEL_SUFFIXES) or out.is_file():
+        raise InputError(out, "batch mode (--data) writes one <case>.nii.gz per case: give a "
+                              "folder, not a file")
+    _check_parent(out)
+    return out
+
+
+def _check_parent(out: Path) -> None:
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputError(parent, "is a file, not a folder: cannot write below it")
+            return
+
+
+def case_id_from_files(files: list[Path]) -> str:
+    """A case name for NAME=FILE inputs: the files' common name prefix (`BraTS-001-t1c`,
+    `BraTS-001-t2f`: `BraTS-001`); one file: its name without a trailing modality token."""
+    stems = [strip_nifti_suffix(path.name) for path in files]
+    prefix = os.path.commonprefix(stems) if len(stems) > 1 else ""
+    if any(len(stem) > len(prefix) and stem[len(prefix)] not in SEPARATORS for stem in stems):
+        prefix = prefix[: max(prefix.rfind(c) for c in SEPARATORS) + 1]  # whole tokens only
+    if len(stems) == 1:
+        last = re.split(f"[{re.escape(SEPARATORS)}]", stems[0])[-1]
+        prefix = stems[0][: -len(last)] if last.lower() in MODALITY_SYNONYMS else stems[0]
+    return prefix.rstrip("-_. ") or "prediction"
+
+
+def run_predict(run: Path, out: Path | str, *, inputs: list[str],
+                named: dict[str, Path | None], data: Path | None, resample_to: str | None,
+                which: str, device: str, overrides: dict, console: Console,
+                labels: str | None = None) -> tuple[Path, str]:
     """Segment one case (files or a case folder) into `out`, or a dataset into folder `out`;
     returns what was written and which checkpoint (file and step) made it.
 
     Labels are written with the raw values of `labels`, else of the case folder's or dataset's
-    own convention (when it has the run's classes), else of the run's.
+    own convention (when it has the run's classes), else of the run's. `out` is checked
+    before the run is loaded (`case_output`, `batch_output`): a trailing slash means a folder.
     """
-    predictor = Predictor.from_run(run, which, device)
-    predictor.override(overrides)
+    raw, out = str(out), Path(out)
     if data is not None:
         if inputs or any(named.values()):
             raise ConfigError("--data (batch mode) takes no other inputs")
+        out = batch_output(out)
+        predictor = _predictor(run, which, device, overrides)
         failures = predictor.predict_folder(data, out, resample_to=resample_to, labels=labels)
         for failure in failures:
             console.print(f"[red]failed:[/] {failure.message}", highlight=False)
@@ -54,9 +112,20 @@ def run_predict(run: Path, out: Path, *, inputs: list[str], named: dict[str, Pat
         spec = discover(folder, labels=labels)
         if len(spec.cases) != 1:
             raise InputError(folder, f"holds {len(spec.cases)} cases; use --data for batch mode")
+        out = case_output(out, spec.cases[0].case_id, raw)
+        predictor = _predictor(run, which, device, overrides)
         return predictor.predict_case(spec.cases[0], out, resample_to=resample_to,
                                       convention=predictor.output_convention(spec.convention)
                                       ), predictor.source
+    files = _named_inputs(inputs, named)
+    out = case_output(out, case_id_from_files(list(files.values())), raw)
+    predictor = _predictor(run, which, device, overrides)
     convention = predictor.output_convention(get_convention(labels)) if labels else None
-    return predictor.predict_files(_named_inputs(inputs, named), out, resample_to=resample_to,
+    return predictor.predict_files(files, out, resample_to=resample_to,
                                    convention=convention), predictor.source
+
+
+def _predictor(run: Path, which: str, device: str, overrides: dict) -> Predictor:
+    predictor = Predictor.from_run(run, which, device)
+    predictor.override(overrides)
+    return predictor
