@@ -61,6 +61,17 @@ def test_unknown_values_raise_with_the_values():
         get_convention("brats2023").to_canonical(np.array([0, 1, 4, 7]))
 
 
+def test_unknown_values_suggest_the_convention_they_look_like():
+    """BraTS 2020 labels (1, 2, 4) read as 2023 suggest brats2020, and the reverse; values no
+    convention explains suggest nothing."""
+    problem = get_convention("brats2023").unknown_values_problem(np.array([0, 1, 2, 4]))
+    assert problem.endswith("they look like brats2020: try --labels brats2020")
+    problem = get_convention("brats2020").unknown_values_problem(np.array([0, 1, 3]))
+    assert problem.endswith("try --labels brats2023")
+    assert "try" not in get_convention("brats2023").unknown_values_problem(np.array([0, 9]))
+    assert get_convention("brats2023").unknown_values_problem(np.array([0, 1, 3])) is None
+
+
 def test_unknown_convention_lists_known_ones():
     with pytest.raises(ConfigError, match="brats2020"):
         get_convention("brats1999")

@@ -193,6 +193,17 @@ def test_predict_a_case_folder_and_a_dataset(trained, tmp_path):
         f"Phantom-0000{i}.nii.gz" for i in range(3)]
 
 
+def test_evaluate_with_the_wrong_label_convention_names_the_file_and_the_fix(trained,
+                                                                          tmp_path):
+    run, data = trained  # phantom labels are BraTS 2023 (1, 2, 3)
+    result = cli("evaluate", "--run", str(run), "--data", str(data), "--out", str(tmp_path / "r"),
+                 "--labels", "brats2020", "--subsets", "full", "--overlays", "0")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    line, = result.stderr.strip().splitlines()
+    assert "-seg.nii.gz: label values [3] are not in convention brats2020" in line
+    assert line.endswith("try --labels brats2023") and not (tmp_path / "r").exists()
+
+
 def test_predict_output_folders_get_one_file_per_case(trained, tmp_path):
     """An existing folder, or a path with a trailing slash, means <folder>/<case>.nii.gz; the
     case is named after the input files' common prefix (or the case folder)."""

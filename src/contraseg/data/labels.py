@@ -56,7 +56,11 @@ class LabelConvention:
         unknown = self.unknown_values(values)
         if not unknown:
             return None
-        return f"label values {unknown} are not in convention {self.name} {self.raw_values}"
+        problem = f"label values {unknown} are not in convention {self.name} {self.raw_values}"
+        guess = infer_convention(values)
+        if guess is not None and guess != self.name:
+            problem += f"; they look like {guess}: try --labels {guess}"
+        return problem
 
     def to_canonical(self, raw: np.ndarray) -> np.ndarray:
         """Map a raw label map to canonical classes (uint8). Unknown values raise ValueError."""

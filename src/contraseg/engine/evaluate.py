@@ -19,7 +19,7 @@ from rich.console import Console
 
 from contraseg.data.cases import CaseSpec
 from contraseg.data.io import load_case
-from contraseg.data.labels import LabelConvention, is_whole_tumour
+from contraseg.data.labels import LabelConvention, is_whole_tumour, label_values
 from contraseg.data.layouts import discover
 from contraseg.data.preprocess import GridRecord, invert_labels, invert_probabilities, preprocess
 from contraseg.engine.infer import (
@@ -69,6 +69,8 @@ def evaluate_case(predictor: Predictor, case: CaseSpec, convention: LabelConvent
     if loaded.label is None:
         raise InputError(case.case_id, "has no label to evaluate against")
     settings = MetricSettings(units, hd95, "brats", loaded.spacing)
+    if problem := convention.unknown_values_problem(label_values(loaded.label)):
+        raise InputError(case.label or case.case_id, problem)
     reference = convention.to_canonical(loaded.label)
     if is_whole_tumour(predictor.convention):  # a whole-tumour-only run: one tumour class
         reference = (reference > 0).astype(np.uint8)
