@@ -170,6 +170,26 @@ def test_usage_errors_are_one_line_and_exit_1(args, needles):
     assert line.startswith("error: ") and "╭" not in line
 
 
+def test_misleading_mistakes_say_what_is_wrong(tmp_path):
+    """A YAML file as --run, a misspelt method, an image as a reference label map."""
+    config = tmp_path / "config.yaml"
+    config.write_text("method: unet\n")
+    one_line_error(run("predict", "--run", str(config), "--out", str(tmp_path / "s.nii.gz"),
+                       "--t1c", str(config)), "config.yaml: not a checkpoint")
+    line = one_line_error(run("train", "--method", "unte", "--data", str(tmp_path),
+                              "--out", str(tmp_path / "r")), "unknown method 'unte'", "rfnet")
+    assert line.endswith("did you mean 'unet'?") and "configs/" not in line
+    rng = np.random.default_rng(0)
+    image = save(tmp_path / "t1c.nii.gz", rng.integers(0, 1000, SHAPE).astype(np.int16))
+    label = save(tmp_path / "seg.nii.gz", np.zeros(SHAPE, np.uint8))
+    line = one_line_error(run("score", "--pred", str(label), "--ref", str(image)),
+                          "t1c.nii.gz", "this looks like an image, not a label map")
+    assert len(line) < 200
+    zscored = save(tmp_path / "z.nii.gz", rng.normal(size=SHAPE).astype(np.float32))
+    one_line_error(run("score", "--pred", str(label), "--ref", str(zscored)),
+                   "z.nii.gz", "non-integral", "this looks like an image")
+
+
 def test_no_arguments_print_the_help_without_an_error():
     result = run()
     assert result.returncode == 0 and "Usage:" in result.stdout and "predict" in result.stdout

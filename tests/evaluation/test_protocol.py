@@ -46,6 +46,15 @@ def test_subset_from_name_normalises_order_and_case() -> None:
         subset_from_name("flair+flair", MODS)
 
 
+def test_near_miss_subsets_suggest_what_was_meant() -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_subsets("flari,T1C+flari,zz", MODS)
+    message = str(error.value)
+    assert "'flari' (did you mean 'flair'?)" in message
+    assert "'T1C+flari' (did you mean 'T1C+flair'?)" in message
+    assert "'zz' (modalities" in message  # nothing close: no suggestion
+
+
 def test_parse_subsets_keywords() -> None:
     assert parse_subsets("all", MODS) == all_subsets(MODS)
     assert parse_subsets("full", MODS) == [MODS]

@@ -18,6 +18,7 @@ from nibabel.filebasedimages import ImageFileError
 from scipy import ndimage
 
 from contraseg.data.cases import CaseSpec, ImageRef
+from contraseg.data.labels import MAX_UNKNOWN_LISTED
 from contraseg.errors import ConfigError, InputError
 from contraseg.utils.fs import atomic_path
 
@@ -184,8 +185,10 @@ def read_label(path: Path | str) -> Volume:
         if bad.any():
             values = np.unique(data[bad])
             shown = ", ".join(f"{v:g}" for v in values[:5]) + (", ..." if values.size > 5 else "")
+            hint = (": this looks like an image, not a label map"
+                    if values.size > MAX_UNKNOWN_LISTED else "")
             raise InputError(
-                path, f"label map has non-integral values {shown} ({int(bad.sum())} voxels)"
+                path, f"label map has non-integral values {shown} ({int(bad.sum())} voxels){hint}"
             )
         data = np.rint(data)
     low, high = (int(data.min()), int(data.max())) if data.size else (0, 0)

@@ -17,6 +17,7 @@ import numpy as np
 from contraseg.errors import ConfigError
 
 BRAIN_CLASS_NAMES = ("background", "necrosis", "edema", "enhancing")
+MAX_UNKNOWN_LISTED = 16  # more unknown values than this: an image given as a label map
 BRAIN_REGIONS: dict[str, tuple[int, ...]] = {"WT": (1, 2, 3), "TC": (1, 3), "ET": (3,)}
 
 
@@ -56,6 +57,9 @@ class LabelConvention:
         unknown = self.unknown_values(values)
         if not unknown:
             return None
+        if len(unknown) > MAX_UNKNOWN_LISTED:
+            return (f"{len(values)} distinct values ({', '.join(map(str, unknown[:5]))}, ...): "
+                    "this looks like an image, not a label map")
         problem = f"label values {unknown} are not in convention {self.name} {self.raw_values}"
         guess = infer_convention(values)
         if guess is not None and guess != self.name:

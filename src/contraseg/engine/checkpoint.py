@@ -47,11 +47,20 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     return Path(path)
 
 
+def _looks_like_torch_save(path: Path) -> bool:
+    """torch.save writes a zip archive (PK..), older versions a pickle stream (0x80)."""
+    with path.open("rb") as handle:
+        head = handle.read(4)
+    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint safely; anything else is an InputError naming the file."""
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "checkpoint not found")
+    if not _looks_like_torch_save(path):
+        raise InputError(path, "not a checkpoint (give a run folder or its checkpoints/*.pt)")
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:

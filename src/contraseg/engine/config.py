@@ -18,6 +18,7 @@ from typing import Any, Literal
 import yaml
 
 from contraseg.errors import ConfigError
+from contraseg.utils.text import did_you_mean
 
 
 @dataclass
@@ -139,7 +140,11 @@ def _presets(method: str) -> dict[str, dict]:
     name = f"{method}.yaml"
     source = resources.files("contraseg.configs").joinpath(name)
     if not source.is_file():
-        raise ConfigError(f"no presets for method '{method}' (contraseg/configs/{name})")
+        from contraseg.models.registry import list_methods
+
+        methods = list_methods()
+        raise ConfigError(f"unknown method '{method}' (methods: {', '.join(methods)})"
+                          + did_you_mean(method, methods))
     return yaml.safe_load(source.read_text()) or {}
 
 

@@ -35,7 +35,12 @@ from torch import Tensor
 from contraseg.data.cases import CaseSpec, ImageRef
 from contraseg.data.io import LoadedCase, load_case, save_nifti
 from contraseg.data.labels import BRAIN_CLASS_NAMES, LabelConvention
-from contraseg.data.layouts import canonical_modality, discover, strip_nifti_suffix
+from contraseg.data.layouts import (
+    MODALITY_SYNONYMS,
+    canonical_modality,
+    discover,
+    strip_nifti_suffix,
+)
 from contraseg.data.preprocess import PreprocessSettings, invert_probabilities, preprocess
 from contraseg.engine.checkpoint import describe_checkpoint, load_method
 from contraseg.engine.config import InferConfig, config_from_dict, infer_config
@@ -43,6 +48,7 @@ from contraseg.engine.distributed import autocast, resolve_device
 from contraseg.errors import ContrasegError, InputError
 from contraseg.models.base import Method
 from contraseg.utils.progress import progress_bar
+from contraseg.utils.text import did_you_mean
 
 # --- sliding window over many availability patterns ----------------------------------------------
 
@@ -333,8 +339,11 @@ class Predictor:
             self.infer = infer_config({**asdict(self.infer), **given})
 
     def _unknown(self, source: str | Path, name: str) -> InputError:
+        names = [*self.modalities, *(synonym for synonym, modality in MODALITY_SYNONYMS.items()
+                                     if modality in self.modalities)]
         return InputError(source, f"modality '{name}' is not one of the run's "
-                                  f"{', '.join(self.modalities)} (method {self.method_name})")
+                                  f"{', '.join(self.modalities)} (method {self.method_name})"
+                                  + did_you_mean(name, names))
 
     def _check_names(self, loaded: LoadedCase) -> None:
         """Refuse a modality the run does not know, naming its file."""

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from itertools import combinations
 
 from contraseg.errors import ConfigError
+from contraseg.utils.text import close_match
 
 Subset = tuple[str, ...]
 SEPARATOR = "+"
@@ -74,12 +75,27 @@ def _parse_name(name: str, modalities: tuple[str, ...]) -> Subset | str:
     return tuple(m for m in modalities if m in chosen)
 
 
+def _near_miss(name: str, modalities: tuple[str, ...]) -> str | None:
+    """The subset name meant when every unknown part of `name` is a near miss ('t1c+flair'
+    for 't1c+flari'), else None."""
+    lookup = _lookup(modalities)
+    fixed = [part if part in lookup or part.lower() in lookup else close_match(part, modalities)
+             for part in (p.strip() for p in name.split(SEPARATOR))]
+    return SEPARATOR.join(fixed) if all(fixed) else None
+
+
+def _unknown_subset(name: str, modalities: tuple[str, ...]) -> str:
+    meant = _near_miss(name, modalities)
+    return f"'{name}'" + (f" (did you mean '{meant}'?)" if meant else "")
+
+
 def subset_from_name(name: str, modalities: Sequence[str]) -> Subset:
     """The subset named ``name`` (any order, any case: "T1C+flair"), in modality order."""
     mods = _check_modalities(modalities)
     parsed = _parse_name(name, mods)
     if isinstance(parsed, str):
-        raise ConfigError(f"unknown modality subset '{name}' (modalities: {', '.join(mods)})")
+        raise ConfigError(f"unknown modality subset {_unknown_subset(name, mods)} "
+                          f"(modalities: {', '.join(mods)})")
     return parsed
 
 
@@ -110,7 +126,7 @@ def parse_subsets(spec: str, modalities: Sequence[str]) -> list[Subset]:
             continue
         parsed = _parse_name(item, mods) if item else item
         if isinstance(parsed, str):
-            unknown.append(repr(item))
+            unknown.append(_unknown_subset(item, mods))
         else:
             chosen.add(parsed)
     if unknown:

@@ -18,14 +18,26 @@ def _temp_sibling_name(path: Path) -> str:
 
 
 @contextmanager
+def _user_path_in_errors(tmp: Path, path: Path) -> Iterator[None]:
+    """An OSError about the hidden temporary names the user's `path` instead."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None or not str(exc.filename).startswith(str(tmp)):
+            raise
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
+
+
+@contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`, renamed onto `path` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(_temp_sibling_name(path))
     try:
-        yield tmp
-        os.replace(tmp, path)
+        with _user_path_in_errors(tmp, path):
+            yield tmp
+            os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -41,14 +53,15 @@ def atomic_dir(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp", dir=path.parent))
     try:
-        yield tmp
-        if path.exists() and overwrite:
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old", dir=path.parent))
-            os.replace(path, old / "x")
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)  # fails if path is a non-empty folder: never clobber silently
+        with _user_path_in_errors(tmp, path):
+            yield tmp
+            if path.exists() and overwrite:
+                old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old", dir=path.parent))
+                os.replace(path, old / "x")
+                os.replace(tmp, path)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, path)  # fails if path is a non-empty folder: never clobber
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
