@@ -250,3 +250,21 @@ def test_clinical_scans_of_different_sizes(shared_data):
     assert set(loaded.resampled) == {"t2", "flair"}
     np.testing.assert_allclose(loaded.affine, nib.load(folder / "t1.nii.gz").affine)
     assert (loaded.image[2] > 0).mean() > 0.5  # t2 really landed in the field of view
+
+
+def test_a_label_map_given_as_an_image_is_refused(tmp_path):
+    """A mask or label map where an image belongs is named; an all-zero stand-in for a missing
+    scan, and an image with many values, are read."""
+    labels = np.zeros((12, 10, 8), np.uint8)
+    labels[2:5, 2:5, 2:5] = 2
+    labels[3, 3, 3] = 4
+    path = tmp_path / "case-seg.nii.gz"
+    nib.save(nib.Nifti1Image(labels, np.eye(4)), path)
+    with pytest.raises(InputError, match="case-seg.nii.gz: has only the values 0, 2, 4: this "
+                                         "looks like a label map, not an image"):
+        read_image(path)
+    zeros, noise = tmp_path / "zeros.nii.gz", tmp_path / "noise.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((12, 10, 8), np.float32), np.eye(4)), zeros)
+    values = np.random.default_rng(0).integers(0, 50, (12, 10, 8)).astype(np.int16)
+    nib.save(nib.Nifti1Image(values, np.eye(4)), noise)
+    assert read_image(zeros).data.max() == 0 and read_image(noise).data.max() == 49

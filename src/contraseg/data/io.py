@@ -169,8 +169,25 @@ def read_image(ref: ImageRef | Path | str, *, expect_3d: bool = True) -> Volume:
     file without a volume index is returned whole, as (X, Y, Z, T).
     """
     data, volume = _read(ref, expect_3d)
+    _refuse_label_maps(data, volume.path)
     volume.data = np.asarray(data, dtype=np.float32)
     return volume
+
+
+LABEL_LIKE_VALUES = 8
+
+
+def _refuse_label_maps(data: np.ndarray, path: Path) -> None:
+    """An image with 2 to LABEL_LIKE_VALUES integer values is a label map (or a mask) given
+    where an image belongs. One value (an all-zero stand-in for a missing scan) is allowed."""
+    sample = data[::4, ::4, ::4] if data.ndim >= 3 else data
+    if np.unique(sample).size > LABEL_LIKE_VALUES:  # the cheap answer for every real scan
+        return
+    values = np.unique(data)
+    if 2 <= values.size <= LABEL_LIKE_VALUES and np.array_equal(values, np.rint(values)):
+        shown = ", ".join(f"{v:g}" for v in values)
+        raise InputError(path, f"has only the values {shown}: this looks like a label map, "
+                               "not an image")
 
 
 def _smallest_int_dtype(low: int, high: int) -> np.dtype:
