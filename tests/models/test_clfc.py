@@ -229,3 +229,17 @@ def test_training_patches_the_network_cannot_take_are_refused():
     with pytest.raises(ConfigError, match=">= 3"):
         method.check_patch([16, 16, 2])
     method.check_patch([16, 16, 3])
+
+
+def test_an_untrained_generator_is_recognised_for_the_training_warning():
+    """clfc `tiny` carries a random generator for tests: training warns; a normal_run, or
+    Baseline-1 (no normal network), does not."""
+    from dataclasses import replace
+
+    from contraseg.engine.generator import untrained_generator
+
+    tiny = load_config("clfc", "tiny")
+    assert untrained_generator(tiny)
+    assert not untrained_generator(replace(tiny, normal_run="runs/introvae"))
+    assert not untrained_generator(replace(tiny, model={**tiny.model, "normal_network": False}))
+    assert not untrained_generator(load_config("unet", "tiny"))

@@ -126,6 +126,14 @@ def attach_normal_run(config) -> tuple[Any, dict[str, torch.Tensor] | None]:
     return replace(config, model={**config.model, "generator": spec}), generator.state_dict()
 
 
+def untrained_generator(config) -> bool:
+    """True when the method would compare against a generator nobody trained: a preset's
+    architecture (clfc `tiny`, for tests) without `normal_run`, so its pseudo-normal is noise."""
+    model = config.model if isinstance(config.model, dict) else {}
+    return (config.normal_run is None and bool(model.get("generator"))
+            and model.get("normal_network", True))
+
+
 def check_same_preprocessing(trained: PreprocessSettings, config) -> None:
     """Refuse a generator whose slices were preprocessed otherwise than the segmenter's will be
     (another grid, orientation, crop or normalisation): its pseudo-normals would be wrong."""

@@ -47,6 +47,7 @@ from contraseg.engine.generator import (
     attach_normal_run,
     load_generator_weights,
     normal_t1_case,
+    untrained_generator,
     validate_generator,
 )
 from contraseg.engine.optim import make_optimizer, make_scheduler, plateau_validation_key
@@ -195,6 +196,11 @@ class Trainer:
         self._check_run_folder()
         # before any data is read or written
         config, generator_weights = attach_normal_run(config)
+        if untrained_generator(config) and self.ctx.is_main and not resume:
+            self.console.print(f"[yellow]warning:[/] {config.method} runs with an UNTRAINED "
+                               "normal-appearance generator (the preset's random weights, for "
+                               "tests): its pseudo-normal is noise; give --set normal_run="
+                               "VAE_RUN (an introvae run)", highlight=False)
         self.config = config
         self.amp = distributed.resolve_amp(config.amp, self.ctx.device)  # `auto` resolved
         entry = get_entry(config.method)
