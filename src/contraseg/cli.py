@@ -267,6 +267,10 @@ def train(
                           overrides=[*(set_ or []), *_init_override(init)], resume=resume,
                           max_steps=max_steps, max_minutes=max_minutes, console=err_console,
                           folds=folds, fold=fold)
+    if info and info["status"] == "interrupted":
+        print_error(f"interrupted at step {info['step']}: continue with `contraseg train --out "
+                    f"{out} --resume`")
+        raise typer.Exit(130)
     if info:
         console.print(f"run {info['status']} at step {info['step']}: {out}")
 
@@ -367,7 +371,7 @@ def predict(
         data=data, resample_to=resample_to, which=which, device=device,
         overrides=_infer_overrides(overlap, tta, et_min_voxels, blend, blend_space),
         console=err_console, labels=labels)
-    console.print(f"wrote {written} with {source}", highlight=False)
+    console.print(f"wrote {written} with {source}", highlight=False, soft_wrap=True)
 
 
 def _infer_overrides(overlap: float | None, tta: bool | None, et_min_voxels: int | None,

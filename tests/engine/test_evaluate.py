@@ -180,6 +180,9 @@ def test_predict_from_a_subset_of_modalities(trained, tmp_path):
     assert pred.shape == ref.shape and np.allclose(pred.affine, ref.affine)
     assert set(np.unique(np.asarray(pred.dataobj))) <= {0, 1, 2, 3}
     assert all(files[m].read_bytes() == before[m] for m in files)  # inputs untouched
+    # what made it: the modalities used and the checkpoint's step; a line while it works
+    assert f"with t1c, flair and {run / 'checkpoints' / 'last.pt'} (step " in result.stdout
+    assert "segmenting Phantom-00001 from t1c, flair" in result.stderr
 
 
 def test_predict_a_case_folder_and_a_dataset(trained, tmp_path):

@@ -111,6 +111,42 @@ def test_killed_and_resumed_equals_uninterrupted(tmp_path, phantom):
     assert step <= 8
 
 
+def test_ctrl_c_ends_the_step_saves_it_and_resumes_to_the_same_weights(tmp_path, phantom,
+                                                                       monkeypatch):
+    """SIGINT after step 3 (mid-epoch 2 of 3): the run stops there, saved and marked
+    interrupted; --resume ends with the weights of an uninterrupted run."""
+    from contraseg.engine.train import Trainer
+
+    original = Trainer._train_step
+
+    def step_then_interrupt(self):
+        terms = original(self)
+        if self.step == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return terms
+
+    monkeypatch.setattr(Trainer, "_train_step", step_then_interrupt)
+    info = train(tmp_path / "part", phantom)
+    assert (info["status"], info["step"]) == ("interrupted", 3)
+    assert load_checkpoint(tmp_path / "part" / "checkpoints" / "last.pt")["step"] == 3
+    monkeypatch.undo()
+    assert train(tmp_path / "part", phantom, resume=True)["status"] == "finished"
+    train(tmp_path / "full", phantom)
+    assert_same_weights(tmp_path / "full", tmp_path / "part")
+
+
+def test_a_second_ctrl_c_stops_at_once():
+    from contraseg.engine.train import StopOnInterrupt
+
+    before = signal.getsignal(signal.SIGINT)
+    with StopOnInterrupt() as interrupt:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert interrupt.requested
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is before  # restored
+
+
 @pytest.mark.parametrize("method", ["unet", "dc-seg", "dcl-manet"])  # per-modality modules
 def test_two_process_gloo_ddp_keeps_ranks_identical(tmp_path, phantom, method):
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}

@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import os
 import re
+from contextlib import nullcontext
 from pathlib import Path
 
 from rich.console import Console
 
 from contraseg.data.labels import get_convention
-from contraseg.data.layouts import MODALITY_SYNONYMS, discover, strip_nifti_suffix
+from contraseg.data.layouts import (
+    MODALITY_SYNONYMS,
+    canonical_modality,
+    discover,
+    strip_nifti_suffix,
+)
 from contraseg.engine.infer import Predictor
 from contraseg.errors import ConfigError, ContrasegError, InputError
 
@@ -87,7 +93,8 @@ def run_predict(run: Path, out: Path | str, *, inputs: list[str],
                 which: str, device: str, overrides: dict, console: Console,
                 labels: str | None = None) -> tuple[Path, str]:
     """Segment one case (files or a case folder) into `out`, or a dataset into folder `out`;
-    returns what was written and which checkpoint (file and step) made it.
+    returns what was written and what made it (the modalities used, for one case, and the
+    checkpoint file and step).
 
     Labels are written with the raw values of `labels`, else of the case folder's or dataset's
     own convention (when it has the run's classes), else of the run's. `out` is checked
@@ -112,17 +119,41 @@ def run_predict(run: Path, out: Path | str, *, inputs: list[str],
         spec = discover(folder, labels=labels)
         if len(spec.cases) != 1:
             raise InputError(folder, f"holds {len(spec.cases)} cases; use --data for batch mode")
-        out = case_output(out, spec.cases[0].case_id, raw)
+        case = spec.cases[0]
+        out = case_output(out, case.case_id, raw)
         predictor = _predictor(run, which, device, overrides)
-        return predictor.predict_case(spec.cases[0], out, resample_to=resample_to,
-                                      convention=predictor.output_convention(spec.convention)
-                                      ), predictor.source
+        used = [m for m in predictor.modalities if m in case.images]
+        with _working(console, case.case_id, used, predictor):
+            written = predictor.predict_case(
+                case, out, resample_to=resample_to,
+                convention=predictor.output_convention(spec.convention))
+        return written, _from(used, predictor)
     files = _named_inputs(inputs, named)
-    out = case_output(out, case_id_from_files(list(files.values())), raw)
+    case_id = case_id_from_files(list(files.values()))
+    out = case_output(out, case_id, raw)
     predictor = _predictor(run, which, device, overrides)
     convention = predictor.output_convention(get_convention(labels)) if labels else None
-    return predictor.predict_files(files, out, resample_to=resample_to,
-                                   convention=convention), predictor.source
+    given = {canonical_modality(name) for name in files}
+    used = [m for m in predictor.modalities if m in given]
+    with _working(console, case_id, used, predictor):
+        written = predictor.predict_files(files, out, resample_to=resample_to,
+                                          convention=convention)
+    return written, _from(used, predictor)
+
+
+def _from(used: list[str], predictor: Predictor) -> str:
+    """'t1c, flair and run/checkpoints/last.pt (step 2)': what made a prediction."""
+    return f"{', '.join(used) or 'no known modality'} and {predictor.source}"
+
+
+def _working(console: Console, case_id: str, used: list[str], predictor: Predictor):
+    """A spinner on a terminal, one line elsewhere, while one case is segmented."""
+    flips = " with 8 flips" if predictor.infer.tta_flips else ""
+    text = f"segmenting {case_id} from {', '.join(used)}{flips}"
+    if console.is_terminal:
+        return console.status(text)
+    console.print(text, highlight=False, markup=False)
+    return nullcontext()
 
 
 def _predictor(run: Path, which: str, device: str, overrides: dict) -> Predictor:

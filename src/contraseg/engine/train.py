@@ -15,6 +15,8 @@ best.pt: `--which auto` then evaluates the last weights).
 from __future__ import annotations
 
 import json
+import signal
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -318,10 +320,10 @@ class Trainer:
         self.budget_step = self.step
         epoch_terms: dict[str, list[float]] = {}
         step_seconds: list[float] = []
-        with self._progress() as bar:
-            task = bar.add_task("train", total=self.config.total_steps, completed=self.step,
-                                terms="")
-            while self.step < self._stop_at(max_steps):
+        stop_at = self._stop_at(max_steps)
+        with self._progress() as bar, StopOnInterrupt(self.ctx.world_size == 1) as interrupt:
+            task = bar.add_task("train", total=stop_at, completed=self.step, terms="")
+            while self.step < stop_at and not interrupt.requested:
                 tick = time.monotonic()
                 terms = self._train_step()
                 step_seconds.append(time.monotonic() - tick)
@@ -330,11 +332,13 @@ class Trainer:
                 bar.update(task, advance=1, terms=_fmt_terms(terms))
                 if self._fitting_budget() and len(step_seconds) == BUDGET_CALIBRATION_STEPS:
                     self._fit_budget(step_seconds[3:], time.monotonic() - start)
-                    bar.update(task, total=self.config.total_steps)
+                    stop_at = self._stop_at(max_steps)
+                    bar.update(task, total=stop_at)
                 if self.step % self.config.iters_per_epoch == 0:
                     if self._refitting_budget():
                         self._refit_budget()
-                        bar.update(task, total=self.config.total_steps)
+                        stop_at = self._stop_at(max_steps)
+                        bar.update(task, total=stop_at)
                     self._end_epoch(epoch_terms)
                     epoch_terms = {}
                 if max_minutes is not None and time.monotonic() - start > 60 * max_minutes:
@@ -342,7 +346,8 @@ class Trainer:
         finished = self.step >= self.config.total_steps
         if self.step % self.config.iters_per_epoch:  # stopped mid-epoch: keep what was done
             self._save("last")
-        return self._finish(finished)
+        status = "finished" if finished else "interrupted" if interrupt.requested else "stopped"
+        return self._finish(status)
 
     def _stop_at(self, max_steps: int | None) -> int:
         total = self.config.total_steps
@@ -538,12 +543,12 @@ class Trainer:
         this one's so far."""
         return self.seconds_before + time.monotonic() - self.started
 
-    def _finish(self, finished: bool) -> dict:
+    def _finish(self, status: str) -> dict:
         checksums = distributed.gather_floats(
             self.ctx, distributed.parameter_checksum(self.method))
         info: dict = {}
         if self.ctx.is_main:
-            info = self._write_run_files("finished" if finished else "stopped",
+            info = self._write_run_files(status,
                                          train_seconds=self._train_seconds(),
                                          rank_checksums=checksums)
             if self.writer is not None:
@@ -569,6 +574,31 @@ class Trainer:
             SpeedColumn(), TimeRemainingColumn(),
             console=self.console, disable=not (self.ctx.is_main and self.console.is_terminal),
         )
+
+
+class StopOnInterrupt:
+    """Ctrl-C during training: the first one ends the loop after the current step (the run is
+    saved and marked interrupted, ready for --resume); a second one stops at once. Only for a
+    single process in the main thread: ranks of a distributed run must stop together."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.requested = False
+        self._previous: Any = None
+
+    def __enter__(self) -> StopOnInterrupt:
+        if self.enabled:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.enabled:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
 
 
 class SpeedColumn(ProgressColumn):
