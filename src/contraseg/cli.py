@@ -384,9 +384,16 @@ def _infer_overrides(overlap: float | None, tta: bool | None, et_min_voxels: int
 @app.command("evaluate")
 @user_errors
 def evaluate(
-    run: Annotated[Path, typer.Option("--run", help="Run folder (or a checkpoint file).")],
     data: Annotated[Path, typer.Option("--data", help="Labelled dataset folder.")],
     out: Annotated[Path, typer.Option("--out", help="Report folder.")],
+    run: Annotated[Path | None, typer.Option(
+        "--run", help="Run folder (or a checkpoint file) to evaluate.")] = None,
+    pred: Annotated[Path | None, typer.Option(
+        "--pred", help="Instead of --run: a folder of <case>.nii.gz predictions made by any "
+                       "tool, scored with the same protocol.")] = None,
+    pred_labels: Annotated[str | None, typer.Option(
+        help="With --pred: the label convention the predictions are written in (default: "
+             "the dataset's).")] = None,
     subsets: Annotated[
         str, typer.Option(help="all, full, singles, or names like flair,t1c+flair.")] = "all",
     labels: Annotated[str | None, typer.Option(help="Label convention of --data.")] = None,
@@ -410,9 +417,34 @@ def evaluate(
     like DC-Seg's Figure 3. The weights are the run's best checkpoint when it validated, else
     its last (`--which`); inference settings default to the run's and the report records them.
 
+    With --pred instead of --run, another tool's predictions (one <case>.nii.gz per labelled
+    case, on the case's grid) are scored the same way on the full subset, so `contraseg
+    compare` tests them against a run's report.
+
     Example: `contraseg evaluate --run runs/unet --data data/test --out reports/unet`;
-    RFNet's released inference: `... --blend constant --blend-space probabilities`
+    RFNet's released inference: `... --blend constant --blend-space probabilities`;
+    nnU-Net's predictions: `contraseg evaluate --pred nnunet-out/ --data data/test --out
+    reports/nnunet`
     """
+    if (run is None) == (pred is None):
+        raise ConfigError("give --run (a contraseg run) or --pred (a folder of predictions)")
+    if pred is not None:
+        run_only = {"--subsets": subsets != "all", "--which": which != "auto",
+                    "--device": device != "auto", "--overlap": overlap is not None,
+                    "--tta": tta is not None, "--blend": blend is not None,
+                    "--blend-space": blend_space is not None, "--figures": figures}
+        if given := [name for name, used in run_only.items() if used]:
+            raise ConfigError(f"{', '.join(given)}: for --run only (--pred scores the files "
+                              "as they are)")
+        from contraseg.engine.score_folder import evaluate_predictions
+
+        report = evaluate_predictions(pred, data, out, labels=labels, pred_labels=pred_labels,
+                                      units=units, hd95=hd95, et_min_voxels=et_min_voxels,
+                                      overlays=overlays, console=err_console)
+        console.print(f"report: {report}")
+        return
+    if pred_labels is not None:
+        raise ConfigError("--pred-labels: for --pred only")
     from contraseg.engine.evaluate import evaluate_run
 
     report = evaluate_run(run, data, out, subsets=subsets, which=which, device=device,

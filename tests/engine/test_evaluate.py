@@ -207,6 +207,50 @@ def test_evaluate_with_the_wrong_label_convention_names_the_file_and_the_fix(tra
     assert line.endswith("try --labels brats2023") and not (tmp_path / "r").exists()
 
 
+def test_evaluate_external_predictions_reproduces_the_runs_own_figures(trained, tmp_path):
+    """The run's predictions (raw, no ET rule) given back as an external folder score exactly
+    what `evaluate --run --subsets full` scores, every metric and row; compare accepts both."""
+    run, data = trained
+    assert cli("predict", "--run", str(run), "--data", str(data), "--out",
+               str(tmp_path / "preds"), "--et-min-voxels", "0").returncode == 0
+    own = cli("evaluate", "--run", str(run), "--data", str(data), "--out",
+              str(tmp_path / "own"), "--subsets", "full", "--overlays", "0")
+    external = cli("evaluate", "--pred", str(tmp_path / "preds"), "--data", str(data),
+                   "--out", str(tmp_path / "ext"), "--overlays", "1")
+    assert own.returncode == 0 and external.returncode == 0, own.stderr + external.stderr
+
+    def rows(report):
+        with open(tmp_path / report / "metrics.csv") as handle:
+            return list(csv.DictReader(handle))
+
+    assert rows("ext") == rows("own") and len(rows("ext")) == 3 * 3
+    assert len(list((tmp_path / "ext" / "overlays").glob("*.png"))) == 1
+    compared = cli("compare", str(tmp_path / "own"), str(tmp_path / "ext"), "--json")
+    average = json.loads(compared.stdout)["average"]
+    assert all(row["mean_diff"] == 0 for row in average)
+
+
+def test_evaluate_external_predictions_refuses_what_it_cannot_score(trained, tmp_path):
+    run, data = trained
+    preds = tmp_path / "preds"
+    preds.mkdir()
+    label = nib.load(data / "Phantom-00000" / "Phantom-00000-seg.nii.gz")
+    nib.save(label, preds / "Phantom-00000.nii.gz")
+    nib.save(nib.Nifti1Image(np.asarray(label.dataobj)[:-1], label.affine),
+             preds / "Phantom-00001.nii.gz")
+    base = ["evaluate", "--data", str(data), "--out", str(tmp_path / "r")]
+    for args, problem in (
+            (["--pred", str(preds)], "no prediction for 1 of 3 labelled cases (Phantom-00002)"),
+            (["--pred", str(preds), "--run", str(run)], "give --run (a contraseg run) or --pred"),
+            (["--pred", str(preds), "--overlap", "0.5"], "--overlap: for --run only")):
+        result = cli(*base, *args)
+        assert result.returncode == 1 and problem in result.stderr, result.stderr
+    nib.save(label, preds / "Phantom-00002.nii.gz")
+    result = cli(*base, "--pred", str(preds))
+    assert result.returncode == 1 and "Phantom-00001.nii.gz: is not on the grid" in result.stderr
+    assert not (tmp_path / "r").exists()
+
+
 def test_predict_output_folders_get_one_file_per_case(trained, tmp_path):
     """An existing folder, or a path with a trailing slash, means <folder>/<case>.nii.gz; the
     case is named after the input files' common prefix (or the case folder)."""

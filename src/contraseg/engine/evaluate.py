@@ -10,6 +10,7 @@ metrics); the report (DC-Seg Table 1 layout, heatmap, overlays) is written besid
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,24 +87,32 @@ def evaluate_case(predictor: Predictor, case: CaseSpec, convention: LabelConvent
     rows, pictures = [], {"input": (image, present)}
     for k, subset in enumerate(feasible):
         pred = _to_input_grid(prob[k], pre.record)
-        scores = region_metrics(pred, reference, predictor.convention, settings.distance_spacing,
-                                settings.hd95_definition, settings.empty_policy)
-        post = postprocess_et(pred, threshold)
-        post_scores = (scores if post is pred else region_metrics(
-            post, reference, predictor.convention, settings.distance_spacing,
-            settings.hd95_definition, settings.empty_policy))
-        # mmseg's per-class means over ALL classes (background included), for this case
-        classes = multiclass_metrics(pred, reference, predictor.convention.num_classes)
-        for region, values in scores.items():
-            rows.append({"case": case.case_id, "subset": subset_name(subset), "region": region,
-                         **values, "dice_postproc": post_scores[region]["dice"],
-                         "hd95_postproc": post_scores[region]["hd95"],
-                         "case_miou": classes["miou"], "case_mpa": classes["mpa"],
-                         "et_rule_voxels": threshold})
+        rows += score_prediction(case.case_id, subset_name(subset), pred, reference,
+                                 predictor.convention, settings, threshold)
         if len(subset) == len(pre.modalities):
             pictures |= {"images": dict(zip(pre.modalities, loaded.image, strict=True)),
                          "pred": pred, "ref": reference}
     return rows, pictures
+
+
+def score_prediction(case_id: str, subset: str, pred: np.ndarray, reference: np.ndarray,
+                     convention: LabelConvention, settings: MetricSettings,
+                     et_rule_voxels: int) -> list[dict]:
+    """One row per region of one case's canonical prediction: the metrics, raw and after the
+    small-ET rule (`et_rule_voxels` on this grid; 0: off), and mmseg's per-class means."""
+    scores = region_metrics(pred, reference, convention, settings.distance_spacing,
+                            settings.hd95_definition, settings.empty_policy)
+    post = postprocess_et(pred, et_rule_voxels)
+    post_scores = (scores if post is pred else region_metrics(
+        post, reference, convention, settings.distance_spacing, settings.hd95_definition,
+        settings.empty_policy))
+    # mmseg's per-class means over ALL classes (background included), for this case
+    classes = multiclass_metrics(pred, reference, convention.num_classes)
+    return [{"case": case_id, "subset": subset, "region": region, **values,
+             "dice_postproc": post_scores[region]["dice"],
+             "hd95_postproc": post_scores[region]["hd95"],
+             "case_miou": classes["miou"], "case_mpa": classes["mpa"],
+             "et_rule_voxels": et_rule_voxels} for region, values in scores.items()]
 
 
 def evaluate_run(run: Path, data: Path, out: Path, *, subsets: str = "all", which: str = "auto",
@@ -144,42 +153,46 @@ def evaluate_run(run: Path, data: Path, out: Path, *, subsets: str = "all", whic
     chosen = parse_subsets(subsets, predictor.modalities)
     settings = MetricSettings(units, hd95, "brats", (1.0, 1.0, 1.0))  # spacing: per case
     et_min = predictor.infer.et_min_voxels or PEERS_ET_MIN_VOXELS
-    rows, overlay_paths, sources = [], [], []
-    reps = _representation_set(predictor, figures, console)
-    with progress_bar(console=console) as bar:
-        task = bar.add_task("evaluate", total=sum(len(c) for _, c in plan))
-        for index, (fold_run, fold_cases) in enumerate(plan):
-            if index:
-                predictor = load(fold_run)
-            sources.append(predictor.source)
-            for case in fold_cases:
-                case_rows, pictures = evaluate_case(predictor, case, spec.convention, chosen,
-                                                    units, hd95, et_min)
-                rows += case_rows
-                if reps is not None:
-                    _add_representations(reps, predictor, case.case_id, *pictures["input"])
-                if "pred" in pictures and len(overlay_paths) < overlays:
-                    overlay_paths.append(_overlay(out, case.case_id, pictures, predictor))
-                bar.advance(task)
-    cases = [c for _, fold_cases in plan for c in fold_cases]
-    conventions = {**settings.to_dict(), "spacing": "per case, from its reference image"
-                   if units == "mm" else None,
-                   "et_postprocessing": _et_rule_note(et_min, rows),
-                   "inference": inference_settings(predictor),
-                   "case_miou_mpa": "per case and subset, mmsegmentation's mean IoU and mean "
-                                    "per-class accuracy (MPA) over every class, background "
-                                    "included, on the input grid (the same value on each "
-                                    "region's row)"}
-    notes = {"method": predictor.method_name, "checkpoint": ", ".join(sources),
-             "data": str(data), "cases": str(len(cases)),
-             "subsets": ", ".join(subset_name(s) for s in chosen)}
-    if cv.incomplete:
-        notes["cross-validation"] = cv.incomplete
-    extra = [] if reps is None else [representation_figure(
-        reps, out / "figures" / "representations.png",
-        f"{predictor.method_name}: PCA of the representations of {len(cases)} cases")]
-    return write_report(out, rows, predictor.modalities, conventions, notes, overlay_paths,
-                        figures=extra)
+    # pictures are drawn aside and copied by write_report: a failure leaves no report folder
+    with tempfile.TemporaryDirectory(prefix=".contraseg-pictures-") as scratch:
+        pictures_dir = Path(scratch)
+        rows, overlay_paths, sources = [], [], []
+        reps = _representation_set(predictor, figures, console)
+        with progress_bar(console=console) as bar:
+            task = bar.add_task("evaluate", total=sum(len(c) for _, c in plan))
+            for index, (fold_run, fold_cases) in enumerate(plan):
+                if index:
+                    predictor = load(fold_run)
+                sources.append(predictor.source)
+                for case in fold_cases:
+                    case_rows, pictures = evaluate_case(predictor, case, spec.convention, chosen,
+                                                        units, hd95, et_min)
+                    rows += case_rows
+                    if reps is not None:
+                        _add_representations(reps, predictor, case.case_id, *pictures["input"])
+                    if "pred" in pictures and len(overlay_paths) < overlays:
+                        overlay_paths.append(overlay_picture(
+                            pictures_dir, case.case_id, pictures, predictor.convention))
+                    bar.advance(task)
+        cases = [c for _, fold_cases in plan for c in fold_cases]
+        conventions = {**settings.to_dict(), "spacing": "per case, from its reference image"
+                       if units == "mm" else None,
+                       "et_postprocessing": et_rule_note(et_min, rows),
+                       "inference": inference_settings(predictor),
+                       "case_miou_mpa": "per case and subset, mmsegmentation's mean IoU and mean "
+                                        "per-class accuracy (MPA) over every class, background "
+                                        "included, on the input grid (the same value on each "
+                                        "region's row)"}
+        notes = {"method": predictor.method_name, "checkpoint": ", ".join(sources),
+                 "data": str(data), "cases": str(len(cases)),
+                 "subsets": ", ".join(subset_name(s) for s in chosen)}
+        if cv.incomplete:
+            notes["cross-validation"] = cv.incomplete
+        extra = [] if reps is None else [representation_figure(
+            reps, pictures_dir / "figures" / "representations.png",
+            f"{predictor.method_name}: PCA of the representations of {len(cases)} cases")]
+        return write_report(out, rows, predictor.modalities, conventions, notes, overlay_paths,
+                            figures=extra)
 
 
 def inference_settings(predictor: Predictor) -> dict:
@@ -191,7 +204,7 @@ def inference_settings(predictor: Predictor) -> dict:
             "bf16": predictor.bf16}
 
 
-def _et_rule_note(et_min: int, rows: list[dict]) -> str:
+def et_rule_note(et_min: int, rows: list[dict]) -> str:
     thresholds = {row["case"]: int(row["et_rule_voxels"]) for row in rows}
     off = sorted(case for case, t in thresholds.items() if t == 0)
     used = sorted({t for t in thresholds.values() if t > 0})
@@ -274,9 +287,9 @@ def _representation_set(predictor: Predictor, figures: bool, console: Console | 
     return RepresentationSet(predictor.modalities)
 
 
-def _overlay(out: Path, case_id: str, pictures: dict, predictor: Predictor) -> Path:
+def overlay_picture(out: Path, case_id: str, pictures: dict, convention: LabelConvention) -> Path:
     images, pred, ref, index = axial_slice(pictures["images"], pictures["pred"], pictures["ref"])
     path = out / "overlays" / f"{case_id}.png"
     return overlay_figure(images, pred, ref, path,
                           title=f"{case_id}, slice {index}: all modalities",
-                          classes=dict(predictor.convention.regions))
+                          classes=dict(convention.regions))
