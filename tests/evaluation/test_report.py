@@ -12,13 +12,11 @@ import pytest
 
 from contraseg.errors import ConfigError, InputError
 from contraseg.evaluation.metrics import MetricSettings
+from contraseg.evaluation.overlays import case_overlay
 from contraseg.evaluation.report import (
     AGGREGATION,
-    axial_slice,
     format_value,
     metric_label,
-    overlay_figure,
-    pick_axial_slice,
     read_metrics_csv,
     summary_table,
     write_metrics_csv,
@@ -26,6 +24,7 @@ from contraseg.evaluation.report import (
 )
 
 MODS = ("flair", "t1", "t1c", "t2")
+BRAIN = ("background", "necrosis", "edema", "enhancing")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 # case -> subset -> region -> (dice, hd95); the subsets are listed out of protocol order.
@@ -219,42 +218,13 @@ def test_write_report_missing_overlay(tmp_path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Pictures
+# Pictures (tests/evaluation/test_overlays.py draws them in depth)
 
 
 def _overlay(path):
     rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[:48, :48]
-    ref = np.where((xx - 24) ** 2 + (yy - 22) ** 2 < 100, 2, 0)
-    ref[(xx - 24) ** 2 + (yy - 22) ** 2 < 16] = 3
-    pred = np.where((xx - 26) ** 2 + (yy - 24) ** 2 < 90, 2, 0)
-    images = {m: rng.normal(size=(48, 48)) for m in ("flair", "t1c")}
-    return overlay_figure(images, pred, ref, path, "case c1, slice 40",
-                          classes={"WT": (2, 3), "ET": (3,)})
-
-
-def test_overlay_figure_is_a_png(tmp_path) -> None:
-    path = _overlay(tmp_path / "o.png")
-    data = path.read_bytes()
-    assert is_png(data) and len(data) > 10_000
-    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-    assert width > 300 and height > 200
-
-
-def test_overlay_figure_rejects_mismatched_shapes(tmp_path) -> None:
-    with pytest.raises(ValueError):
-        overlay_figure({"t1": np.zeros((4, 4))}, np.zeros((4, 5)), np.zeros((4, 4)),
-                       tmp_path / "x.png")
-
-
-def test_pick_axial_slice() -> None:
-    ref = np.zeros((8, 8, 10), dtype=np.uint8)
-    ref[2:4, 2:5, 3] = 1  # 6 voxels
-    ref[1:4, 1:4, 6] = 2  # 9 voxels: the largest cross-section
-    ref[0, 0, 8] = 3
-    assert pick_axial_slice(ref) == 6
-    assert pick_axial_slice(ref, axis=0) == 2
-    assert pick_axial_slice(np.zeros((8, 8, 10))) == 5
-    images, pred, ref2d, index = axial_slice({"t1": ref * 1.0}, ref, ref)
-    assert index == 6 and pred.shape == (8, 8) and ref2d.sum() == 18
-    assert images["t1"].shape == (8, 8)
+    ref = np.zeros((24, 24, 6), np.uint8)
+    ref[8:16, 8:16, 2:4], ref[10:13, 10:13, 3] = 2, 3
+    pred = np.roll(ref, 2, axis=0)
+    images = {m: rng.normal(size=ref.shape) for m in ("flair", "t1c")}
+    return case_overlay(images, np.eye(4), ref, {"all": pred}, BRAIN, path, "case c1")

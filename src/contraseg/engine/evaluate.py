@@ -35,8 +35,9 @@ from contraseg.engine.infer import (
 )
 from contraseg.errors import InputError
 from contraseg.evaluation.metrics import MetricSettings, multiclass_metrics, region_metrics
+from contraseg.evaluation.overlays import case_overlay
 from contraseg.evaluation.protocol import availability, parse_subsets, subset_name
-from contraseg.evaluation.report import axial_slice, overlay_figure, write_report
+from contraseg.evaluation.report import write_report
 from contraseg.evaluation.representations import (
     RepresentationSet,
     central_crop,
@@ -85,13 +86,18 @@ def evaluate_case(predictor: Predictor, case: CaseSpec, convention: LabelConvent
     brain = has_enhancing_class(predictor.convention)
     threshold = et_rule_threshold(et_min_voxels, loaded.shape, loaded.spacing) if brain else 0
     rows, pictures = [], {"input": (image, present)}
+    full = next((s for s in feasible if len(s) == len(pre.modalities)), None)
+    shown = pictured_subsets(feasible, full) if full else []
+    preds = {}
     for k, subset in enumerate(feasible):
         pred = _to_input_grid(prob[k], pre.record)
         rows += score_prediction(case.case_id, subset_name(subset), pred, reference,
                                  predictor.convention, settings, threshold)
-        if len(subset) == len(pre.modalities):
-            pictures |= {"images": dict(zip(pre.modalities, loaded.image, strict=True)),
-                         "pred": pred, "ref": reference}
+        if subset in shown:
+            preds[subset_name(subset)] = pred
+    if full is not None:  # the full subset was evaluated: the picture shows it
+        pictures |= {"images": dict(zip(pre.modalities, loaded.image, strict=True)),
+                     "affine": loaded.affine, "ref": reference, "preds": preds}
     return rows, pictures
 
 
@@ -170,7 +176,7 @@ def evaluate_run(run: Path, data: Path, out: Path, *, subsets: str = "all", whic
                     rows += case_rows
                     if reps is not None:
                         _add_representations(reps, predictor, case.case_id, *pictures["input"])
-                    if "pred" in pictures and len(overlay_paths) < overlays:
+                    if "preds" in pictures and len(overlay_paths) < overlays:
                         overlay_paths.append(overlay_picture(
                             pictures_dir, case.case_id, pictures, predictor.convention))
                     bar.advance(task)
@@ -288,8 +294,16 @@ def _representation_set(predictor: Predictor, figures: bool, console: Console | 
 
 
 def overlay_picture(out: Path, case_id: str, pictures: dict, convention: LabelConvention) -> Path:
-    images, pred, ref, index = axial_slice(pictures["images"], pictures["pred"], pictures["ref"])
-    path = out / "overlays" / f"{case_id}.png"
-    return overlay_figure(images, pred, ref, path,
-                          title=f"{case_id}, slice {index}: all modalities",
-                          classes=dict(convention.regions))
+    """out/overlays/<case>.png: the modalities, the reference and each prediction."""
+    return case_overlay(pictures["images"], pictures["affine"], pictures["ref"],
+                        pictures["preds"], convention.class_names,
+                        out / "overlays" / f"{case_id}.png", title=case_id)
+
+
+def pictured_subsets(feasible: list[tuple[str, ...]], full: tuple[str, ...]
+                     ) -> list[tuple[str, ...]]:
+    """The subsets an overlay shows: all modalities and one missing-modality case (FLAIR
+    alone when it was evaluated, else the first single modality, else the smallest subset)."""
+    others = sorted((s for s in feasible if s != full), key=len)
+    single = next((s for s in others if s == ("flair",)), others[0] if others else None)
+    return [s for s in (full, single) if s is not None and s in feasible]

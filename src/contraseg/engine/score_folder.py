@@ -102,7 +102,8 @@ def evaluate_predictions(pred_dir: Path, data: Path, out: Path, *, labels: str |
                 if len(overlay_paths) < overlays and not case.missing:
                     loaded = load_case(case, with_label=False)
                     pictures = {"images": dict(zip(loaded.modalities, loaded.image, strict=True)),
-                                "pred": pred, "ref": reference}
+                                "affine": loaded.affine, "ref": reference,
+                                "preds": {"external": pred}}
                     overlay_paths.append(overlay_picture(
                         pictures_dir, case.case_id, pictures, convention))
                 bar.advance(task)

@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
 
 from contraseg.errors import ConfigError, InputError
 from contraseg.evaluation.protocol import (
@@ -354,86 +353,6 @@ def heatmap_figure(table: SummaryTable, path: str | Path, units: str = "voxel") 
     ax.set_title(f"{metric_label(table.metric, units)}: mean over {table.n_cases} cases")
     fig.colorbar(image, ax=ax)
     return save_png(fig, path)
-
-
-def _window(image: np.ndarray) -> np.ndarray:
-    """Grey levels clipped to the 1st-99th percentile of the image (flat images stay flat)."""
-    image = np.asarray(image, dtype=np.float64)
-    low, high = np.percentile(image, (1, 99))
-    return np.clip((image - low) / (high - low), 0, 1) if high > low else np.zeros_like(image)
-
-
-def _default_classes(pred: np.ndarray, ref: np.ndarray) -> dict[str, tuple[int, ...]]:
-    values = np.union1d(np.unique(pred), np.unique(ref))
-    return {f"label {int(v)}": (int(v),) for v in values if v != 0}
-
-
-def overlay_figure(
-    images: Mapping[str, np.ndarray],
-    pred_2d: np.ndarray,
-    ref_2d: np.ndarray,
-    path: str | Path,
-    title: str = "",
-    classes: Mapping[str, Sequence[int]] | None = None,
-) -> Path:
-    """One grey panel per modality with prediction (solid) and reference (dashed) contours.
-
-    `classes` maps a legend name to the label values forming its mask (e.g. regions
-    ``{"WT": (1, 2, 3), "TC": (1, 3), "ET": (3,)}``); by default each non-zero label value.
-    Arrays are indexed [x, y] (NIfTI order) and drawn transposed with the origin at the bottom.
-    """
-    pred, ref = np.asarray(pred_2d), np.asarray(ref_2d)
-    shapes = {np.shape(img) for img in images.values()} | {pred.shape, ref.shape}
-    if len(shapes) != 1 or pred.ndim != 2 or not images:
-        raise ValueError(f"overlay needs 2D images and label maps of one shape, got {shapes}")
-    classes = dict(classes) if classes is not None else _default_classes(pred, ref)
-    colours = [f"C{i % 10}" for i in range(len(classes))]
-    fig = Figure(figsize=(3.0 * len(images), 3.4))
-    for k, (name, image) in enumerate(images.items()):
-        ax = fig.add_subplot(1, len(images), k + 1)
-        ax.imshow(_window(image).T, cmap="gray", origin="lower", vmin=0, vmax=1)
-        for colour, values in zip(colours, classes.values(), strict=True):
-            _contour(ax, np.isin(pred, values), colour, "solid")
-            _contour(ax, np.isin(ref, values), colour, "dashed")
-        ax.set_title(name)
-        ax.set_axis_off()
-    handles = [Line2D([], [], color=c, label=n) for c, n in zip(colours, classes, strict=True)]
-    handles += [Line2D([], [], color="k", ls="solid", label="prediction"),
-                Line2D([], [], color="k", ls="dashed", label="reference")]
-    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
-    fig.suptitle(title)
-    return save_png(fig, path)
-
-
-def _contour(ax, mask: np.ndarray, colour: str, style: str) -> None:
-    if mask.any() and not mask.all():  # a constant mask has no contour
-        ax.contour(mask.T.astype(float), levels=[0.5], colors=[colour], linestyles=style,
-                   linewidths=1.2, origin="lower")
-
-
-def pick_axial_slice(ref_3d: np.ndarray, axis: int = 2) -> int:
-    """Index along `axis` of the slice with the most non-zero reference voxels (the first such
-    slice on ties); the middle slice when the reference is empty. Axis 2 is axial in RAS-like
-    NIfTI (BraTS)."""
-    ref = np.asarray(ref_3d) != 0
-    counts = ref.sum(axis=tuple(a for a in range(ref.ndim) if a != axis % ref.ndim))
-    return int(np.argmax(counts)) if counts.any() else ref.shape[axis] // 2
-
-
-def axial_slice(
-    images_3d: Mapping[str, np.ndarray],
-    pred_3d: np.ndarray,
-    ref_3d: np.ndarray,
-    axis: int = 2,
-    index: int | None = None,
-) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, int]:
-    """2D slices for :func:`overlay_figure` at `index` (default :func:`pick_axial_slice`)."""
-    index = pick_axial_slice(ref_3d, axis) if index is None else index
-
-    def take(array: np.ndarray) -> np.ndarray:
-        return np.take(np.asarray(array), index, axis=axis)
-
-    return {k: take(v) for k, v in images_3d.items()}, take(pred_3d), take(ref_3d), index
 
 
 # ---------------------------------------------------------------------------------------------
