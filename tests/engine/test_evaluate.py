@@ -51,6 +51,11 @@ def test_evaluate_writes_every_subset_region_and_case(trained, tmp_path):
     assert "data:image/png;base64" in html and "hd95" in html.lower()
     assert len(list((tmp_path / "r" / "overlays").glob("*.png"))) == 2
     assert (tmp_path / "r" / "summary.md").is_file()
+    # the run behind the figures: its facts and training curves
+    notes = json.loads((tmp_path / "r" / "summary.json").read_text())["notes"]
+    assert notes["preset"] == "tiny" and notes["training"].startswith("finished at step ")
+    assert notes["training cases"] == "2 train, 1 val" and "contraseg" in notes["versions"]
+    assert (tmp_path / "r" / "figures" / "progress.png").is_file()
 
 
 def test_evaluate_selected_subsets(trained, tmp_path):

@@ -56,7 +56,7 @@ def test_run_folder_contents(tmp_path, phantom):
     run = tmp_path / "run"
     assert info["status"] == "finished" and info["step"] == 4
     assert {p.name for p in run.iterdir()} >= {"config.yaml", "run.json", "log.jsonl",
-                                               "checkpoints", "tensorboard"}
+                                               "checkpoints", "tensorboard", "progress.png"}
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == [1, 2]
     assert set(log[0]["loss"]) == {"dice", "ce", "total"}

@@ -178,6 +178,12 @@ def test_write_report(tmp_path) -> None:
     assert "| ○ | ○ | ● | ○ | t1c | 70.00 ± 14.14 | 50.00 ± 14.14 | 50.00 |" in markdown
     assert "|  |  |  |  | average | 80.00 | 63.33 | 50.00 |" in markdown
     assert AGGREGATION in markdown and "overlays/c1.png" in markdown
+    # per case: each case's fullest subset (c1 has no ET there), a link to every row
+    assert "| c1 | flair+t1+t1c+t2 | 95.00 | 85.00 | - |" in markdown
+    assert "| c2 | flair+t1+t1c+t2 | 85.00 | 75.00 | - |" in markdown
+    assert "[metrics.csv](metrics.csv)" in markdown and "href='metrics.csv'" in page
+    assert "<td>c1</td><td>flair+t1+t1c+t2</td><td>95.00</td>" in page
+    assert "name='viewport'" in page  # reads on a narrow screen
     assert is_png((out / "heatmap.png").read_bytes())
     assert (out / "overlays" / "c1.png").read_bytes() == overlay.read_bytes()
     assert read_metrics_csv(out / "metrics.csv")[0]["dice"] == rows[0]["dice"]

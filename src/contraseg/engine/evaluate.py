@@ -190,15 +190,42 @@ def evaluate_run(run: Path, data: Path, out: Path, *, subsets: str = "all", whic
                                         "included, on the input grid (the same value on each "
                                         "region's row)"}
         notes = {"method": predictor.method_name, "checkpoint": ", ".join(sources),
-                 "data": str(data), "cases": str(len(cases)),
+                 **run_facts(plan[0][0]), "data": str(data), "cases": str(len(cases)),
                  "subsets": ", ".join(subset_name(s) for s in chosen)}
         if cv.incomplete:
             notes["cross-validation"] = cv.incomplete
-        extra = [] if reps is None else [representation_figure(
+        curves = _run_folder(plan[0][0]) / "progress.png"  # one run's curves (not folds')
+        extra = [curves] if len(plan) == 1 and curves.is_file() else []
+        extra += [] if reps is None else [representation_figure(
             reps, pictures_dir / "figures" / "representations.png",
             f"{predictor.method_name}: PCA of the representations of {len(cases)} cases")]
         return write_report(out, rows, predictor.modalities, conventions, notes, overlay_paths,
                             figures=extra)
+
+
+def _run_folder(run: Path) -> Path:
+    """The run folder of a run folder or of one of its checkpoints (RUN/checkpoints/x.pt)."""
+    run = Path(run)
+    return run.parent.parent if run.is_file() else run
+
+
+def run_facts(run: Path) -> dict[str, str]:
+    """What the report says of the training run: preset, steps, time, cases, versions."""
+    info_path = _run_folder(run) / "run.json"
+    if not info_path.is_file():
+        return {}
+    info = json.loads(info_path.read_text())
+    split = info.get("split") or {}
+    facts = {"preset": str(info.get("config", {}).get("preset", "?")),
+             "training": f"{info.get('status', '?')} at step {info.get('step', '?')}"}
+    if (seconds := info.get("train_seconds")) is not None:
+        facts["training"] += f" in {float(seconds) / 60:.0f} min"
+    if info.get("amp"):
+        facts["training"] += f", autocast {info['amp']}"
+    facts["training cases"] = ", ".join(f"{len(ids)} {part}" for part, ids in split.items())
+    if versions := info.get("versions"):
+        facts["versions"] = ", ".join(f"{k} {v}" for k, v in versions.items())
+    return facts
 
 
 def inference_settings(predictor: Predictor) -> dict:

@@ -41,8 +41,14 @@ from contraseg.data.labels import LabelConvention, whole_tumour
 from contraseg.data.layouts import discover, order_modalities
 from contraseg.data.preprocess import PreprocessSettings
 from contraseg.engine import distributed
-from contraseg.engine.checkpoint import load_checkpoint, read_init_weights, save_checkpoint
+from contraseg.engine.checkpoint import (
+    load_checkpoint,
+    read_init_weights,
+    save_checkpoint,
+    versions,
+)
 from contraseg.engine.config import TrainConfig, config_from_dict
+from contraseg.engine.curves import CurvePainter
 from contraseg.engine.generator import (
     GENERATOR_MODALITIES,
     add_case_inputs,
@@ -204,6 +210,7 @@ class Trainer:
                                "tests): its pseudo-normal is noise; give --set normal_run="
                                "VAE_RUN (an introvae run)", highlight=False)
         self.config = config
+        self.curves = CurvePainter(self.out, f"{config.method} ({config.preset} preset)")
         self.amp = distributed.resolve_amp(config.amp, self.ctx.device)  # `auto` resolved
         entry = get_entry(config.method)
         make_config(config.method, config.model)
@@ -463,6 +470,7 @@ class Trainer:
                 self._save("last")
             with open(self.out / "log.jsonl", "a") as log:
                 log.write(json.dumps(record) + "\n")
+            self.curves()
             if not self.console.is_terminal:
                 self.console.print(_epoch_line(record), highlight=False)
 
@@ -524,7 +532,7 @@ class Trainer:
             "modalities": list(self.data.modalities),
             "label_convention": self.data.convention and self.data.convention.to_dict(),
             "preprocess": self.data.preprocess.to_dict(), "world_size": self.ctx.world_size,
-            "amp": self.amp,
+            "amp": self.amp, "versions": versions(),
             "step": self.step, "best": self.best if self.best > -float("inf") else None,
             **({"fold": {"index": self.fold[0], "folds": self.fold[1]}} if self.fold else {}),
             **({"init": self.init_report} if self.init_report else {}),
@@ -548,6 +556,7 @@ class Trainer:
             self.ctx, distributed.parameter_checksum(self.method))
         info: dict = {}
         if self.ctx.is_main:
+            self.curves(final=True)
             info = self._write_run_files(status,
                                          train_seconds=self._train_seconds(),
                                          rank_checksums=checksums)

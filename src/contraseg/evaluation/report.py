@@ -27,6 +27,7 @@ from matplotlib.figure import Figure
 
 from contraseg.errors import ConfigError, InputError
 from contraseg.evaluation.protocol import (
+    SEPARATOR,
     Subset,
     all_subsets,
     subset_from_name,
@@ -359,12 +360,37 @@ def heatmap_figure(table: SummaryTable, path: str | Path, units: str = "voxel") 
 # Markdown and HTML
 
 
+def case_table(rows: Sequence[Mapping], metric: str = "dice") -> tuple[list[str], list[list[str]]]:
+    """Header and body of the per-case table: each case's `metric` per region on its fullest
+    subset (the one with the most modalities it was scored on)."""
+    regions = list(dict.fromkeys(str(row["region"]) for row in rows))
+    fullest: dict[str, str] = {}
+    for row in rows:
+        case, subset = str(row["case"]), str(row["subset"])
+        if case not in fullest or subset.count(SEPARATOR) > fullest[case].count(SEPARATOR):
+            fullest[case] = subset
+    values = {(str(r["case"]), str(r["region"])): r.get(metric) for r in rows
+              if str(r["subset"]) == fullest[str(r["case"])]}
+    body = [[case, subset, *(format_value(metric, _float(values.get((case, region))))
+                             for region in regions)] for case, subset in fullest.items()]
+    return ["case", "subset", *regions], body
+
+
+def _float(value) -> float:
+    return float("nan") if value is None or value == "" else float(value)
+
+
+CASES_NOTE = ("Dice (%) of each case on its fullest subset; every case, subset, region and "
+              "metric is in")
+
+
 def _markdown_table(header: list[str], body: list[list[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(":-:" for _ in header) + "|"]
     return lines + ["| " + " | ".join(row) + " |" for row in body]
 
 
-def _markdown(title, tables, units, conventions, notes, heatmap, overlays, figures) -> str:
+def _markdown(title, tables, units, conventions, notes, heatmap, overlays, figures,
+              cases) -> str:
     lines = [f"# {title}", ""]
     lines += [f"- **{k}**: {v}" for k, v in notes.items()] + [""]
     for table in tables:
@@ -373,6 +399,8 @@ def _markdown(title, tables, units, conventions, notes, heatmap, overlays, figur
         lines += _markdown_table(*table_cells(table)) + [""]
         if footnote := table_footnote(table):
             lines += [footnote, ""]
+    lines += ["## Per case", "", f"{CASES_NOTE} [metrics.csv](metrics.csv).", ""]
+    lines += _markdown_table(*cases) + [""]
     lines += ["## Heatmap", "", f"![heatmap]({heatmap})", "", "## Metric conventions", ""]
     lines += [f"- {AGGREGATION}"] + [f"- **{k}**: {v}" for k, v in _flatten(conventions)]
     if overlays:
@@ -382,12 +410,14 @@ def _markdown(title, tables, units, conventions, notes, heatmap, overlays, figur
     return "\n".join(lines) + "\n"
 
 
-def _html_table(header: list[str], body: list[list[str]]) -> str:
+def _html_table(header: list[str], body: list[list[str]], last_row_bold: bool = True) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     rows = "".join(
         "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in body
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+    kind = "summary" if last_row_bold else "plain"
+    return (f"<div class='scroll'><table class='{kind}'><thead><tr>{head}</tr></thead>"
+            f"<tbody>{rows}</tbody></table></div>")
 
 
 def _png_tag(path: Path, alt: str) -> str:
@@ -395,14 +425,18 @@ def _png_tag(path: Path, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
-_STYLE = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+_VIEWPORT = "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+_STYLE = ("body{font-family:sans-serif;margin:2em;max-width:72em}"
+          "@media (max-width:40em){body{margin:0.5em}}"
+          "table{border-collapse:collapse}.scroll{overflow-x:auto}"
           "td,th{border:1px solid #ccc;padding:2px 8px;text-align:center}"
-          "tbody tr:last-child{font-weight:bold}img{max-width:100%}")
+          "table.summary tbody tr:last-child{font-weight:bold}img{max-width:100%}")
 
 
-def _html(title, tables, units, conventions, notes, heatmap, overlays, figures) -> str:
+def _html(title, tables, units, conventions, notes, heatmap, overlays, figures, cases) -> str:
     esc = html.escape
-    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{esc(title)}</title>",
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'>{_VIEWPORT}"
+             f"<title>{esc(title)}</title>",
              f"<style>{_STYLE}</style></head><body><h1>{esc(title)}</h1><ul>"]
     parts += [f"<li><b>{esc(k)}</b>: {esc(str(v))}</li>" for k, v in notes.items()] + ["</ul>"]
     for table in tables:
@@ -411,6 +445,9 @@ def _html(title, tables, units, conventions, notes, heatmap, overlays, figures) 
                   _html_table(*table_cells(table))]
         if footnote := table_footnote(table):
             parts.append(f"<p><small>{esc(footnote)}</small></p>")
+    parts += ["<h2>Per case</h2>",
+              f"<p>{esc(CASES_NOTE)} <a href='metrics.csv'>metrics.csv</a>.</p>",
+              _html_table(*cases, last_row_bold=False)]
     parts += ["<h2>Heatmap</h2>", _png_tag(heatmap, "heatmap"), "<h2>Metric conventions</h2>",
               f"<p>{esc(AGGREGATION)}</p><ul>"]
     parts += [f"<li><b>{esc(k)}</b>: {esc(v)}</li>" for k, v in _flatten(conventions)] + ["</ul>"]
@@ -479,6 +516,8 @@ def write_report(
                "conventions": dict(conventions), "notes": notes}
     _write_text(out_dir / "summary.json", dumps(summary) + "\n")
     args = (title, tables, units, conventions, notes)
-    _write_text(out_dir / "summary.md", _markdown(*args, heatmap.name, copies, figure_copies))
-    _write_text(out_dir / "report.html", _html(*args, heatmap, copies, figure_copies))
+    cases = case_table(rows)
+    _write_text(out_dir / "summary.md",
+                _markdown(*args, heatmap.name, copies, figure_copies, cases))
+    _write_text(out_dir / "report.html", _html(*args, heatmap, copies, figure_copies, cases))
     return out_dir / "report.html"
