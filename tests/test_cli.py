@@ -59,7 +59,7 @@ def brats2023_case(root: Path, case: str = "BraTS-GLI-00000-000", skip: str = ""
 @pytest.mark.parametrize(
     "verb",
     [["data", "phantom"], ["data", "check"], ["score"], ["demo"], ["bench"], ["train"],
-     ["predict"], ["evaluate"], ["compare"], ["methods"]],
+     ["predict"], ["evaluate"], ["compare"], ["methods"], ["export"], ["pretrain"], ["normal"]],
 )
 def test_every_verb_has_help_with_an_example(verb):
     result = run(*verb, "--help")

@@ -517,6 +517,30 @@ def compare(
         print_comparison(result, console)
 
 
+@app.command("export")
+@user_errors
+def export(
+    run: Annotated[Path, typer.Option("--run", help="Run folder (or a checkpoint file).")],
+    out: Annotated[Path, typer.Option("--out", help="The file to write (model.pt, .onnx).")],
+    format_: Annotated[str, typer.Option(
+        "--format", help="torchscript (needs nothing more) or onnx (needs the onnx package).")
+    ] = "torchscript",
+    which: WhichOption = "auto",
+) -> None:
+    """Export a run's network (one window: preprocessed image and availability in, logits
+    out) as TorchScript or ONNX, with its modalities, classes, window and preprocessing in the
+    file's metadata. The pipeline around it (preprocessing, sliding window, back to the input
+    grid) stays contraseg's: `predict`, or `contraseg.Segmenter` in Python.
+
+    Example: `contraseg export --run runs/unet --out unet.pt`; then
+    `torch.jit.load("unet.pt")(image, available)`.
+    """
+    from contraseg.engine.export import export_run
+
+    written = export_run(run, out, format_, which)
+    console.print(f"wrote {written} ({format_})", highlight=False, soft_wrap=True)
+
+
 @app.command("methods")
 def methods() -> None:
     """List the registered methods and their presets.

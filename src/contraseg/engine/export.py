@@ -1,0 +1,123 @@
+"""`contraseg export`: a trained run's network as one self-contained file for deployment.
+
+The exported module is the method's window function, `forward(image, available) -> logits`:
+image (B, M [+ R], *window) on the run's preprocessed grid (modalities in the run's channel
+order, missing ones zero; R per-case channels only for CLFC, its pseudo-normal T1), available
+(B, M) bool, logits (B, C, *window). Reorientation, cropping, z-scoring, resampling, the sliding
+window and the way back to the input grid are the caller's: contraseg's own `predict` (or the
+Python API, `contraseg.Segmenter`) does them; the file's metadata says what they must be
+(`contraseg.json` inside the TorchScript archive, or the ONNX model's metadata_props).
+
+TorchScript is traced, so control flow that depends on the availability pattern would be
+frozen into the trace: the trace is checked against the eager model on other patterns and
+refused when they differ.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from contraseg.engine.checkpoint import find_checkpoint, load_method
+from contraseg.engine.config import config_from_dict
+from contraseg.engine.infer import window_size
+from contraseg.errors import ConfigError, InputError
+from contraseg.evaluation.protocol import all_subsets, availability
+from contraseg.utils.fs import atomic_path
+
+FORMATS = ("torchscript", "onnx")
+
+
+class WindowModel(nn.Module):
+    """The method's `forward` as a plain module of tensors in, tensor out."""
+
+    def __init__(self, method: nn.Module):
+        super().__init__()
+        self.method = method
+
+    def forward(self, image: Tensor, available: Tensor) -> Tensor:
+        return self.method(image, available)
+
+
+def example_inputs(method, window: tuple[int, ...], patterns: list[tuple[str, ...]],
+                   extra_channels: int) -> list[tuple[Tensor, Tensor]]:
+    """(image, available) pairs: one per pattern, the same random image."""
+    gen = torch.Generator().manual_seed(0)
+    image = torch.randn(1, len(method.modalities) + extra_channels, *window, generator=gen)
+    return [(image, torch.tensor([availability(p, method.modalities)])) for p in patterns]
+
+
+def export_metadata(meta: dict, window: tuple[int, ...], extra_channels: int) -> dict:
+    return {"method": meta["method"], "modalities": list(meta["modalities"]),
+            "extra_channels": extra_channels, "window": list(window),
+            "label_convention": meta["label_convention"], "preprocess": meta["preprocess"],
+            "checkpoint": meta["path"], "step": meta.get("step"),
+            "versions": meta.get("versions", {}),
+            "inputs": "image (B, M+R, *window) float32 on the preprocessed grid; available "
+                      "(B, M) bool", "outputs": "logits (B, C, *window)"}
+
+
+def export_run(run: Path, out: Path, fmt: str = "torchscript", which: str = "auto",
+               atol: float = 1e-4) -> Path:
+    """Write the run's window model to `out`; returns `out`."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    find_checkpoint(run, which)  # a clear error before anything is built
+    method, meta = load_method(run, which, "cpu")
+    if method.kind != "segmentation":
+        raise InputError(meta["path"], f"is a {method.kind} run, not a segmenter")
+    method = method.float().to(memory_format=torch.contiguous_format)
+    config = config_from_dict(meta["config"])
+    window = window_size(method, tuple(int(n) for n in config.data.patch_size))
+    patterns = all_subsets(method.modalities)
+    probe = example_inputs(method, window, patterns[:1], 0)[0]
+    extra = method.case_inputs(probe[0], probe[1])
+    extra_channels = 0 if extra is None else int(extra.shape[1])
+    examples = example_inputs(method, window, [patterns[-1], *patterns[:-1]], extra_channels)
+    metadata = export_metadata(meta, window, extra_channels)
+    model = WindowModel(method).eval()
+    with torch.no_grad():
+        if fmt == "torchscript":
+            return _torchscript(model, examples, metadata, out, atol)
+        return _onnx(model, examples, metadata, out)
+
+
+def _torchscript(model: WindowModel, examples, metadata: dict, out: Path, atol: float) -> Path:
+    traced = torch.jit.trace(model, examples[0], check_trace=False)
+    for image, available in examples:  # every availability pattern: nothing frozen in
+        difference = (traced(image, available) - model(image, available)).abs().max().item()
+        if difference > atol:
+            raise ConfigError(f"{metadata['method']} cannot be traced faithfully: with "
+                              f"{available.tolist()} the trace differs from the model by "
+                              f"{difference:.2g}")
+    with atomic_path(out) as tmp:
+        torch.jit.save(traced, str(tmp), _extra_files={"contraseg.json": json.dumps(metadata)})
+    return out
+
+
+def _onnx(model: WindowModel, examples, metadata: dict, out: Path) -> Path:
+    try:
+        import onnx  # torch.onnx.export needs it too
+    except ImportError:
+        raise ConfigError("--format onnx needs the onnx package (pip install onnx onnxscript); "
+                          "--format torchscript needs nothing more") from None
+    with atomic_path(out) as tmp:
+        torch.onnx.export(model, examples[0], str(tmp), input_names=["image", "available"],
+                          output_names=["logits"], dynamic_axes={"image": {0: "batch"},
+                                                                 "available": {0: "batch"},
+                                                                 "logits": {0: "batch"}})
+        proto = onnx.load(str(tmp))
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = "contraseg", json.dumps(metadata)
+        onnx.save(proto, str(tmp))
+    return out
+
+
+def read_metadata(path: Path) -> dict:
+    """The metadata of an exported TorchScript file."""
+    files = {"contraseg.json": ""}
+    torch.jit.load(str(path), _extra_files=files)
+    return json.loads(files["contraseg.json"])

@@ -1,0 +1,116 @@
+"""`contraseg export`: the exported network gives the run's own logits on a phantom case, for
+every kind of method (concatenating, per-modality encoders, per-case inputs, 2D)."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from contraseg.data.io import load_case
+from contraseg.data.layouts import discover
+from contraseg.data.phantom import write_phantom
+from contraseg.data.preprocess import preprocess
+from contraseg.engine.export import export_run, read_metadata
+from contraseg.engine.infer import Predictor, window_size, with_case_inputs
+from contraseg.engine.runs import start_training
+from contraseg.errors import ConfigError
+from contraseg.evaluation.protocol import availability
+from contraseg.evaluation.representations import central_crop
+from tests.conftest import REPO
+
+PATTERNS = [("t1", "t1c", "t2", "flair"), ("flair",), ("t1c", "t2")]
+
+
+@pytest.fixture(scope="module")
+def phantom(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("export") / "ph"
+    write_phantom(out, cases=3, size=32, seed=11)
+    return out
+
+
+def tiny_run(root: Path, phantom: Path, method: str) -> Path:
+    start_training(root / method, method=method, data=[phantom], preset="tiny",
+                   overrides=["epochs=1", "val_every=0"], resume=False, max_steps=None,
+                   max_minutes=None, console=None)
+    return root / method
+
+
+def phantom_window(run: Path, phantom: Path) -> tuple[Predictor, torch.Tensor]:
+    """The run's preprocessed view of a phantom case, cropped to one window."""
+    predictor = Predictor.from_run(run, device="cpu")
+    loaded = load_case(discover(phantom).cases[0], with_label=False)
+    pre = preprocess(loaded, predictor.preprocess)
+    image, present = predictor.channels(pre.image, pre.modalities)
+    image = with_case_inputs(predictor.method, image, present)
+    window = window_size(predictor.method, predictor.roi_size)
+    return predictor, central_crop(image[0], window)[None].contiguous()
+
+
+@pytest.mark.parametrize("method", ["unet", "rfnet", "clfc", "swin-moco"])
+def test_the_exported_network_gives_the_runs_logits(tmp_path, phantom, method):
+    run = tiny_run(tmp_path, phantom, method)
+    out = export_run(run, tmp_path / f"{method}.pt")
+    exported = torch.jit.load(str(out))
+    predictor, window = phantom_window(run, phantom)
+    model = predictor.method.float().to(memory_format=torch.contiguous_format)
+    with torch.no_grad():
+        for pattern in PATTERNS:
+            available = torch.tensor([availability(pattern, predictor.modalities)])
+            expected = model(window, available)
+            got = exported(window, available)
+            assert got.shape == expected.shape
+            assert (got - expected).abs().max().item() < 1e-4, pattern
+    meta = read_metadata(out)
+    assert meta["method"] == method and meta["modalities"] == list(predictor.modalities)
+    assert meta["window"] == list(window.shape[2:])
+    assert meta["extra_channels"] == window.shape[1] - len(predictor.modalities)
+    assert meta["label_convention"]["class_names"][0] == "background"
+
+
+def test_export_refuses_a_format_it_cannot_write(tmp_path, phantom):
+    run = tiny_run(tmp_path, phantom, "unet")
+    with pytest.raises(ConfigError, match="--format 'tflite'"):
+        export_run(run, tmp_path / "m.tflite", "tflite")
+    if importlib.util.find_spec("onnx") is None:
+        with pytest.raises(ConfigError, match="needs the onnx package"):
+            export_run(run, tmp_path / "m.onnx", "onnx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["unet"]  # nothing written
+
+
+def test_export_from_the_command_line(tmp_path, phantom):
+    run = tiny_run(tmp_path, phantom, "unet")
+    env = {"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin"}
+    result = subprocess.run([sys.executable, "-m", "contraseg", "export", "--run", str(run),
+                             "--out", str(tmp_path / "unet.pt")], capture_output=True,
+                            text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "wrote" in result.stdout and (tmp_path / "unet.pt").is_file()
+
+
+def test_the_python_api_segments_arrays_like_predict_segments_files(tmp_path, phantom):
+    """Segmenter.predict on the case's arrays and affine equals `predict` on its files."""
+    import nibabel as nib
+    import numpy as np
+
+    from contraseg import Segmenter
+    from contraseg.errors import InputError
+
+    run = tiny_run(tmp_path, phantom, "unet")
+    case = discover(phantom).cases[0]
+    files = {m: case.images[m].path for m in ("t1c", "flair")}
+    written = Predictor.from_run(run, device="cpu").predict_files(files, tmp_path / "p.nii.gz")
+    volumes = {"T1ce": nib.load(files["t1c"]), "FLAIR": nib.load(files["flair"])}
+    seg = Segmenter(run, device="cpu")
+    result = seg.predict({m: v.get_fdata() for m, v in volumes.items()},
+                         volumes["FLAIR"].affine, probabilities=True)
+    assert np.array_equal(result.labels, np.asarray(nib.load(written).dataobj))
+    assert result.used == ("t1c", "flair") and seg.class_names[0] == "background"
+    assert result.probabilities.shape == (len(seg.class_names), *result.labels.shape)
+    assert np.allclose(result.probabilities.sum(0), 1, atol=1e-4)
+    with pytest.raises(InputError, match="3D arrays of one shape"):
+        seg.predict({"t1c": np.zeros((4, 4, 4)), "flair": np.zeros((4, 4, 5))})
