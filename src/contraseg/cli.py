@@ -348,6 +348,11 @@ def predict(
         typer.Option(help="Label values to write (brats2020, brats2023, ...); default: the "
                           "input folder's convention, else the run's."),
     ] = None,
+    modalities: Annotated[str | None, typer.Option(
+        help="Use only these of a case folder's or dataset's images (flair,t1c).")] = None,
+    save_probabilities: Annotated[bool, typer.Option(
+        "--save-probabilities", help="Also write <out>_probabilities.nii.gz (X, Y, Z, C).")
+    ] = False,
     which: WhichOption = "auto",
     device: DeviceOption = "auto",
     overlap: OverlapOption = None,
@@ -362,7 +367,9 @@ def predict(
 
     Examples: `contraseg predict --run runs/unet --out seg.nii.gz --t1c a.nii.gz --flair
     b.nii.gz`; `contraseg predict --run runs/unet --out seg.nii.gz data/BraTS-GLI-00001-000`;
-    `contraseg predict --run runs/unet --data /data/test --out predictions/`
+    `contraseg predict --run runs/unet --data /data/test --out predictions/`; a
+    cross-validation folder (`train --folds`) as --run averages its folds' probabilities;
+    `--modalities flair,t1c` predicts a whole folder from that subset
     """
     from contraseg.engine.predict import run_predict
 
@@ -370,7 +377,8 @@ def predict(
         run, out, inputs=inputs or [], named={"t1": t1, "t1c": t1c, "t2": t2, "flair": flair},
         data=data, resample_to=resample_to, which=which, device=device,
         overrides=_infer_overrides(overlap, tta, et_min_voxels, blend, blend_space),
-        console=err_console, labels=labels)
+        console=err_console, labels=labels, save_probabilities=save_probabilities,
+        modalities=modalities)
     console.print(f"wrote {written} with {source}", highlight=False, soft_wrap=True)
 
 

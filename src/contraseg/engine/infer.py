@@ -20,10 +20,12 @@ raw values.
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 
 import nibabel as nib
@@ -316,7 +318,11 @@ class Predictor:
     def from_run(cls, run: str | Path, which: str = "auto", device: str | torch.device = "auto",
                  *, infer: InferConfig | None = None, bf16: bool = False) -> Predictor:
         """Load a run folder (its `which` checkpoint) or a checkpoint file; `infer` overrides
-        the run's inference settings."""
+        the run's inference settings. A cross-validation folder (`train --folds`) gives the
+        ensemble of its folds (`FoldEnsemble`)."""
+        if (folds := cross_validation_folds(run)) is not None:
+            return FoldEnsemble.of([cls.from_run(fold, which, device, infer=infer, bf16=bf16)
+                                    for fold in folds])
         method, meta = load_method(run, which, resolve_device(str(device)))
         if method.kind != "segmentation":
             use = {"generator": "`contraseg normal` uses it",
@@ -365,6 +371,15 @@ class Predictor:
         available = torch.tensor([[m in names for m in self.modalities]])
         return torch.from_numpy(full)[None], available
 
+    def probabilities(self, loaded: LoadedCase) -> np.ndarray:
+        """(C, *S) class probabilities of one case on its input grid."""
+        self._check_names(loaded)
+        pre = preprocess(loaded, self.preprocess)
+        image, available = self.channels(pre.image, pre.modalities)
+        prob = sliding_window_probabilities(self.method, image, available, self.infer,
+                                            self.roi_size, bf16=self.bf16)
+        return invert_probabilities(prob[0].cpu().numpy(), pre.record)
+
     def predict_loaded(self, loaded: LoadedCase, *, probabilities: bool = False,
                        convention: LabelConvention | None = None) -> PredictionResult:
         """Segment one case whose modalities (by name) are a subset of the run's.
@@ -373,12 +388,7 @@ class Predictor:
         the input grid, then argmax, the ET rule (brain conventions only) and the raw values
         of `convention` (default: the run's).
         """
-        self._check_names(loaded)
-        pre = preprocess(loaded, self.preprocess)
-        image, available = self.channels(pre.image, pre.modalities)
-        prob = sliding_window_probabilities(self.method, image, available, self.infer,
-                                            self.roi_size, bf16=self.bf16)
-        prob = invert_probabilities(prob[0].cpu().numpy(), pre.record)
+        prob = self.probabilities(loaded)
         canonical = prob.argmax(0).astype(np.uint8)
         before = canonical
         if has_enhancing_class(self.convention):  # counted on the input grid, like BraTS peers
@@ -406,7 +416,8 @@ class Predictor:
 
     def predict_files(self, files: Mapping[str, str | Path], out_path: str | Path,
                       resample_to: str | None = None, *,
-                      convention: LabelConvention | None = None) -> Path:
+                      convention: LabelConvention | None = None,
+                      save_probabilities: bool = False) -> Path:
         """Segment one case given as {modality name: NIfTI file} and write the label map.
 
         Names may be synonyms (`T1ce`, `FLAIR`, `t2f`, ...). Without `resample_to` every file
@@ -417,7 +428,17 @@ class Predictor:
         case = self._case_from_files(files, strip_nifti_suffix(out_path.name))
         reference = canonical_modality(resample_to) if resample_to else None
         loaded = load_case(case, resample_to=reference, with_label=False)
-        result = self.predict_loaded(loaded, convention=convention)
+        return self._write(loaded, out_path, convention, save_probabilities)
+
+    def _write(self, loaded: LoadedCase, out_path: str | Path,
+               convention: LabelConvention | None, save_probabilities: bool) -> Path:
+        """Segment `loaded` into the label map `out_path` (and, when asked, its probabilities
+        beside it: `probabilities_path`)."""
+        result = self.predict_loaded(loaded, convention=convention,
+                                     probabilities=save_probabilities)
+        if save_probabilities:
+            save_nifti(np.moveaxis(result.probabilities, 0, -1), result.affine,
+                       probabilities_path(out_path), header=result.header, dtype=np.float32)
         return save_nifti(result.labels, result.affine, out_path, header=result.header)
 
     def output_convention(self, found: LabelConvention | None) -> LabelConvention:
@@ -428,9 +449,14 @@ class Predictor:
 
     def predict_case(self, case: CaseSpec, out_path: str | Path, *,
                      resample_to: str | None = None,
-                     convention: LabelConvention | None = None) -> Path:
-        """Segment a discovered case with the run's modalities it has (others are not read)."""
-        images = {m: ref for m, ref in case.images.items() if m in self.modalities}
+                     convention: LabelConvention | None = None,
+                     save_probabilities: bool = False,
+                     modalities: Sequence[str] | None = None) -> Path:
+        """Segment a discovered case with the run's modalities it has (others are not read;
+        with `modalities`, only those)."""
+        wanted = self.modalities if modalities is None else modalities
+        images = {m: ref for m, ref in case.images.items()
+                  if m in self.modalities and m in wanted}
         if not images:
             where = next(iter(case.images.values())).path.parent if case.images else case.case_id
             raise InputError(where, f"case {case.case_id} has none of the run's modalities "
@@ -438,16 +464,17 @@ class Predictor:
         case = replace(case, images=images, missing={}, label=None)
         reference = canonical_modality(resample_to) if resample_to else None
         loaded = load_case(case, resample_to=reference, with_label=False)
-        result = self.predict_loaded(loaded, convention=convention)
-        return save_nifti(result.labels, result.affine, out_path, header=result.header)
+        return self._write(loaded, out_path, convention, save_probabilities)
 
     def predict_folder(self, data_dir: str | Path, out_dir: str | Path, *, progress: bool = True,
-                       labels: str | None = None, resample_to: str | None = None
-                       ) -> list[CaseFailure]:
+                       labels: str | None = None, resample_to: str | None = None,
+                       save_probabilities: bool = False,
+                       modalities: Sequence[str] | None = None) -> list[CaseFailure]:
         """Segment every case `discover` finds, one at a time, into `<out_dir>/<case>.nii.gz`.
 
         A case missing some modalities is predicted from those it has; modalities the run does
-        not know are not read. Labels use the dataset's convention when it has the run's classes
+        not know (or not in `modalities`) are not read. Labels use the dataset's convention when
+        it has the run's classes
         (`labels` overrides it), else the run's. A case that fails is reported as a
         CaseFailure with its one-line error, and the others go on.
         """
@@ -460,9 +487,64 @@ class Predictor:
             for case in spec.cases:
                 try:
                     self.predict_case(case, Path(out_dir) / f"{case.case_id}.nii.gz",
-                                      resample_to=resample_to, convention=output)
+                                      resample_to=resample_to, convention=output,
+                                      save_probabilities=save_probabilities,
+                                      modalities=modalities)
                 except ContrasegError as error:
                     failures.append(CaseFailure(case.case_id, str(error)))
                 if progress:
                     bar.advance(task)
         return failures
+
+
+def probabilities_path(out_path: str | Path) -> Path:
+    """Where the probabilities of the label map `out_path` go: <stem>_probabilities.nii.gz, a
+    4D float32 image (X, Y, Z, C) with the classes in the run's order."""
+    out_path = Path(out_path)
+    return out_path.with_name(f"{strip_nifti_suffix(out_path.name)}_probabilities.nii.gz")
+
+
+def cross_validation_folds(run: str | Path) -> list[Path] | None:
+    """The fold folders of a cross-validation root (fold-K/run.json, no run.json of its own),
+    or None for any other path; refused unless every fold finished training."""
+    run = Path(run)
+    if not run.is_dir() or (run / "run.json").is_file():
+        return None
+    infos = sorted(run.glob("fold-*/run.json"), key=lambda p: int(p.parent.name.split("-")[1]))
+    if not infos:
+        return None
+    unfinished = [f"{p.parent.name} {status}" for p in infos
+                  if (status := json.loads(p.read_text()).get("status")) != "finished"]
+    if unfinished:
+        raise InputError(run, f"not every fold finished ({', '.join(unfinished)}): the "
+                              "ensemble needs them all; give one fold's folder to use it alone")
+    return [p.parent for p in infos]
+
+
+@dataclass
+class FoldEnsemble(Predictor):
+    """The folds of a cross-validation as one predictor: the mean of their class
+    probabilities on the input grid (nnU-Net's ensembling), then argmax and the ET rule."""
+
+    members: list[Predictor] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, members: list[Predictor]) -> FoldEnsemble:
+        first = members[0]
+        for member in members[1:]:
+            if (member.modalities, member.convention.to_dict(), member.preprocess) != (
+                    first.modalities, first.convention.to_dict(), first.preprocess):
+                raise InputError(member.source, "this fold's modalities, labels or "
+                                                "preprocessing differ from the first fold's")
+        shared = {f.name: getattr(first, f.name) for f in dataclass_fields(Predictor)}
+        shared["source"] = (f"the mean of {len(members)} folds "
+                            f"({'; '.join(m.source for m in members)})")
+        return cls(**shared, members=members)
+
+    def override(self, changes: Mapping[str, object]) -> None:
+        super().override(changes)
+        for member in self.members:
+            member.override(changes)
+
+    def probabilities(self, loaded: LoadedCase) -> np.ndarray:
+        return np.mean([member.probabilities(loaded) for member in self.members], axis=0)

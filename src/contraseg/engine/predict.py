@@ -19,6 +19,7 @@ from contraseg.data.layouts import (
 )
 from contraseg.engine.infer import Predictor
 from contraseg.errors import ConfigError, ContrasegError, InputError
+from contraseg.utils.text import did_you_mean
 
 
 def _named_inputs(inputs: list[str], named: dict[str, Path | None]) -> dict[str, Path]:
@@ -91,7 +92,8 @@ def case_id_from_files(files: list[Path]) -> str:
 def run_predict(run: Path, out: Path | str, *, inputs: list[str],
                 named: dict[str, Path | None], data: Path | None, resample_to: str | None,
                 which: str, device: str, overrides: dict, console: Console,
-                labels: str | None = None) -> tuple[Path, str]:
+                labels: str | None = None, save_probabilities: bool = False,
+                modalities: str | None = None) -> tuple[Path, str]:
     """Segment one case (files or a case folder) into `out`, or a dataset into folder `out`;
     returns what was written and what made it (the modalities used, for one case, and the
     checkpoint file and step).
@@ -101,12 +103,19 @@ def run_predict(run: Path, out: Path | str, *, inputs: list[str],
     before the run is loaded (`case_output`, `batch_output`): a trailing slash means a folder.
     """
     raw, out = str(out), Path(out)
+    files_given = any("=" in item for item in inputs) or any(named.values())
+    if modalities is not None and files_given:
+        raise ConfigError("--modalities chooses among a case folder's or dataset's images; "
+                          "with NAME=FILE inputs give only the files to use")
     if data is not None:
         if inputs or any(named.values()):
             raise ConfigError("--data (batch mode) takes no other inputs")
         out = batch_output(out)
         predictor = _predictor(run, which, device, overrides)
-        failures = predictor.predict_folder(data, out, resample_to=resample_to, labels=labels)
+        chosen = chosen_modalities(modalities, predictor)
+        failures = predictor.predict_folder(data, out, resample_to=resample_to, labels=labels,
+                                            save_probabilities=save_probabilities,
+                                            modalities=chosen)
         for failure in failures:
             console.print(f"[red]failed:[/] {failure.message}", highlight=False)
         if failures:
@@ -122,11 +131,13 @@ def run_predict(run: Path, out: Path | str, *, inputs: list[str],
         case = spec.cases[0]
         out = case_output(out, case.case_id, raw)
         predictor = _predictor(run, which, device, overrides)
-        used = [m for m in predictor.modalities if m in case.images]
+        chosen = chosen_modalities(modalities, predictor) or predictor.modalities
+        used = [m for m in predictor.modalities if m in case.images and m in chosen]
         with _working(console, case.case_id, used, predictor):
             written = predictor.predict_case(
                 case, out, resample_to=resample_to,
-                convention=predictor.output_convention(spec.convention))
+                convention=predictor.output_convention(spec.convention),
+                save_probabilities=save_probabilities, modalities=chosen)
         return written, _from(used, predictor)
     files = _named_inputs(inputs, named)
     case_id = case_id_from_files(list(files.values()))
@@ -137,7 +148,8 @@ def run_predict(run: Path, out: Path | str, *, inputs: list[str],
     used = [m for m in predictor.modalities if m in given]
     with _working(console, case_id, used, predictor):
         written = predictor.predict_files(files, out, resample_to=resample_to,
-                                          convention=convention)
+                                          convention=convention,
+                                          save_probabilities=save_probabilities)
     return written, _from(used, predictor)
 
 
@@ -154,6 +166,23 @@ def _working(console: Console, case_id: str, used: list[str], predictor: Predict
         return console.status(text)
     console.print(text, highlight=False, markup=False)
     return nullcontext()
+
+
+def chosen_modalities(spelled: str | None, predictor: Predictor) -> tuple[str, ...] | None:
+    """--modalities flair,t1c as the run's canonical names (None: every one a case has)."""
+    if spelled is None:
+        return None
+    chosen = []
+    for name in (part.strip() for part in spelled.split(",") if part.strip()):
+        modality = canonical_modality(name)
+        if modality not in predictor.modalities:
+            raise ConfigError(f"--modalities: '{name}' is not one of the run's "
+                              f"{', '.join(predictor.modalities)}"
+                              + did_you_mean(name, predictor.modalities))
+        chosen.append(modality)
+    if not chosen:
+        raise ConfigError("--modalities is empty (give names like flair,t1c)")
+    return tuple(chosen)
 
 
 def _predictor(run: Path, which: str, device: str, overrides: dict) -> Predictor:

@@ -1,0 +1,85 @@
+"""predict's options for pipelines: probabilities beside the labels, a modality subset for a
+whole folder, and the ensemble of a cross-validation's folds."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from contraseg.data.phantom import write_phantom
+from contraseg.engine.runs import start_training
+from tests.conftest import REPO
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "contraseg", *args], capture_output=True,
+                          text=True, env=env)
+
+
+@pytest.fixture(scope="module")
+def phantom(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("predict") / "ph"
+    write_phantom(out, cases=4, size=32, seed=7)
+    return out
+
+
+def train(out: Path, data: Path, **kwargs) -> Path:
+    start_training(out, method="unet", data=[data], preset="tiny",
+                   overrides=["epochs=1", "val_every=0"], resume=False, max_steps=None,
+                   max_minutes=None, console=None, **kwargs)
+    return out
+
+
+def probabilities(path: Path) -> np.ndarray:
+    return np.asarray(nib.load(path).dataobj, dtype=np.float64)
+
+
+def test_a_folder_from_a_subset_with_probabilities(tmp_path, phantom):
+    run = train(tmp_path / "run", phantom)
+    batch = cli("predict", "--run", str(run), "--data", str(phantom), "--out",
+                str(tmp_path / "subset"), "--modalities", "FLAIR,t1ce", "--save-probabilities")
+    assert batch.returncode == 0, batch.stderr
+    case = "Phantom-00001"
+    probs = probabilities(tmp_path / "subset" / f"{case}_probabilities.nii.gz")
+    labels = np.asarray(nib.load(tmp_path / "subset" / f"{case}.nii.gz").dataobj)
+    assert probs.shape == (*labels.shape, 4) and np.allclose(probs.sum(-1), 1, atol=1e-4)
+    # the same case from its t1c and flair files only: the same labels
+    folder = phantom / case
+    single = cli("predict", "--run", str(run), "--out", str(tmp_path / "one.nii.gz"),
+                 "--t1c", str(folder / f"{case}-t1c.nii.gz"),
+                 "--flair", str(folder / f"{case}-t2f.nii.gz"))
+    assert single.returncode == 0, single.stderr
+    assert np.array_equal(np.asarray(nib.load(tmp_path / "one.nii.gz").dataobj), labels)
+    wrong = cli("predict", "--run", str(run), "--data", str(phantom), "--out",
+                str(tmp_path / "x"), "--modalities", "flari")
+    assert wrong.returncode == 1 and "did you mean 'flair'?" in wrong.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_cross_validation_folder_predicts_with_the_mean_of_its_folds(tmp_path, phantom):
+    root = tmp_path / "cv"
+    start_training(root, method="unet", data=[phantom], preset="tiny",
+                   overrides=["epochs=1", "val_every=0"], resume=False, max_steps=None,
+                   max_minutes=None, console=None, folds=2)
+    case = phantom / "Phantom-00002"
+    outs = {}
+    for name, run in (("cv", root), ("f0", root / "fold-0"), ("f1", root / "fold-1")):
+        result = cli("predict", "--run", str(run), "--out", str(tmp_path / f"{name}.nii.gz"),
+                     str(case), "--save-probabilities")
+        assert result.returncode == 0, result.stderr
+        outs[name] = probabilities(tmp_path / f"{name}_probabilities.nii.gz")
+        if name == "cv":
+            assert "the mean of 2 folds" in result.stdout
+    assert np.allclose(outs["cv"], (outs["f0"] + outs["f1"]) / 2, atol=1e-5)
+    assert not np.allclose(outs["f0"], outs["f1"], atol=1e-3)  # two different models
+    (root / "fold-1" / "run.json").write_text(
+        (root / "fold-1" / "run.json").read_text().replace('"finished"', '"stopped"'))
+    partial = cli("predict", "--run", str(root), "--out", str(tmp_path / "p.nii.gz"), str(case))
+    assert partial.returncode == 1 and "fold-1 stopped" in partial.stderr
