@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, TypeVar
@@ -18,7 +19,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from contraseg import __version__
-from contraseg.errors import ConfigError, ContrasegError
+from contraseg.errors import ConfigError, ContrasegError, ContrasegWarning
 from contraseg.utils.jsonio import dumps
 
 ClickException = typer.core._click.exceptions.ClickException
@@ -50,6 +51,18 @@ InitOption = Annotated[Path | None, typer.Option(
 
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """contraseg's warnings as one yellow line; others as Python prints them."""
+    if issubclass(category, ContrasegWarning):
+        err_console.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False,
+                          soft_wrap=True)
+    else:
+        _PYTHON_SHOWWARNING(message, category, filename, lineno, file, line)
+
+
+_PYTHON_SHOWWARNING = warnings.showwarning
+
+
 def print_error(message: str) -> None:
     """One line on stderr: `error: <message>` (the message printed as is, never as markup)."""
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
@@ -60,6 +73,7 @@ class OneLineErrors(TyperGroup):
     line on stderr and exit 1, like every other mistake, instead of click's box and exit 2."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        warnings.showwarning = _show_warning
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except typer.Abort:

@@ -20,3 +20,8 @@ class InputError(ContrasegError):
 
 class ConfigError(ContrasegError):
     """An option or setting has a value that cannot be used."""
+
+
+class ContrasegWarning(UserWarning):
+    """Something the user should know but that does not stop the work (an input that does not
+    look like what the run learnt from); the CLI prints it as one `warning:` line."""

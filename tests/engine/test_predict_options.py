@@ -83,3 +83,44 @@ def test_a_cross_validation_folder_predicts_with_the_mean_of_its_folds(tmp_path,
         (root / "fold-1" / "run.json").read_text().replace('"finished"', '"stopped"'))
     partial = cli("predict", "--run", str(root), "--out", str(tmp_path / "p.nii.gz"), str(case))
     assert partial.returncode == 1 and "fold-1 stopped" in partial.stderr
+
+
+def test_inputs_unlike_the_training_scans_are_warned_about(tmp_path, phantom):
+    """5.5 mm slices on a run trained at the phantom's own spacing: warned and resampled to
+    that spacing; a scan without background: warned; a phantom-like case: silent."""
+    import warnings
+
+    from contraseg.api import as_loaded_case
+    from contraseg.engine.infer import Predictor, warn_if_not_skull_stripped
+    from contraseg.errors import ContrasegWarning
+
+    predictor = Predictor.from_run(train(tmp_path / "run", phantom), device="cpu")
+    assert predictor.preprocess.target_spacing is None and predictor.training_spacing
+    thick = np.diag([*predictor.training_spacing[:2], 5.5 * predictor.training_spacing[2], 1])
+    brain = np.zeros((16, 16, 8))
+    brain[4:12, 4:12, 2:6] = np.random.default_rng(0).normal(size=(8, 8, 4))
+    with pytest.warns(ContrasegWarning, match="differ 5.5x from the run's training scans"):
+        settings = predictor.settings_for(as_loaded_case({"t1": brain}, thick))
+    assert settings.target_spacing == predictor.training_spacing
+    with pytest.warns(ContrasegWarning, match="does not look skull-stripped"):
+        warn_if_not_skull_stripped(as_loaded_case({"t1": brain + 5.0}))
+    same = np.diag([*predictor.training_spacing, 1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert predictor.settings_for(as_loaded_case({"t1": brain}, same)) == predictor.preprocess
+        warn_if_not_skull_stripped(as_loaded_case({"t1": brain}, same))
+
+
+def test_a_raw_clinical_scan_is_predicted_with_one_line_warnings(tmp_path, phantom,
+                                                                 shared_data):
+    """The real TCGA scans before any preprocessing (0.9 x 0.9 x 5.5 mm, not skull-stripped,
+    four grids): predicted, with a warning line for each problem."""
+    raw = shared_data / "real" / "clinical-raw" / "TCGA-FG-6692"
+    run = train(tmp_path / "run", phantom)
+    result = cli("predict", "--run", str(run), "--out", str(tmp_path / "raw.nii.gz"),
+                 "--resample-to", "t1", str(raw))
+    assert result.returncode == 0, result.stderr
+    warnings_seen = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert any("does not look skull-stripped" in line for line in warnings_seen)
+    assert any("5.5 mm" in line and "resampled" in line for line in warnings_seen)
+    assert nib.load(tmp_path / "raw.nii.gz").shape == nib.load(raw / "t1.nii.gz").shape

@@ -255,6 +255,18 @@ def _target_shape(shape: Sequence[int], spacing: Sequence[float], target: Sequen
     return tuple(max(1, round(n * s / t)) for n, s, t in zip(shape, spacing, target, strict=True))
 
 
+def reoriented_spacing(affine: np.ndarray, orientation: str | None) -> tuple[float, ...]:
+    """Voxel sizes (mm) along the axes the grid has after reorientation to `orientation`
+    (None: as stored), the axes `target_spacing` is given in."""
+    start = io_orientation(affine)
+    target = start if orientation is None else axcodes2ornt(tuple(orientation))
+    sizes = nib.affines.voxel_sizes(affine)
+    out = [0.0, 0.0, 0.0]
+    for axis, (new_axis, _) in enumerate(ornt_transform(start, target)):
+        out[int(new_axis)] = float(sizes[axis])
+    return tuple(out)
+
+
 def _reorient(loaded: LoadedCase, orientation: str | None):
     start = io_orientation(loaded.affine)
     target = start if orientation is None else axcodes2ornt(tuple(orientation))

@@ -22,6 +22,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
@@ -43,11 +44,16 @@ from contraseg.data.layouts import (
     discover,
     strip_nifti_suffix,
 )
-from contraseg.data.preprocess import PreprocessSettings, invert_probabilities, preprocess
+from contraseg.data.preprocess import (
+    PreprocessSettings,
+    invert_probabilities,
+    preprocess,
+    reoriented_spacing,
+)
 from contraseg.engine.checkpoint import describe_checkpoint, load_method
 from contraseg.engine.config import InferConfig, config_from_dict, infer_config
 from contraseg.engine.distributed import autocast, resolve_device
-from contraseg.errors import ContrasegError, InputError
+from contraseg.errors import ContrasegError, ContrasegWarning, InputError
 from contraseg.models.base import Method
 from contraseg.utils.progress import progress_bar
 from contraseg.utils.text import did_you_mean
@@ -313,6 +319,7 @@ class Predictor:
     infer: InferConfig
     bf16: bool = False
     source: str = ""  # the checkpoint file and its training step
+    training_spacing: tuple[float, ...] | None = None  # median of the training scans (mm)
 
     @classmethod
     def from_run(cls, run: str | Path, which: str = "auto", device: str | torch.device = "auto",
@@ -331,11 +338,12 @@ class Predictor:
                              f"({meta['method']}), not a segmenter; "
                              f"{use.get(method.kind, 'it cannot segment')}")
         config = config_from_dict(meta["config"])
+        spacing = meta.get("training_spacing")
         return cls(method, tuple(meta["modalities"]),
                    LabelConvention.from_dict(meta["label_convention"]),
                    PreprocessSettings.from_dict(meta["preprocess"]),
                    tuple(int(n) for n in config.data.patch_size), infer or config.infer, bf16,
-                   describe_checkpoint(meta))
+                   describe_checkpoint(meta), tuple(spacing) if spacing else None)
 
     def override(self, changes: Mapping[str, object]) -> None:
         """Replace the run's inference settings named in `changes` (None: keep the run's);
@@ -371,10 +379,31 @@ class Predictor:
         available = torch.tensor([[m in names for m in self.modalities]])
         return torch.from_numpy(full)[None], available
 
+    def settings_for(self, loaded: LoadedCase) -> PreprocessSettings:
+        """The run's preprocessing for this case. Voxels more than 2x the training spacing on
+        some axis (5.5 mm clinical slices on a 1 mm model) get a warning, and a run that
+        trained at the scans' own spacing resamples such a case to the training spacing."""
+        spacing = reoriented_spacing(loaded.affine, self.preprocess.orientation)
+        reference = self.preprocess.target_spacing or self.training_spacing
+        if reference is None:
+            return self.preprocess
+        ratio = max(max(a / b, b / a) for a, b in zip(spacing, reference, strict=True))
+        if ratio <= SPACING_RATIO_WARNING:
+            return self.preprocess
+        seen = f"{loaded.case_id}: voxels of {_mm(spacing)} differ {ratio:.1f}x from the run's "
+        if self.preprocess.target_spacing is not None:
+            warnings.warn(seen + f"{_mm(reference)} grid; resampled to it, but detail the scan "
+                          "never had cannot come back", ContrasegWarning, stacklevel=2)
+            return self.preprocess
+        warnings.warn(seen + f"training scans ({_mm(reference)}); resampled to that spacing",
+                      ContrasegWarning, stacklevel=2)
+        return replace(self.preprocess, target_spacing=tuple(reference))
+
     def probabilities(self, loaded: LoadedCase) -> np.ndarray:
         """(C, *S) class probabilities of one case on its input grid."""
         self._check_names(loaded)
-        pre = preprocess(loaded, self.preprocess)
+        warn_if_not_skull_stripped(loaded)
+        pre = preprocess(loaded, self.settings_for(loaded))
         image, available = self.channels(pre.image, pre.modalities)
         prob = sliding_window_probabilities(self.method, image, available, self.infer,
                                             self.roi_size, bf16=self.bf16)
@@ -495,6 +524,26 @@ class Predictor:
                 if progress:
                     bar.advance(task)
         return failures
+
+
+SPACING_RATIO_WARNING = 2.0
+BACKGROUND_SHARE_STRIPPED = 0.25  # skull-stripped BraTS-like scans: ~80 % background voxels
+
+
+def _mm(spacing) -> str:
+    return "x".join(f"{s:.3g}" for s in spacing) + " mm"
+
+
+def warn_if_not_skull_stripped(loaded: LoadedCase) -> None:
+    """Warn when the first image has almost no constant background: the methods learnt from
+    skull-stripped scans, whose brain sits in a zero background."""
+    image = loaded.image[0]
+    background = max(float((image == 0).mean()), float((image == image.min()).mean()))
+    if background < BACKGROUND_SHARE_STRIPPED:
+        warnings.warn(f"{loaded.sources.get(loaded.modalities[0], loaded.case_id)}: does not "
+                      f"look skull-stripped ({100 * background:.0f} % background voxels; "
+                      "stripped scans have most): strip it first (HD-BET, SynthStrip)",
+                      ContrasegWarning, stacklevel=2)
 
 
 def probabilities_path(out_path: str | Path) -> Path:

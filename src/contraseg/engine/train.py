@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
 import numpy as np
 import torch
 import yaml
@@ -30,6 +31,7 @@ from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeR
 from rich.text import Text
 
 from contraseg.data.cache import CaseCache
+from contraseg.data.cases import CaseSpec
 from contraseg.data.dataset import (
     PatchSampler,
     TrainCase,
@@ -39,7 +41,7 @@ from contraseg.data.dataset import (
 )
 from contraseg.data.labels import LabelConvention, whole_tumour
 from contraseg.data.layouts import discover, order_modalities
-from contraseg.data.preprocess import PreprocessSettings
+from contraseg.data.preprocess import PreprocessSettings, reoriented_spacing
 from contraseg.engine import distributed
 from contraseg.engine.checkpoint import (
     load_checkpoint,
@@ -77,6 +79,7 @@ class TrainData:
     train: list[TrainCase]
     val: list[TrainCase]
     split: dict[str, list[str]] = field(default_factory=dict)
+    spacing: tuple[float, ...] | None = None  # median voxel size of the training scans (mm)
 
 
 def split_cases(ids: list[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
@@ -163,7 +166,17 @@ def prepare_data(config: TrainConfig, data_dirs: list[Path], cache_dir: Path,
         console.print(f"preparing {len(keyed)} cases ({len(split['train'])} train, "
                       f"{len(split['val'])} validation) on modalities {', '.join(modalities)}")
     return TrainData(modalities, convention, settings, [load(k) for k in split["train"]],
-                     [load(k) for k in split["val"]], split)
+                     [load(k) for k in split["val"]], split,
+                     median_spacing([keyed[k][0] for k in split["train"]], settings))
+
+
+def median_spacing(cases: list[CaseSpec], settings: PreprocessSettings
+                   ) -> tuple[float, ...] | None:
+    """The median voxel size of the cases' first images along the axes after reorientation
+    (headers only); what a run that keeps the scans' own spacing expects at inference."""
+    spacings = [reoriented_spacing(nib.load(next(iter(case.images.values())).path).affine,
+                                   settings.orientation) for case in cases if case.images]
+    return tuple(float(v) for v in np.median(spacings, axis=0)) if spacings else None
 
 
 def validate(method: Method, cases: list[TrainCase], config: TrainConfig,
@@ -510,6 +523,7 @@ class Trainer:
             "label_convention": self.data.convention and self.data.convention.to_dict(),
             "preprocess": self.data.preprocess.to_dict(),
             "spacing": list(spacing) if spacing else None,
+            "training_spacing": list(self.data.spacing) if self.data.spacing else None,
             "epoch": self.step // self.config.iters_per_epoch, "step": self.step,
             "best": self.best, "model": self.method.state_dict(),
         }
