@@ -4,8 +4,8 @@
 # its own fast-preset optimiser, for each training seed; each run is evaluated over the 15
 # modality subsets on the demo's 4 held-out phantoms (set EXTRA_TEST=1 to also evaluate on 12
 # more, seed 20000: about 4 minutes per run on 2 CPU cores).
-# DCL-MANet's ablations (no DCL, no RFB, neither) run for every seed, DC-Seg's (no contrastive
-# terms) for the first. METHODS="dcl-manet" runs a subset of the methods (and their ablations).
+# DCL-MANet's ablations (no DCL, no RFB, neither) and DC-Seg's (no contrastive terms, no
+# reconstruction) run for every seed. METHODS="dcl-manet" runs a subset of the methods (and their ablations).
 # Usage: scripts/phantom_comparison.sh OUT [SEEDS...]   (about 35 minutes per seed on 2 CPU cores)
 set -euo pipefail
 out=${1:?usage: $0 OUT [SEEDS...]}; shift
@@ -27,6 +27,7 @@ train() {  # NAME SEED METHOD [--set ...]
 }
 no_dcl=(--set loss_weights.dcl_specific=0 --set loss_weights.dcl_common=0)
 no_rfb=(--set model.rfb=false)
+no_contrastive=(--set loss_weights.ana=0 --set loss_weights.mod=0)
 for seed in $seeds; do
   for method in $methods; do
     train "$method" "$seed" "$method"
@@ -36,11 +37,11 @@ for seed in $seeds; do
     train dcl-manet-no-rfb "$seed" dcl-manet "${no_rfb[@]}"
     train dcl-manet-neither "$seed" dcl-manet "${no_dcl[@]}" "${no_rfb[@]}"
   fi
+  if [[ " $methods " == *" dc-seg "* ]]; then  # which of DC-Seg's own terms helps
+    train dc-seg-no-contrastive "$seed" dc-seg "${no_contrastive[@]}"
+    train dc-seg-no-rec "$seed" dc-seg --set loss_weights.rec=0
+  fi
 done
-if [[ " $methods " == *" dc-seg "* ]]; then  # the ablation of the contrastive terms, first seed
-  train dc-seg-no-contrastive "${seeds%% *}" dc-seg --set loss_weights.ana=0 \
-    --set loss_weights.mod=0
-fi
 for reference in dc-seg dcl-manet; do
   python "$(dirname "$0")/phantom_comparison.py" "$out" report "$reference"
   if [ "$extra" = 1 ]; then python "$(dirname "$0")/phantom_comparison.py" "$out" report12 "$reference"; fi
