@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from contraseg.data.cases import CaseSpec
+from contraseg.data.cases import CaseSpec, DatasetSpec
 from contraseg.data.io import load_case
 from contraseg.data.labels import LabelConvention, is_whole_tumour, label_values
 from contraseg.data.layouts import discover
@@ -121,6 +121,17 @@ def score_prediction(case_id: str, subset: str, pred: np.ndarray, reference: np.
              "et_rule_voxels": et_rule_voxels} for region, values in scores.items()]
 
 
+def labelled_cases(data: Path, labels: str | None) -> tuple[DatasetSpec, list[CaseSpec]]:
+    """The dataset and its labelled cases; refused without a label convention or a label."""
+    spec = discover(data, labels=labels)
+    if spec.convention is None:
+        raise InputError(data, "label convention unknown; pass --labels")
+    cases = [c for c in spec.cases if c.label is not None]
+    if not cases:
+        raise InputError(data, "no labelled case to evaluate")
+    return spec, cases
+
+
 def evaluate_run(run: Path, data: Path, out: Path, *, subsets: str = "all", which: str = "auto",
                  device: str = "auto", labels: str | None = None, units: str = "voxel",
                  hd95: str = "brats", overlays: int = 2, figures: bool = False,
@@ -137,12 +148,7 @@ def evaluate_run(run: Path, data: Path, out: Path, *, subsets: str = "all", whic
     figures: also draw the PCA of the method's disentangled representations (DC-Seg's
     Figure 3) from the central training-sized crop of every case, when the method has them.
     """
-    spec = discover(data, labels=labels)
-    if spec.convention is None:
-        raise InputError(data, "label convention unknown; pass --labels")
-    cases = [c for c in spec.cases if c.label is not None]
-    if not cases:
-        raise InputError(data, "no labelled case to evaluate")
+    spec, cases = labelled_cases(data, labels)
     cv = cross_validation_plan(Path(run), spec.root.name, cases)
     if cv.incomplete and console is not None:
         console.print(f"[yellow]incomplete cross-validation:[/] {cv.incomplete}", highlight=False)

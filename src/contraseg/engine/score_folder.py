@@ -19,10 +19,10 @@ from rich.console import Console
 from contraseg.data.cases import CaseSpec
 from contraseg.data.io import Volume, grid_difference, load_case, read_label
 from contraseg.data.labels import LabelConvention, get_convention, label_values
-from contraseg.data.layouts import discover
 from contraseg.engine.evaluate import (
     PEERS_ET_MIN_VOXELS,
     et_rule_note,
+    labelled_cases,
     overlay_picture,
     score_prediction,
 )
@@ -66,12 +66,7 @@ def evaluate_predictions(pred_dir: Path, data: Path, out: Path, *, labels: str |
                          hd95: str = "brats", et_min_voxels: int | None = None,
                          overlays: int = 2, console: Console | None = None) -> Path:
     """Score `pred_dir` against every labelled case of `data`; returns the report's HTML."""
-    spec = discover(data, labels=labels)
-    if spec.convention is None:
-        raise InputError(data, "label convention unknown; pass --labels")
-    cases = [c for c in spec.cases if c.label is not None]
-    if not cases:
-        raise InputError(data, "no labelled case to evaluate")
+    spec, cases = labelled_cases(data, labels)
     files = prediction_files(Path(pred_dir), cases)
     convention = spec.convention
     written_in = get_convention(pred_labels) if pred_labels else convention
