@@ -3,6 +3,7 @@ objective, the momentum update and the decoder copy on --init."""
 
 from __future__ import annotations
 
+import math
 import re
 
 import pytest
@@ -18,6 +19,7 @@ from contraseg.models.swinmoco import (
     _torchvision_key,
     random_views,
     swin_encoder_state,
+    view_theta,
 )
 from tests.models.tiny_methods import MODALITIES, build_tiny, mask
 
@@ -222,3 +224,20 @@ def test_views_are_the_authors_in_the_presets_and_the_old_ones_by_default():
         assert model["view_blur"] == [1.0, 0.1] and model["predictor_last_bn"] is True
     with pytest.raises(ConfigError, match="view_blur_sigma"):
         SwinMoCoConfig(view_blur_sigma=[0.5])
+
+
+def test_a_view_turns_a_non_square_slice_rigidly():
+    """In pixels the view's map is a rotation (no shear) on a 16 x 48 slice: conjugating
+    affine_grid's normalised matrix by the half-sizes gives an orthogonal matrix, and a
+    quarter-turn moves the slice's long axis onto its short one."""
+    height, width = 16, 48
+    half = torch.diag(torch.tensor([width / 2, height / 2]))
+    ones, zeros = torch.ones(2), torch.zeros(2)
+    angle = torch.tensor([0.3, -math.pi / 2])
+    theta = view_theta(angle, (ones, ones), (zeros, zeros), ones, height, width)
+    for k in range(2):
+        pixels = half @ theta[k, :, :2] @ torch.linalg.inv(half)
+        assert torch.allclose(pixels.T @ pixels, torch.eye(2), atol=1e-6)
+    quarter = half @ theta[1, :, :2] @ torch.linalg.inv(half)
+    assert torch.allclose(quarter @ torch.tensor([1.0, 0.0]), torch.tensor([0.0, -1.0]),
+                          atol=1e-6)

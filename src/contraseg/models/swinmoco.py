@@ -157,13 +157,7 @@ def random_views(x: Tensor, available: Tensor, view: ViewSettings) -> Tensor:
     cy = (torch.rand(n, device=device) * 2 - 1) * (1 - sy)
     flip = torch.where(torch.rand(n, device=device) < 0.5, -1.0, 1.0)
     angle = torch.empty(n, device=device).uniform_(-1, 1) * math.radians(view.rotation)
-    cos, sin = angle.cos(), angle.sin()
-    theta = torch.zeros(n, 2, 3, device=device)
-    # grid_sample's x is the last axis (Y here), y the first spatial one (X): output -> input
-    # coordinates = R(angle) S(crop, flip) + centre
-    theta[:, 0, 0], theta[:, 0, 1] = cos * sy * flip, -sin * sx
-    theta[:, 1, 0], theta[:, 1, 1] = sin * sy * flip, cos * sx
-    theta[:, 0, 2], theta[:, 1, 2] = cy, cx
+    theta = view_theta(angle, (sx, sy), (cx, cy), flip, x.shape[2], x.shape[3])
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     out = _random_blur(out, view.blur, view.blur_sigma)
@@ -171,6 +165,27 @@ def random_views(x: Tensor, available: Tensor, view: ViewSettings) -> Tensor:
     shift = torch.empty(n, m, 1, 1, device=device).uniform_(-0.2, 0.2)
     keep = available.to(out.dtype).view(n, m, 1, 1)
     return (out * gain + shift) * keep
+
+
+def view_theta(angle: Tensor, scale: tuple[Tensor, Tensor], centre: tuple[Tensor, Tensor],
+               flip: Tensor, height: int, width: int) -> Tensor:
+    """(N, 2, 3) affine_grid matrices, output -> input = R(angle) S(crop, flip) u + centre.
+
+    grid_sample's x runs along the last axis (Y here, `width` pixels), its y along the first
+    spatial one (X, `height`); both are normalised to [-1, 1], so the rotation is conjugated by
+    the aspect ratio to turn the slice rigidly in pixels (a plain rotation of normalised
+    coordinates shears a non-square slice). The crop turns about its own centre (torchvision's
+    rotation, then crop, turns it about the slice's: the crop centres differ by at most the
+    rotation of a point of the slice, +-10 degrees)."""
+    sx, sy = scale
+    cx, cy = centre
+    cos, sin = angle.cos(), angle.sin()
+    aspect = height / width  # normalised x (width) per normalised y (height), in pixels
+    theta = torch.zeros(angle.shape[0], 2, 3, device=angle.device)
+    theta[:, 0, 0], theta[:, 0, 1] = cos * sy * flip, -sin * aspect * sx
+    theta[:, 1, 0], theta[:, 1, 1] = sin / aspect * sy * flip, cos * sx
+    theta[:, 0, 2], theta[:, 1, 2] = cy, cx
+    return theta
 
 
 def _random_blur(x: Tensor, probability: float, sigma: tuple[float, float]) -> Tensor:
