@@ -256,6 +256,16 @@ def test_evaluate_external_predictions_refuses_what_it_cannot_score(trained, tmp
     assert not (tmp_path / "r").exists()
 
 
+def test_et_min_voxels_0_turns_the_rule_of_the_postproc_columns_off(trained, tmp_path):
+    """An explicit 0 is obeyed and said (it used to fall back to the peers' 500)."""
+    run, data = trained
+    result = cli("evaluate", "--run", str(run), "--data", str(data), "--out", str(tmp_path / "r"),
+                 "--subsets", "full", "--overlays", "0", "--et-min-voxels", "0")
+    assert result.returncode == 0, result.stderr
+    conventions = json.loads((tmp_path / "r" / "summary.json").read_text())["conventions"]
+    assert "the ET rule is off (--et-min-voxels 0)" in conventions["et_postprocessing"]
+
+
 def test_predict_output_folders_get_one_file_per_case(trained, tmp_path):
     """An existing folder, or a path with a trailing slash, means <folder>/<case>.nii.gz; the
     case is named after the input files' common prefix (or the case folder)."""

@@ -164,7 +164,7 @@ def evaluate_run(run: Path, data: Path, out: Path, *, subsets: str = "all", whic
     predictor = load(plan[0][0])
     chosen = parse_subsets(subsets, predictor.modalities)
     settings = MetricSettings(units, hd95, "brats", (1.0, 1.0, 1.0))  # spacing: per case
-    et_min = predictor.infer.et_min_voxels or PEERS_ET_MIN_VOXELS
+    et_min = postprocessing_threshold((infer or {}).get("et_min_voxels"), predictor)
     # pictures are drawn aside and copied by write_report: a failure leaves no report folder
     with tempfile.TemporaryDirectory(prefix=".contraseg-pictures-") as scratch:
         pictures_dir = Path(scratch)
@@ -243,7 +243,17 @@ def inference_settings(predictor: Predictor) -> dict:
             "bf16": predictor.bf16}
 
 
+def postprocessing_threshold(asked: int | None, predictor: Predictor) -> int:
+    """The ET rule of the *_postproc columns: what --et-min-voxels asked (0: off), else the
+    run's own rule, else the peers' 500 (the raw columns never have it)."""
+    if asked is not None:
+        return int(asked)
+    return predictor.infer.et_min_voxels or PEERS_ET_MIN_VOXELS
+
+
 def et_rule_note(et_min: int, rows: list[dict]) -> str:
+    if et_min == 0:
+        return "columns *_postproc: the ET rule is off (--et-min-voxels 0); they equal the raw ones"
     thresholds = {row["case"]: int(row["et_rule_voxels"]) for row in rows}
     off = sorted(case for case, t in thresholds.items() if t == 0)
     used = sorted({t for t in thresholds.values() if t > 0})
