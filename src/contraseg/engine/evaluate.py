@@ -76,7 +76,7 @@ def evaluate_case(predictor: Predictor, case: CaseSpec, convention: LabelConvent
     reference = convention.to_canonical(loaded.label)
     if is_whole_tumour(predictor.convention):  # a whole-tumour-only run: one tumour class
         reference = (reference > 0).astype(np.uint8)
-    pre = preprocess(loaded, predictor.preprocess)
+    pre = preprocess(loaded, predictor.settings_for(loaded))  # as predict: same grid rules
     image, present = predictor.channels(pre.image, pre.modalities)
     feasible = [s for s in subsets if set(s) <= set(pre.modalities)]
     rows_avail = torch.tensor([availability(s, predictor.modalities) for s in feasible])
