@@ -185,6 +185,9 @@ def test_misleading_mistakes_say_what_is_wrong(tmp_path):
     line = one_line_error(run("score", "--pred", str(label), "--ref", str(image)),
                           "t1c.nii.gz", "this looks like an image, not a label map")
     assert len(line) < 200
+    one_line_error(run("predict", "--run", str(tmp_path / "r"), "--out", str(tmp_path / "s.nii.gz"),
+                       "--which", "bset", "--t1c", str(image)),
+                   "--which 'bset': expected one of auto, best, last")
     zscored = save(tmp_path / "z.nii.gz", rng.normal(size=SHAPE).astype(np.float32))
     one_line_error(run("score", "--pred", str(label), "--ref", str(zscored)),
                    "z.nii.gz", "non-integral", "this looks like an image")
