@@ -2,7 +2,7 @@
 
 Copies, from the folder of scripts/real_benchmark.sh, what summarise.py and `contraseg
 compare` read: each finished method's report/summary.json and report/metrics.csv, the run.json
-of each of its training stages, the compare-*.json files and summary.md, into DEST with the
+of each of its training stages and the compare-*.json files, into DEST with the
 same layout (a few hundred kB: no image, no checkpoint). `summarise.py DEST` then rebuilds the
 README tables, and `contraseg compare DEST/A/report DEST/B/report` re-tests any pair.
 `--commit` records the commit the rows were trained on in DEST/<method>/provenance.json
@@ -27,7 +27,7 @@ def finished_methods(out: Path) -> list[Path]:
 
 
 def files_to_keep(out: Path) -> list[Path]:
-    keep = [*out.glob("compare-*.json"), *out.glob("summary.md")]
+    keep = list(out.glob("compare-*.json"))  # summary.md: summarise.py rebuilds it
     for method in finished_methods(out):
         keep += [method / "report" / name for name in REPORT_FILES]
         keep += [run for stage in STAGES if (run := method / stage / "run.json").is_file()]

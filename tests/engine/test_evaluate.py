@@ -64,7 +64,8 @@ def test_evaluate_selected_subsets(trained, tmp_path):
                  "--subsets", "flair,t1c+flair", "--overlays", "0", "--figures")
     assert result.returncode == 0, result.stderr
     assert "unet has no disentangled representations" in " ".join(result.stderr.split())
-    assert not (tmp_path / "r" / "figures").exists()
+    figures = sorted(p.name for p in (tmp_path / "r" / "figures").iterdir())
+    assert figures == ["progress.png"]  # the run's curves, no representation figure
     with open(tmp_path / "r" / "metrics.csv") as f:
         subsets = {r["subset"] for r in csv.DictReader(f)}
     assert subsets == {"flair", "t1c+flair"}
