@@ -162,14 +162,17 @@ def _read(ref: ImageRef | Path | str, expect_3d: bool) -> tuple[np.ndarray, Volu
     return data, volume
 
 
-def read_image(ref: ImageRef | Path | str, *, expect_3d: bool = True) -> Volume:
+def read_image(ref: ImageRef | Path | str, *, expect_3d: bool = True,
+               mask: bool = False) -> Volume:
     """Read one image (or one volume of a 4D file) as float32, with its affine and header.
 
     A 4D file with a trailing singleton dimension is read as 3D. With `expect_3d=False` a 4D
-    file without a volume index is returned whole, as (X, Y, Z, T).
+    file without a volume index is returned whole, as (X, Y, Z, T). An image with 2 to 8
+    integer values is refused as a label map given as an image, unless it is a `mask`.
     """
     data, volume = _read(ref, expect_3d)
-    _refuse_label_maps(data, volume.path)
+    if not mask:  # a brain mask is 0 / 1 by nature
+        _refuse_label_maps(data, volume.path)
     volume.data = np.asarray(data, dtype=np.float32)
     return volume
 
@@ -277,7 +280,7 @@ def _read_case_volumes(case: CaseSpec, with_label: bool) -> dict[str, Volume]:
     if with_label and case.label is not None:
         volumes["label"] = read_label(case.label)
     if case.brain_mask is not None:
-        volumes["brain_mask"] = read_image(case.brain_mask)
+        volumes["brain_mask"] = read_image(case.brain_mask, mask=True)
     return volumes
 
 

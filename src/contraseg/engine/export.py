@@ -8,14 +8,17 @@ window and the way back to the input grid are the caller's: contraseg's own `pre
 Python API, `contraseg.Segmenter`) does them; the file's metadata says what they must be
 (`contraseg.json` inside the TorchScript archive, or the ONNX model's metadata_props).
 
-TorchScript is traced, so control flow that depends on the availability pattern would be
-frozen into the trace: the trace is checked against the eager model on other patterns and
-refused when they differ.
+TorchScript is traced at one window of batch 1 (the shape in the metadata; call it once per
+window), so shape arithmetic and any control flow that depended on the availability pattern
+would be frozen into the trace: the trace is checked against the eager model on every
+availability pattern and refused when they differ. (torch 2.13 marks `torch.jit.trace`
+deprecated in favour of `torch.export`; TorchScript files still load in C++ and Python.)
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import torch
@@ -51,7 +54,7 @@ def example_inputs(method, window: tuple[int, ...], patterns: list[tuple[str, ..
 
 
 def export_metadata(meta: dict, window: tuple[int, ...], extra_channels: int) -> dict:
-    return {"method": meta["method"], "modalities": list(meta["modalities"]),
+    return {"method": meta["method"], "modalities": list(meta["modalities"]), "batch": 1,
             "extra_channels": extra_channels, "window": list(window),
             "label_convention": meta["label_convention"], "preprocess": meta["preprocess"],
             "checkpoint": meta["path"], "step": meta.get("step"),
@@ -71,7 +74,10 @@ def export_run(run: Path, out: Path, fmt: str = "torchscript", which: str = "aut
         raise InputError(meta["path"], f"is a {method.kind} run, not a segmenter")
     method = method.float().to(memory_format=torch.contiguous_format)
     config = config_from_dict(meta["config"])
-    window = window_size(method, tuple(int(n) for n in config.data.patch_size))
+    patch = tuple(int(n) for n in config.data.patch_size)
+    # a 2.5D window spans the whole depth at inference (-1); the file is traced at the patch's
+    window = tuple(p if w == -1 else w for w, p in zip(window_size(method, patch), patch,
+                                                       strict=True))
     patterns = all_subsets(method.modalities)
     probe = example_inputs(method, window, patterns[:1], 0)[0]
     extra = method.case_inputs(probe[0], probe[1])
@@ -86,14 +92,18 @@ def export_run(run: Path, out: Path, fmt: str = "torchscript", which: str = "aut
 
 
 def _torchscript(model: WindowModel, examples, metadata: dict, out: Path, atol: float) -> Path:
-    traced = torch.jit.trace(model, examples[0], check_trace=False)
+    with warnings.catch_warnings():  # shape arithmetic frozen into the trace: checked below
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch 2.13 prefers torch.export
+        traced = torch.jit.trace(model, examples[0], check_trace=False)
     for image, available in examples:  # every availability pattern: nothing frozen in
         difference = (traced(image, available) - model(image, available)).abs().max().item()
         if difference > atol:
             raise ConfigError(f"{metadata['method']} cannot be traced faithfully: with "
                               f"{available.tolist()} the trace differs from the model by "
                               f"{difference:.2g}")
-    with atomic_path(out) as tmp:
+    with atomic_path(out) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
         torch.jit.save(traced, str(tmp), _extra_files={"contraseg.json": json.dumps(metadata)})
     return out
 
