@@ -621,7 +621,7 @@ def demo(
 ) -> None:
     """The whole loop on the synthetic phantom: generate, check, train the fast preset of the
     best method that fits the CPU budget (unet), evaluate all 15 modality subsets on held-out
-    phantoms, write an HTML report. About 3.5 minutes on 2 CPU cores.
+    phantoms, write an HTML report. About 4.5 minutes on 2 CPU cores.
 
     Example: `contraseg demo --out demo-out`
     """

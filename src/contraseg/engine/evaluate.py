@@ -94,10 +94,11 @@ def evaluate_case(predictor: Predictor, case: CaseSpec, convention: LabelConvent
         rows += score_prediction(case.case_id, subset_name(subset), pred, reference,
                                  predictor.convention, settings, threshold)
         if subset in shown:
-            preds[subset_name(subset)] = pred
+            preds[subset] = pred
     if full is not None:  # the full subset was evaluated: the picture shows it
         pictures |= {"images": dict(zip(pre.modalities, loaded.image, strict=True)),
-                     "affine": loaded.affine, "ref": reference, "preds": preds}
+                     "affine": loaded.affine, "ref": reference,
+                     "preds": {subset_name(s): preds[s] for s in shown}}  # all modalities first
     return rows, pictures
 
 
