@@ -276,3 +276,19 @@ def test_real_brats2015_case_files(shared_data):
     assert case.images["flair"].path.name == "Flair_subtrMeanDivStd.nii.gz"
     assert case.label.name == "OTMultiClass.nii.gz"
     assert case.brain_mask.name == "brainmask.nii.gz"
+
+
+def test_a_flat_folder_of_one_modality_is_one_case_per_file(tmp_path):
+    """IXI's layout (IXI002-Guys-0828-T1.nii.gz, ... side by side): unlabelled T1 cases; a
+    flat folder that mixes modalities stays one case."""
+    for name in ("IXI002-Guys-0828-T1", "IXI012-HH-1211-T1", "IXI013-HH-1212-T1"):
+        write_nifti(tmp_path / "ixi" / f"{name}.nii.gz")
+    spec = discover(tmp_path / "ixi")
+    assert spec.layout == "flat" and spec.modalities == ("t1",) and spec.convention is None
+    assert [c.case_id for c in spec.cases] == ["IXI002-Guys-0828", "IXI012-HH-1211",
+                                               "IXI013-HH-1212"]
+    assert all(c.label is None and list(c.images) == ["t1"] for c in spec.cases)
+    for name in ("t1", "t2"):
+        write_nifti(tmp_path / "one" / f"case_{name}.nii.gz")
+    one = discover(tmp_path / "one")
+    assert one.layout == "folders" and len(one.cases) == 1

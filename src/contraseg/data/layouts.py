@@ -264,6 +264,8 @@ def _discover_case_folders(root: Path) -> DatasetSpec:
     folders = [p for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")]
     folders = [p for p in folders if any(is_nifti(f) for f in p.iterdir())]
     if not folders and any(is_nifti(f) for f in root.iterdir()):
+        if (flat := _flat_one_modality(root)) is not None:
+            return flat
         folders = [root]  # the folder is itself one case
     for layout, suffixes, sep, convention in (
         ("brats2023", BRATS2023_SUFFIXES, "-", "brats2023"),
@@ -274,6 +276,27 @@ def _discover_case_folders(root: Path) -> DatasetSpec:
             return DatasetSpec(root, layout, order_modalities(suffixes.values()),
                                get_convention(convention), cases, [f"{layout} file naming"])
     return _folders_by_name(root, folders)
+
+
+def _flat_one_modality(root: Path) -> DatasetSpec | None:
+    """A flat folder of files that all hold one modality (IXI's `IXI002-Guys-0828-T1.nii.gz`
+    ...): one unlabelled case per file, named without its modality token; None otherwise."""
+    files = [p for p in sorted(root.iterdir()) if is_nifti(p)]
+    roles = {classify_file(p.name) for p in files}
+    if len(files) < 2 or len(roles) != 1 or roles & {None, "label", "brain_mask"}:
+        return None
+    modality = roles.pop()
+    cases = [CaseSpec(_without_modality_token(strip_nifti_suffix(p.name)),
+                      {modality: ImageRef(p)}) for p in files]
+    if len({c.case_id for c in cases}) != len(cases):
+        return None
+    return DatasetSpec(root, "flat", (modality,), None, cases,
+                       [f"flat folder: one {modality} file per case (IXI's layout)"])
+
+
+def _without_modality_token(stem: str) -> str:
+    head, _, last = stem.rpartition("-") if "-" in stem else stem.rpartition("_")
+    return head if head and last.lower() in MODALITY_SYNONYMS else stem
 
 
 def _has_brats_files(folder: Path, suffixes: Mapping[str, str], sep: str) -> bool:
