@@ -286,7 +286,7 @@ def _flat_one_modality(root: Path) -> DatasetSpec | None:
     if len(files) < 2 or len(roles) != 1 or roles & {None, "label", "brain_mask"}:
         return None
     modality = roles.pop()
-    cases = [CaseSpec(_without_modality_token(strip_nifti_suffix(p.name)),
+    cases = [CaseSpec(without_modality_token(strip_nifti_suffix(p.name)),
                       {modality: ImageRef(p)}) for p in files]
     if len({c.case_id for c in cases}) != len(cases):
         return None
@@ -294,8 +294,11 @@ def _flat_one_modality(root: Path) -> DatasetSpec | None:
                        [f"flat folder: one {modality} file per case (IXI's layout)"])
 
 
-def _without_modality_token(stem: str) -> str:
-    head, _, last = stem.rpartition("-") if "-" in stem else stem.rpartition("_")
+def without_modality_token(stem: str) -> str:
+    """A file stem without its trailing modality token: `IXI002-Guys-0828-T1` ->
+    `IXI002-Guys-0828`, `case_flair` -> `case`; other stems (and a bare `t1`) as they are."""
+    last = re.split(r"[-_.]", stem)[-1]
+    head = stem[: -len(last)].rstrip("-_.")
     return head if head and last.lower() in MODALITY_SYNONYMS else stem
 
 

@@ -4,7 +4,6 @@ Predictor."""
 from __future__ import annotations
 
 import os
-import re
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from contraseg.data.layouts import (
     canonical_modality,
     discover,
     strip_nifti_suffix,
+    without_modality_token,
 )
 from contraseg.engine.infer import Predictor
 from contraseg.errors import ConfigError, ContrasegError, InputError
@@ -84,8 +84,7 @@ def case_id_from_files(files: list[Path]) -> str:
     if any(len(stem) > len(prefix) and stem[len(prefix)] not in SEPARATORS for stem in stems):
         prefix = prefix[: max(prefix.rfind(c) for c in SEPARATORS) + 1]  # whole tokens only
     if len(stems) == 1:
-        last = re.split(f"[{re.escape(SEPARATORS)}]", stems[0])[-1]
-        prefix = stems[0][: -len(last)] if last.lower() in MODALITY_SYNONYMS else stems[0]
+        prefix = "" if stems[0].lower() in MODALITY_SYNONYMS else without_modality_token(stems[0])
     return prefix.rstrip("-_. ") or "prediction"
 
 
