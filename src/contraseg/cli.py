@@ -22,8 +22,13 @@ from contraseg import __version__
 from contraseg.errors import ConfigError, ContrasegError, ContrasegWarning
 from contraseg.utils.jsonio import dumps
 
-ClickException = typer.core._click.exceptions.ClickException
-NoArgsIsHelpError = typer.core._click.exceptions.NoArgsIsHelpError
+try:  # recent typer vendors click (typer._click); earlier versions depend on click itself
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # pragma: no cover - depends on the installed typer
+    from click import exceptions as click_exceptions
+
+ClickException = click_exceptions.ClickException
+NoArgsIsHelpError = getattr(click_exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
 
 console = Console()
 err_console = Console(stderr=True)
@@ -48,7 +53,6 @@ BlendSpaceOption = Annotated[str | None, typer.Option(
 InitOption = Annotated[Path | None, typer.Option(
     help="Start from these weights: a run folder, a contraseg checkpoint, or a local timm / "
          "torchvision Swin state dict (matched by name; mismatches are reported).")]
-
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
