@@ -71,9 +71,7 @@ def evaluate_case(predictor: Predictor, case: CaseSpec, convention: LabelConvent
     if loaded.label is None:
         raise InputError(case.case_id, "has no label to evaluate against")
     settings = MetricSettings(units, hd95, "brats", loaded.spacing)
-    if problem := convention.unknown_values_problem(label_values(loaded.label)):
-        raise InputError(case.label or case.case_id, problem)
-    reference = convention.to_canonical(loaded.label)
+    reference = canonical_labels(loaded.label, convention, case.label or case.case_id)
     if is_whole_tumour(predictor.convention):  # a whole-tumour-only run: one tumour class
         reference = (reference > 0).astype(np.uint8)
     pre = preprocess(loaded, predictor.settings_for(loaded))  # as predict: same grid rules
@@ -100,6 +98,15 @@ def evaluate_case(predictor: Predictor, case: CaseSpec, convention: LabelConvent
                      "affine": loaded.affine, "ref": reference,
                      "preds": {subset_name(s): preds[s] for s in shown}}  # all modalities first
     return rows, pictures
+
+
+def canonical_labels(raw: np.ndarray, convention: LabelConvention,
+                     source: str | Path) -> np.ndarray:
+    """A label map in canonical classes; values the convention does not know are one line
+    naming `source` (with the convention they look like)."""
+    if problem := convention.unknown_values_problem(label_values(raw)):
+        raise InputError(source, problem)
+    return convention.to_canonical(raw)
 
 
 def score_prediction(case_id: str, subset: str, pred: np.ndarray, reference: np.ndarray,

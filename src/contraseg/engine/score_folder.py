@@ -17,10 +17,11 @@ from pathlib import Path
 from rich.console import Console
 
 from contraseg.data.cases import CaseSpec
-from contraseg.data.io import Volume, grid_difference, load_case, read_label
-from contraseg.data.labels import LabelConvention, get_convention, label_values
+from contraseg.data.io import grid_difference, load_case, read_label
+from contraseg.data.labels import get_convention
 from contraseg.engine.evaluate import (
     PEERS_ET_MIN_VOXELS,
+    canonical_labels,
     et_rule_note,
     labelled_cases,
     overlay_picture,
@@ -55,12 +56,6 @@ def prediction_files(pred_dir: Path, cases: list[CaseSpec]) -> dict[str, Path]:
     return found
 
 
-def _canonical(volume: Volume, convention: LabelConvention, path: Path):
-    if problem := convention.unknown_values_problem(label_values(volume.data)):
-        raise InputError(path, problem)
-    return convention.to_canonical(volume.data)
-
-
 def evaluate_predictions(pred_dir: Path, data: Path, out: Path, *, labels: str | None = None,
                          pred_labels: str | None = None, units: str = "voxel",
                          hd95: str = "brats", et_min_voxels: int | None = None,
@@ -83,12 +78,12 @@ def evaluate_predictions(pred_dir: Path, data: Path, out: Path, *, labels: str |
             task = bar.add_task("evaluate", total=len(cases))
             for case in cases:
                 reference_volume = read_label(case.label)
-                reference = _canonical(reference_volume, convention, case.label)
+                reference = canonical_labels(reference_volume.data, convention, case.label)
                 volume = read_label(files[case.case_id])
                 if difference := grid_difference(volume, reference_volume):
                     raise InputError(files[case.case_id], f"is not on the grid of its reference "
                                                           f"{case.label.name}: {difference}")
-                pred = _canonical(volume, written_in, files[case.case_id])
+                pred = canonical_labels(volume.data, written_in, files[case.case_id])
                 spacing = reference_volume.zooms
                 threshold = (et_rule_threshold(et_min, reference.shape, spacing)
                              if has_enhancing_class(convention) else 0)
