@@ -1,8 +1,13 @@
 """Summarise scripts/swin_moco_phantom.sh: the MoCo loss of the first and last pre-training
 epochs, then for the pre-trained and the from-scratch Swin-Unets (run folders VARIANT-seedS)
-the held-out scores with every modality (Dice per region, mIoU and MPA over all classes, HD
-of the whole tumour in voxels) and the 15-subset mean Dice, averaged over cases and seeds, with
-paired Wilcoxon tests over the (case, seed) pairs.
+the held-out scores with every modality (Dice per region, mIoU and MPA over all classes, MedPy's
+HD95 of the whole tumour in voxels: what the authors' downstream/test.py reports as HD) and the
+15-subset mean Dice per region.
+
+Cases, not (case, seed) pairs, are the paired units (as in scripts/phantom_comparison.py and
+`contraseg compare A1 A2 --vs B1 B2`): each case's value is averaged over its variant's seeds,
+then the two-sided paired Wilcoxon test of contraseg.evaluation.stats runs over the cases (none
+below 6 non-zero differences). The seeds of a variant must score the same cases.
 
 Usage: python scripts/swin_moco_summary.py OUT
 """
@@ -11,20 +16,22 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import statistics
 import sys
 from collections import defaultdict
 from pathlib import Path
 
-from scipy.stats import wilcoxon
+from contraseg.evaluation.stats import wilcoxon_test
 
 REGIONS = ("WT", "TC", "ET")
+MEASURES = (*(f"dice_{r}" for r in REGIONS), "miou", "mpa", "hd95_WT",
+            *(f"sub_{r}" for r in REGIONS))
 
 
-def read(report: Path) -> dict[tuple[str, str], dict[str, float]]:
-    """(case, measure) -> value; measures: dice_R, hd95_WT (MedPy hd95 in voxels, what the
-    authors' downstream/test.py reports as HD), miou, mpa (all modalities), sub_R
-    (Dice averaged over the subsets)."""
+def read(report: Path) -> dict[str, dict[str, float]]:
+    """case -> measure -> value; measures: dice_R, miou, mpa, hd95_WT (the subset with every
+    modality) and sub_R (Dice averaged over the subsets)."""
     with open(report / "metrics.csv") as handle:
         rows = list(csv.DictReader(handle))
     widest = max(len(r["subset"].split("+")) for r in rows)
@@ -40,35 +47,54 @@ def read(report: Path) -> dict[tuple[str, str], dict[str, float]]:
                 out[r["case"]]["hd95_WT"] = float(r["hd95"])
     for (case, region), values in subsets.items():
         out[case][f"sub_{region}"] = statistics.mean(values)
-    return out
+    return dict(out)
+
+
+def seed_averaged(reports: list[Path]) -> dict[str, dict[str, float]]:
+    """case -> measure -> the mean over the seeds' reports (NaN seeds skipped)."""
+    per_seed = [read(report) for report in reports]
+    cases = set(per_seed[0])
+    for report, scored in zip(reports, per_seed, strict=True):
+        if set(scored) != cases:
+            sys.exit(f"error: {report}: scores other cases than {reports[0]}; every seed of a "
+                     "variant must score the same cases")
+    averaged = {}
+    for case in sorted(cases):
+        averaged[case] = {}
+        for m in MEASURES:
+            kept = [s[case][m] for s in per_seed if not math.isnan(s[case][m])]
+            averaged[case][m] = statistics.mean(kept) if kept else math.nan
+    return averaged
+
+
+def reports_of(out: Path, variant: str) -> list[Path]:
+    """The evaluated runs' report folders of one variant, by seed."""
+    return [run / "report" for run in sorted(out.glob(f"{variant}-seed*"))
+            if (run / "report" / "metrics.csv").is_file()]
 
 
 def main(out: Path) -> None:
     log = [json.loads(line) for line in (out / "moco" / "log.jsonl").read_text().splitlines()]
     print(f"MoCo loss: epoch {log[0]['epoch']} {log[0]['loss']['moco']:.3f} -> epoch "
           f"{log[-1]['epoch']} {log[-1]['loss']['moco']:.3f}")
-    pairs: dict[str, dict[tuple[str, str], dict]] = {}
-    for variant in ("pretrained", "scratch"):
-        pairs[variant] = {}
-        for run in sorted(out.glob(f"{variant}-seed*")):
-            if not (run / "report" / "metrics.csv").is_file():
-                continue  # not evaluated (yet)
-            for case, values in read(run / "report").items():
-                pairs[variant][(run.name.split("-seed")[1], case)] = values
-    measures = [*(f"dice_{r}" for r in REGIONS), "miou", "mpa", "hd95_WT",
-                *(f"sub_{r}" for r in REGIONS)]
-    keys = sorted(set(pairs["pretrained"]) & set(pairs["scratch"]))
-    print(f"{len(keys)} (seed, case) pairs")
-    print("| measure | pre-trained | scratch | difference | Wilcoxon p |")
+    reports = {v: reports_of(out, v) for v in ("pretrained", "scratch")}
+    if not all(reports.values()):
+        sys.exit(f"error: {out}: needs evaluated pretrained-seed* and scratch-seed* runs")
+    values = {v: seed_averaged(r) for v, r in reports.items()}
+    cases = sorted(set(values["pretrained"]) & set(values["scratch"]))
+    print(f"{len(cases)} cases, seeds: pre-trained {len(reports['pretrained'])}, scratch "
+          f"{len(reports['scratch'])}; each case averaged over its seeds")
+    print("| measure | pre-trained | scratch | difference | Wilcoxon p (cases) |")
     print("|---|---|---|---|---|")
-    for m in measures:
-        a = [pairs["pretrained"][k][m] for k in keys]
-        b = [pairs["scratch"][k][m] for k in keys]
+    for m in MEASURES:
+        pairs = [(values["pretrained"][c][m], values["scratch"][c][m]) for c in cases]
+        pairs = [(a, b) for a, b in pairs if not (math.isnan(a) or math.isnan(b))]
+        a, b = [p[0] for p in pairs], [p[1] for p in pairs]
+        _, p_value, note = wilcoxon_test(b, a)
         scale = 1.0 if m.startswith("hd") else 100.0
-        diff = [x - y for x, y in zip(a, b, strict=True)]
-        p = wilcoxon(a, b).pvalue if any(diff) else float("nan")
+        shown = f"{p_value:.3g}" if not math.isnan(p_value) else f"- ({note})"
         print(f"| {m} | {scale * statistics.mean(a):.1f} | {scale * statistics.mean(b):.1f} | "
-              f"{scale * statistics.mean(diff):+.1f} | {p:.3g} |")
+              f"{scale * (statistics.mean(a) - statistics.mean(b)):+.1f} | {shown} |")
 
 
 if __name__ == "__main__":
