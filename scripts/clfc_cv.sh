@@ -6,7 +6,10 @@
 # (all 15 modality subsets), then paired Wilcoxon tests (`contraseg compare`).
 # VAE_RUN: an introvae run trained on OTHER phantoms' normal brains, e.g. the one of
 # `python scripts/introvae_phantom.py OUT` (seed 0), so no test brain was seen by the generator.
-# Usage: scripts/clfc_cv.sh OUT VAE_RUN [--set key=value ...]   (extra settings for every run)
+# VARIANTS (default "full baseline1 baseline2") may add `gate`: the full model with its gates
+# started open (model.gate_init=0.95, issue 16's test of CLFC's slow start).
+# Usage: [VARIANTS="full gate"] scripts/clfc_cv.sh OUT VAE_RUN [--set key=value ...]
+#   (extra settings for every run; about 13 minutes per variant on 2 CPU cores)
 set -euo pipefail
 out=${1:?usage: $0 OUT VAE_RUN [--set ...]}; vae=${2:?usage: $0 OUT VAE_RUN}; shift 2
 [ -d "$out/data" ] || contraseg data phantom --out "$out/data" --cases 20 --size 64 --seed 20000
@@ -18,10 +21,16 @@ run() {  # NAME [--set ...]
   [ -f "$out/report-$name/metrics.csv" ] ||
     contraseg evaluate --run "$out/$name" --data "$out/data" --out "$out/report-$name" --overlays 0
 }
-run full
-run baseline1 --set model.normal_network=false
-run baseline2 --set loss_weights.simsiam=0
-for name in baseline1 baseline2; do
-  contraseg compare "$out/report-$name" "$out/report-full" --json > "$out/compare-full-vs-$name.json"
+variants=${VARIANTS:-full baseline1 baseline2}
+declare -A settings=([full]="" [baseline1]="--set model.normal_network=false"
+                     [baseline2]="--set loss_weights.simsiam=0" [gate]="--set model.gate_init=0.95")
+for name in $variants; do
+  [ -n "${settings[$name]+set}" ] || { echo "error: unknown variant '$name'" >&2; exit 1; }
+  # shellcheck disable=SC2086  # the settings are words
+  run "$name" ${settings[$name]}
+done
+for name in $variants; do
+  [ "$name" = full ] || [ ! -f "$out/report-full/metrics.csv" ] ||
+    contraseg compare "$out/report-$name" "$out/report-full" --json > "$out/compare-full-vs-$name.json"
 done
 python "$(dirname "$0")/clfc_cv_summary.py" "$out"

@@ -3,8 +3,8 @@ figures with every modality (patient-wise Dice, sensitivity, HD95: mean and SD o
 and the Dice averaged over the 15 modality subsets, then paired Wilcoxon signed-rank tests of
 the per-case Dice of the full model against each baseline (full modalities, and subset means).
 
-Usage: python scripts/clfc_cv_summary.py OUT [NAMES...]   (default names: full baseline1
-baseline2; the first is the reference)
+Usage: python scripts/clfc_cv_summary.py OUT [NAMES...]   (default: the variants of the run,
+full baseline1 baseline2 then gate if present; the first is the reference)
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from scipy.stats import wilcoxon
+from contraseg.evaluation.stats import wilcoxon_test
 
 REGIONS = ("WT", "TC", "ET")
 
@@ -63,11 +63,13 @@ def main(out: Path, names: list[str]) -> None:
                                 ("subsets", [ref_sub[k] for k in keys],
                                  [subsets[k] for k in keys])):
                 diff = [x - y for x, y in zip(a, b, strict=True)]
-                p = wilcoxon(a, b).pvalue if any(diff) else float("nan")
+                p = wilcoxon_test(b, a)[1]  # the project's test: NaN under 6 non-zero diffs
                 parts.append(f"{label} {100 * statistics.mean(diff):+.1f} (p {p:.3g})")
             print(f"- vs {name} {region} (n {len(keys)}): " + "; ".join(parts))
 
 
 if __name__ == "__main__":
     args = sys.argv[1:]
-    main(Path(args[0]), args[1:] or ["full", "baseline1", "baseline2"])
+    found = [n for n in ("full", "baseline1", "baseline2", "gate")
+             if (Path(args[0]) / f"report-{n}" / "metrics.csv").is_file()]
+    main(Path(args[0]), args[1:] or found)
