@@ -15,7 +15,6 @@ from contraseg.losses.segmentation import one_hot, soft_dice_loss
 from contraseg.models.base import Batch
 from contraseg.models.dclmanet import (
     DCLMANet,
-    DCLMANetConfig,
     MPABlock,
     PairwiseModalityAttention,
     RecalibrationBlock,
@@ -30,14 +29,29 @@ def tiny(weights=None, **model) -> tuple[DCLMANet, list[int]]:
     return build_tiny("dcl-manet", weights=weights, **model)
 
 
-def test_paper_preset_is_the_code():
+def test_paper_preset_builds_the_released_network_and_objective():
+    """Behaviour of the method built from the `paper` preset: encoders of 4 to 64 channels over
+    5 levels (a 32^3 patch reaches a 2^3 bottleneck of 64), the released RFB on it, the
+    cross-entropy on softmax outputs, classes weighted 0.01 / 0.33 x 3, Adam with amsgrad."""
+    from contraseg.engine.optim import make_optimizer
+
     config = load_config("dcl-manet", "paper")
     assert config.data.patch_size == [128, 128, 128] and config.data.batch_size == 2
-    assert (config.optim.lr, config.optim.weight_decay, config.optim.amsgrad) == (1e-3, 2e-5, True)
-    assert config.optim.schedule == "plateau" and config.epochs == 200
-    model = DCLMANetConfig(**config.model)
-    assert model.widths() == [4, 8, 16, 32, 64] and model.dcl_temperature == 0.7
-    assert model.weights_of_classes(4) == pytest.approx([0.01, 0.33, 0.33, 0.33])
+    torch.manual_seed(0)
+    method = build_method("dcl-manet", ("t1", "t1c", "t2", "flair"), 4, config.model,
+                          config.loss_weights)
+    with torch.no_grad():
+        encoded = method.encode(torch.randn(1, 4, 32, 32, 32))
+    assert [f.shape[2] for f in encoded] == [4, 8, 16, 32, 64]
+    assert encoded[-1].shape[-3:] == (2, 2, 2)
+    assert isinstance(method.rfb, ReleasedRecalibrationBlock) and len(method.rfb.modalities) == 4
+    logits = torch.randn(2, 4, 3, 3, 3)
+    torch.testing.assert_close(method._ce_input(logits), logits.softmax(dim=1))
+    assert method.class_weights.tolist() == pytest.approx([0.01, 0.33, 0.33, 0.33])
+    optimizer = make_optimizer(method.param_groups(config.optim.lr), config.optim)
+    group = optimizer.param_groups[0]
+    assert isinstance(optimizer, torch.optim.Adam) and not isinstance(optimizer, torch.optim.AdamW)
+    assert (group["lr"], group["weight_decay"], group["amsgrad"]) == (1e-3, 2e-5, True)
 
 
 def test_paper_plateau_is_the_released_schedule():
@@ -96,7 +110,17 @@ def test_released_rfb_is_the_authors_modal_attention():
                 beta[k] * released_mpa(attention.mpa, first, attention.project[k + 1](
                     features[:, j])) for k, j in enumerate(others))
             torch.testing.assert_close(out[:, i], expected, atol=1e-5, rtol=1e-5)
-    assert rfb.modalities[0].mpa.embed[-1].num_groups == 2  # C / share_planes groups
+    # the released layers themselves, which the transcription above reuses
+    mpa = rfb.modalities[0].mpa
+    assert [type(m) for m in mpa.embed] == [torch.nn.Conv3d, torch.nn.InstanceNorm3d,
+                                            torch.nn.ReLU, torch.nn.Conv3d, torch.nn.GroupNorm]
+    assert mpa.embed[0].in_channels == 32 and mpa.embed[0].bias is None
+    assert mpa.embed[-1].num_groups == 2 and mpa.embed[-1].num_channels == 16  # C / 8 groups
+    assert [type(m) for m in mpa.split] == [torch.nn.Linear, torch.nn.LayerNorm, torch.nn.ReLU,
+                                            torch.nn.Linear]
+    assert mpa.split[-1].out_features == 32  # two weights per channel
+    assert [type(m) for m in rfb.modalities[0].project[0]] == [
+        torch.nn.Conv3d, torch.nn.InstanceNorm3d, torch.nn.ReLU]
 
 
 def test_released_rfb_leaves_unavailable_modalities_out():

@@ -195,6 +195,21 @@ def test_reconstruction_starts_at_predicting_the_mean(zero_init):
         assert rec > 0.05 * seg
 
 
+def test_reconstruction_with_missing_modalities_by_hand():
+    """`rec` is a SUM over modalities of the mean |rebuilt - x_j| over the samples that have
+    modality j (not a mean over modalities, not over all samples). At step 0 the zero head
+    rebuilds 0, so with constant images a (sample 0) and b (sample 1) and t2 missing from
+    sample 0, t1 from sample 1: |1| + (|-2| + |4|) / 2 + |-1| + (|3| + |-6|) / 2 = 9.5."""
+    method, shape = tiny(rec_zero_init=True)
+    _, target = inputs(shape)
+    a, b = [1.0, -2.0, 7.0, 3.0], [5.0, 4.0, -1.0, -6.0]
+    images = torch.tensor([a, b]).view(2, 4, 1, 1, 1).expand(2, 4, *shape).contiguous()
+    present = mask([[1, 1, 0, 1], [0, 1, 1, 1]])
+    with torch.no_grad():
+        rec = method.losses(Batch(images, present, target, present=present, epoch=9))["rec"]
+    assert rec.item() == pytest.approx(9.5, rel=1e-6)
+
+
 def test_temperatures_are_clamped_and_monitored():
     method, _ = tiny(temperature_init=10.0, max_temperature=100.0)
     assert method.monitored() == pytest.approx({"t_ana": 10.0, "t_mod": 10.0})

@@ -74,9 +74,6 @@ def test_default_weights_are_the_authors():
     method = build_method("introvae", ("t1",), 2, {"channels": [4, 8], "latent_channels": 4})
     assert method.loss_weights == {"kl": 1.0, "margin": 0.5, "adversarial": 0.5,
                                    "reconstruction": 0.04}
-    paper = load_config("introvae", "paper")
-    assert paper.model["latent_channels"] == 512 and paper.data.patch_size == [256, 256, 1]
-    assert (paper.model["encoder_lr"], paper.model["decoder_lr"]) == (1e-4, 5e-3)
 
 
 def test_spatial_latent_and_param_groups():
@@ -102,6 +99,56 @@ def test_refusals():
         build_method("introvae", ("t1", "t2"), 2, config.model)
     assert "introvae" not in list_methods(kind="segmentation")
     assert "introvae" in list_methods(kind="generator")
+
+
+def test_paper_preset_steps_encoder_and_decoder_by_plain_sgd():
+    """The authors' optimiser, by behaviour: with every gradient 1 each step moves the encoder
+    by exactly -1e-4 and the decoder by -5e-3, the second step as the first (no momentum, no
+    weight decay, a constant lr), on the 256^2 slices of a 512-channel latent."""
+    from contraseg.engine.optim import make_optimizer, make_scheduler
+
+    paper = load_config("introvae", "paper")
+    method = build_method("introvae", ("t1",), 2, paper.model, paper.loss_weights)
+    method.check_patch(paper.data.patch_size)
+    with torch.no_grad():
+        mu, _ = method.encoder(torch.zeros(1, 1, 256, 256))
+    assert mu.shape == (1, 512, 16, 16)
+    optimizer = make_optimizer(method.param_groups(paper.optim.lr), paper.optim)
+    schedule = make_scheduler(optimizer, paper.optim, paper.total_steps)
+    encoder, decoder = next(method.encoder.parameters()), next(method.decoder.parameters())
+    for _ in range(2):
+        before = encoder.detach().clone(), decoder.detach().clone()
+        for p in method.parameters():
+            p.grad = torch.ones_like(p)
+        optimizer.step()
+        schedule.step()
+        assert torch.allclose(before[0] - encoder.detach(), torch.full_like(encoder, 1e-4))
+        assert torch.allclose(before[1] - decoder.detach(), torch.full_like(decoder, 5e-3))
+
+
+def test_original_margin_counts_per_512_latent_elements():
+    """`reduction=original`: the hinge is the mean over slices of max(0, m' - KL(slice)) with
+    m' = m x (latent elements) / 512, each KL 1/2 sum(sigma^2 + mu^2 - 1 - log sigma^2) by
+    hand; a margin far above every KL makes the scaling decide the value."""
+    method = tiny(reduction="original", margin=5120.0)
+    b = batch()
+    torch.manual_seed(5)
+    terms = method.losses(b)
+    torch.manual_seed(5)
+    real = b.images.permute(0, 4, 1, 2, 3).flatten(0, 1)
+    mu, logvar = method.encoder(real)
+    z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+    rec, fake = method.decoder(z), method.decoder(torch.randn_like(z))
+    elements = mu[0].numel()
+    margin = 5120.0 * elements / 512
+    hinge = 0.0
+    for x in (rec, fake):
+        m, lv = (t.detach().double() for t in method.encoder(x))
+        per_slice = [0.5 * float((lv[i].exp() + m[i] ** 2 - 1 - lv[i]).sum())
+                     for i in range(m.shape[0])]
+        assert max(per_slice) < margin
+        hinge += sum(margin - k for k in per_slice) / len(per_slice)
+    assert terms["margin"].item() == pytest.approx(hinge, rel=1e-5)
 
 
 def test_sum_reduction_is_half_the_summed_squared_error():

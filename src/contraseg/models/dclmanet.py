@@ -25,7 +25,10 @@ from contraseg.models.registry import register
 
 @dataclass
 class DCLMANetConfig:
-    """Settings of `dcl-manet` (paper values unless marked ASSUMED).
+    """Settings of `dcl-manet`: "authors" marks the released code's value (Ayices/DCLMANet; the
+    paper's text gives few), ASSUMED what neither gives. Two defaults are NOT the authors' and
+    stay for the checkpoints of older runs: `rfb_variant="pairwise"` and
+    `ce_on_probabilities=False`; every preset sets the released "released" and True.
 
     modality_channels: first-level width of each modality's encoder, doubled per level
         (authors: 4, i.e. 4/8/16/32/64 over 5 levels; "base 16" for 4 modalities).
@@ -48,7 +51,7 @@ class DCLMANetConfig:
         "pairwise": groups of channels sharing one attention weight per position (8).
     rfb_hidden: "pairwise" only: width of the split-attention MLP (None: max(C / 2, 32)).
     ce_on_probabilities: the released code's cross-entropy on the softmax OUTPUTS (its network
-        ends in a softmax and nn.CrossEntropyLoss applies another); False: on the logits.
+        ends in a softmax and its loss's cross-entropy applies another); False: on the logits.
     checkpointing: recompute each encoder and decoder level in the backward pass instead of
         keeping its activations (less memory, a slower step).
     """
@@ -377,9 +380,10 @@ class DCLMANet(Method):
     sample). "pairwise" (older runs) is `RecalibrationBlock` / `PairwiseModalityAttention`.
     The released attention runs on the 3D bottleneck itself, as here.
 
-    Objective: `ce_on_probabilities` (the presets' `paper`) applies the cross-entropy to the
-    softmax outputs, as the released network (it ends in nn.Softmax) and loss
-    (F.cross_entropy) do: a double softmax. The Dice is on softmax probabilities either way.
+    Objective: `ce_on_probabilities` (every preset) applies the cross-entropy to the softmax
+    outputs, as the released network (it ends in nn.Softmax) and its loss (a cross-entropy
+    that applies its own softmax, Init/utils.py) do: a double softmax. The Dice is on softmax
+    probabilities either way.
 
     Missing modalities (not addressed by the paper): unavailable modalities' features are
     zeroed before the RFB and the decoder, and the engine trains with modality dropout, so one

@@ -62,7 +62,7 @@ from contraseg.models.swin import SwinEncoder2d, SwinUnetDecoder, copy_encoder_t
 
 @dataclass
 class SwinMoCoConfig:
-    """Encoder: embed_dim, depths, heads, window, patch, drop_path (the issue's Swin: 96,
+    """Encoder: embed_dim, depths, heads, window, patch, drop_path (the authors' Swin-T: 96,
     2/2/2/2, 3/6/12/24, 7, 4, 0.1). MoCo v3: projector_hidden / projection_dim (4096 / 256),
     predictor_hidden (4096), temperature (1.0), momentum (0.99 -> 1), crop_scale (the random
     resized crop's area range; the authors' 0.08-1), predictor_last_bn (the authors' predictor
