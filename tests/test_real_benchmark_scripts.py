@@ -64,3 +64,12 @@ def test_summarise_tables_and_the_archive_rebuilds_them(tmp_path, capsys):
                     "unet/report/summary.json", "unet/run/run.json"]
     summarise.main(dest)
     assert capsys.readouterr().out == tables
+
+    # a later row of one method, on another commit, leaves the other's provenance alone
+    archive.archive(out, dest, commit="def456", only=["dc-seg"])
+    assert json.loads((dest / "unet" / "provenance.json").read_text()) == {"commit": "abc123"}
+    assert json.loads((dest / "dc-seg" / "provenance.json").read_text()) == {"commit": "def456"}
+    alone = tmp_path / "alone"
+    archive.archive(out, alone, commit=None, only=["dc-seg"])
+    assert sorted(str(p.relative_to(alone)) for p in alone.rglob("*") if p.is_file()) == [
+        "dc-seg/report/metrics.csv", "dc-seg/report/summary.json", "dc-seg/run/run.json"]
