@@ -37,17 +37,21 @@ def test_kl_against_hand_computation():
     assert kl_divergence(torch.zeros(3, 4), torch.zeros(3, 4)).item() == 0.0
 
 
-def test_margin_term_is_the_hinge_of_the_re_encoded_kls():
-    method = tiny()
-    b = batch()
-    torch.manual_seed(5)
+def replayed_losses(method: IntroVAE, b: Batch, seed: int = 5):
+    """The loss terms, then the same random draws replayed by hand: (terms, real slices, mu,
+    logvar, reconstruction x_r, prior sample x_p)."""
+    torch.manual_seed(seed)
     terms = method.losses(b)
-    # replay the same random draws and recompute the hinge by hand
-    torch.manual_seed(5)
+    torch.manual_seed(seed)
     real = b.images.permute(0, 4, 1, 2, 3).flatten(0, 1)
     mu, logvar = method.encoder(real)
     z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
-    rec, fake = method.decoder(z), method.decoder(torch.randn_like(z))
+    return terms, real, mu, logvar, method.decoder(z), method.decoder(torch.randn_like(z))
+
+
+def test_margin_term_is_the_hinge_of_the_re_encoded_kls():
+    method = tiny()
+    terms, real, mu, logvar, rec, fake = replayed_losses(method, batch())
     kls = [kl_divergence(*method.encoder(x)).item() for x in (rec, fake)]  # D(z) = D(ng(z))
     hinge = sum(max(0.0, 120.0 - k) for k in kls)
     assert terms["margin"].item() == pytest.approx(hinge, rel=1e-5)
@@ -131,14 +135,7 @@ def test_original_margin_counts_per_512_latent_elements():
     m' = m x (latent elements) / 512, each KL 1/2 sum(sigma^2 + mu^2 - 1 - log sigma^2) by
     hand; a margin far above every KL makes the scaling decide the value."""
     method = tiny(reduction="original", margin=5120.0)
-    b = batch()
-    torch.manual_seed(5)
-    terms = method.losses(b)
-    torch.manual_seed(5)
-    real = b.images.permute(0, 4, 1, 2, 3).flatten(0, 1)
-    mu, logvar = method.encoder(real)
-    z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
-    rec, fake = method.decoder(z), method.decoder(torch.randn_like(z))
+    terms, _, mu, _, rec, fake = replayed_losses(method, batch())
     elements = mu[0].numel()
     margin = 5120.0 * elements / 512
     hinge = 0.0
