@@ -7,7 +7,12 @@ then on 4 held-out phantoms reports
 - inside the tumour, the mean |intensity - true normal T1| of the tumour T1 (the input) and of
   its pseudo-normal (`contraseg normal`): lower for the pseudo-normal means the tumour was
   pulled towards normal appearance; the same outside the tumour (inside the brain) shows what
-  the reconstruction costs there.
+  the reconstruction costs there;
+- whether the output depends on its input (issue 16, point 6): outside the tumour, the error of
+  each pseudo-normal against its OWN case's true normal T1 and, averaged over the other test
+  cases, against THEIR normal T1 (`input_dependence`; the same for the reconstructions of the
+  normal T1). A generic brain that ignores its input scores the same against every case (a
+  ratio own / other near 1); a faithful one scores well below 1.
 Every volume is compared in z-scored units (z-score inside the normal brain's mask).
 
 Usage: python scripts/introvae_phantom.py OUT [--set key=value ...]
@@ -32,6 +37,19 @@ def z(volume: np.ndarray, brain: np.ndarray) -> np.ndarray:
     return zscore(volume[None], brain)[0]
 
 
+def input_dependence(outputs: list[np.ndarray], normals: list[np.ndarray],
+                     regions: list[np.ndarray]) -> dict[str, float]:
+    """Mean |output_i - normal_i| over region_i ("own") and, averaged over j != i, mean
+    |output_i - normal_j| over region_i & region_j ("other"); each averaged over the cases i."""
+    own, other = [], []
+    for i, (output, region) in enumerate(zip(outputs, regions, strict=True)):
+        own.append(np.abs(output - normals[i])[region].mean())
+        other.append(np.mean([np.abs(output - normals[j])[region & regions[j]].mean()
+                              for j in range(len(outputs)) if j != i]))
+    own_mean, other_mean = float(np.mean(own)), float(np.mean(other))
+    return {"own": own_mean, "other": other_mean, "own_over_other": own_mean / other_mean}
+
+
 def main(out: Path, overrides: list[str]) -> None:
     train_dir, test_dir = out / "phantom-train", out / "phantom-test"
     if not train_dir.exists():
@@ -41,7 +59,7 @@ def main(out: Path, overrides: list[str]) -> None:
         start_training(out / "run", method="introvae", data=[train_dir], preset="fast",
                        overrides=overrides, resume=False, max_steps=None, max_minutes=None,
                        console=None)
-    rows = []
+    rows, volumes = [], []
     for case in sorted(p for p in test_dir.iterdir() if p.is_dir()):
         normal_path = next(case.glob("*-normal-t1n.nii.gz"))
         t1_path = next(p for p in case.glob("*-t1n.nii.gz") if "normal" not in p.name)
@@ -61,8 +79,12 @@ def main(out: Path, overrides: list[str]) -> None:
             "brain_input": float(np.abs(t1_z - normal_z)[rest].mean()),
             "brain_pseudo_normal": float(np.abs(pseudo - normal_z)[rest].mean()),
         })
+        volumes.append((normal_z, rec, pseudo, brain, rest))
     means = {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if k != "case"}
-    print(json.dumps({"cases": rows, "mean": means}, indent=2))
+    normals, recs, pseudos, brains, rests = (list(v) for v in zip(*volumes, strict=True))
+    dependence = {"reconstruction_in_brain": input_dependence(recs, normals, brains),
+                  "pseudo_normal_outside_tumour": input_dependence(pseudos, normals, rests)}
+    print(json.dumps({"cases": rows, "mean": means, "input_dependence": dependence}, indent=2))
 
 
 if __name__ == "__main__":
