@@ -9,10 +9,10 @@ then on 4 held-out phantoms reports
   pulled towards normal appearance; the same outside the tumour (inside the brain) shows what
   the reconstruction costs there;
 - whether the output depends on its input (issue 16, point 6): outside the tumour, the error of
-  each pseudo-normal against its OWN case's true normal T1 and, averaged over the other test
-  cases, against THEIR normal T1 (`input_dependence`; the same for the reconstructions of the
-  normal T1). A generic brain that ignores its input scores the same against every case (a
-  ratio own / other near 1); a faithful one scores well below 1.
+  each pseudo-normal against its OWN case's true normal T1 and against each OTHER test case's
+  normal T1, on the voxels both brains hold (`input_dependence`; the same for the
+  reconstructions of the normal T1). A generic brain that ignores its input scores the same
+  against every case (a ratio own / other near 1); a faithful one scores well below 1.
 Every volume is compared in z-scored units (z-score inside the normal brain's mask).
 
 Usage: python scripts/introvae_phantom.py OUT [--set key=value ...]
@@ -20,6 +20,7 @@ Usage: python scripts/introvae_phantom.py OUT [--set key=value ...]
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -39,15 +40,19 @@ def z(volume: np.ndarray, brain: np.ndarray) -> np.ndarray:
 
 def input_dependence(outputs: list[np.ndarray], normals: list[np.ndarray],
                      regions: list[np.ndarray]) -> dict[str, float]:
-    """Mean |output_i - normal_i| over region_i ("own") and, averaged over j != i, mean
-    |output_i - normal_j| over region_i & region_j ("other"); each averaged over the cases i."""
-    own, other = [], []
-    for i, (output, region) in enumerate(zip(outputs, regions, strict=True)):
-        own.append(np.abs(output - normals[i])[region].mean())
-        other.append(np.mean([np.abs(output - normals[j])[region & regions[j]].mean()
-                              for j in range(len(outputs)) if j != i]))
+    """For every ordered pair of cases i != j, on the voxels both regions hold: |output_i -
+    normal_i| ("own"), |output_i - normal_j| ("other") and |normal_i - normal_j| ("between",
+    how far apart the cases' true brains are: the scale a difference must be read on).
+    Each is the mean over those voxels, averaged over the pairs."""
+    own, other, between = [], [], []
+    for i, j in itertools.permutations(range(len(outputs)), 2):
+        both = regions[i] & regions[j]
+        own.append(np.abs(outputs[i] - normals[i])[both].mean())
+        other.append(np.abs(outputs[i] - normals[j])[both].mean())
+        between.append(np.abs(normals[i] - normals[j])[both].mean())
     own_mean, other_mean = float(np.mean(own)), float(np.mean(other))
-    return {"own": own_mean, "other": other_mean, "own_over_other": own_mean / other_mean}
+    return {"own": own_mean, "other": other_mean, "own_over_other": own_mean / other_mean,
+            "between": float(np.mean(between))}
 
 
 def main(out: Path, overrides: list[str]) -> None:

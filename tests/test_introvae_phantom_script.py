@@ -16,8 +16,10 @@ def test_faithful_outputs_score_zero_against_their_own_case_only():
     regions = [np.ones(4, bool), np.array([True, True, True, False])]
     outputs = [np.zeros(4), np.full(4, 2.0)]
     scores = script.input_dependence(outputs, normals, regions)
-    # other: |0 - 2| and |2 - 0| on the 3 voxels both regions hold (the 10 is outside case 1's)
-    assert scores == pytest.approx({"own": 0.0, "other": 2.0, "own_over_other": 0.0})
+    # other and between: |0 - 2| and |2 - 0| on the 3 voxels both regions hold (the 10 is
+    # outside case 1's region, so it counts for neither pair)
+    assert scores == pytest.approx({"own": 0.0, "other": 2.0, "own_over_other": 0.0,
+                                    "between": 2.0})
 
 
 def test_one_generic_output_scores_the_same_against_every_case():
@@ -25,7 +27,10 @@ def test_one_generic_output_scores_the_same_against_every_case():
     regions = [np.ones(3, bool)] * 3
     outputs = [np.ones(3)] * 3
     scores = script.input_dependence(outputs, normals, regions)
-    # own: (1 + 1 + 4) / 3 = 2; other: case 0 (1 + 4) / 2, case 1 (1 + 4) / 2, case 2 (1 + 1) / 2
+    # the six ordered pairs (i, j): own |1 - n_i| is 1, 1, 1, 1, 4, 4; other |1 - n_j| is
+    # 1, 4, 1, 4, 1, 1: both average 2, so the ratio is exactly 1
     assert scores["own"] == pytest.approx(2.0)
-    assert scores["other"] == pytest.approx((2.5 + 2.5 + 1.0) / 3)
-    assert scores["own_over_other"] == pytest.approx(2.0 / 2.0)
+    assert scores["other"] == pytest.approx(2.0)
+    assert scores["own_over_other"] == pytest.approx(1.0)
+    # between: |0 - 2|, |0 - 5|, |2 - 5|, each twice
+    assert scores["between"] == pytest.approx((2 + 5 + 3) / 3)
