@@ -35,6 +35,11 @@ def read(report: Path) -> tuple[dict, dict]:
     return full, {k: statistics.mean(v) for k, v in subsets.items()}
 
 
+def regions_of(full: dict) -> list[str]:
+    """The regions a report scores: WT only under data.whole_tumour=true."""
+    return [region for region in REGIONS if any(key[1] == region for key in full)]
+
+
 def cell(values: list[float], scale: float = 100.0) -> str:
     return f"{scale * statistics.mean(values):.1f} ± {scale * statistics.stdev(values):.1f}"
 
@@ -44,7 +49,7 @@ def main(out: Path, names: list[str]) -> None:
     print("| variant | region | Dice (%) | sensitivity (%) | HD95 (vox) | 15-subset Dice (%) |")
     print("|---|---|---|---|---|---|")
     for name, (full, subsets) in data.items():
-        for region in REGIONS:
+        for region in regions_of(full):
             keys = sorted(k for k in full if k[1] == region)
             print(f"| {name} | {region} | {cell([full[k]['dice'] for k in keys])} | "
                   f"{cell([full[k]['sensitivity'] for k in keys])} | "
@@ -55,7 +60,7 @@ def main(out: Path, names: list[str]) -> None:
     print(f"\nPaired Wilcoxon, {reference} minus each other variant (per-case Dice, n cases):")
     for name in names[1:]:
         full, subsets = data[name]
-        for region in REGIONS:
+        for region in regions_of(ref_full):
             keys = sorted(k for k in full if k[1] == region and k in ref_full)
             parts = []
             for label, a, b in (("full", [ref_full[k]["dice"] for k in keys],
