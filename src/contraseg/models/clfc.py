@@ -72,7 +72,8 @@ class CLFCConfig:
     trainer ({"method": "introvae", "model": {...}, "run": path}). slice_chunk: slices per call
     at inference. gate_init: None (PyTorch's default init of psi, as the authors: A starts near
     0.5) or the value A starts near (e.g. 0.95: psi's bias set to logit(0.95), the gates start
-    open so the backbone's features pass almost unchanged at first; ours, opt-in)."""
+    open so the backbone's features pass almost unchanged at first; ours, opt-in: on the
+    phantom's 5-fold CV it removes the slow start, +3.0 / +8.4 / +4.9 Dice points, README)."""
 
     channels: list[int] = field(default_factory=lambda: [64, 128, 256, 512])
     neighbours: int = 2
