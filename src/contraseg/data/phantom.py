@@ -17,10 +17,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
-from scipy import ndimage
 
+from contraseg.data.synth import (
+    INT16_MAX,  # noqa: F401 - part of this module's API (the largest value written)
+    connected_to,
+    ellipsoid,
+    rician,
+    rotation,
+    save_nifti,
+    smooth_field,
+    smooth_inside,
+    to_scanner_units,
+)
 from contraseg.errors import ConfigError, InputError
 from contraseg.utils.fs import atomic_dir
 
@@ -62,7 +71,6 @@ NOISE_FRACTION = 0.03  # Rician noise sd as a fraction of the modality's white-m
 BIAS_SD = 0.10  # sd of the log bias field
 TEXTURE_SD = 0.03  # healthy-tissue texture (relative)
 TUMOUR_TEXTURE_SD = 0.10  # tumour heterogeneity (relative)
-INT16_MAX = 32767
 
 # Class order of the lookup tables: tissue codes, then 4 + tumour label.
 _CLASS_KEYS = ("", "csf", "gm", "wm", "ventricle", "necrosis", "edema", "enhancing")
@@ -124,9 +132,9 @@ def make_subject(rng: np.random.Generator, size: tuple[int, int, int]) -> Phanto
     warped = _warp(rng, grid, shape)
     tissue, rho = _anatomy(rng, warped, shape)
     label = _tumour(rng, grid, tissue, rho, warped[0])
-    texture = 1 + TEXTURE_SD * _smooth_field(rng, shape, 14)
-    tumour_texture = 1 + TUMOUR_TEXTURE_SD * _smooth_field(rng, shape, 16)
-    bias = {m: np.exp(BIAS_SD * _smooth_field(rng, shape, 4)) for m in MODALITIES}
+    texture = 1 + TEXTURE_SD * smooth_field(rng, shape, 14)
+    tumour_texture = 1 + TUMOUR_TEXTURE_SD * smooth_field(rng, shape, 16)
+    bias = {m: np.exp(BIAS_SD * smooth_field(rng, shape, 4)) for m in MODALITIES}
     scale = {m: MODALITY_SCALE[m] * rng.uniform(*SCALE_JITTER) for m in MODALITIES}
 
     brain = tissue != BACKGROUND
@@ -176,56 +184,18 @@ def write_case(subject: PhantomSubject, folder: str | Path, overwrite: bool = Fa
     folder = Path(folder)
     name = folder.name
     with atomic_dir(folder, overwrite=overwrite) as tmp:
+        affine = subject.affine
         for modality, image in subject.images.items():
-            _save(image, np.int16, subject.affine, tmp / f"{name}-{FILE_SUFFIX[modality]}.nii.gz")
-        _save(subject.normal_t1, np.int16, subject.affine, tmp / f"{name}-{NORMAL_SUFFIX}.nii.gz")
-        _save(subject.label, np.uint8, subject.affine, tmp / f"{name}-{SEG_SUFFIX}.nii.gz")
+            save_nifti(image, np.int16, affine, tmp / f"{name}-{FILE_SUFFIX[modality]}.nii.gz")
+        save_nifti(subject.normal_t1, np.int16, affine, tmp / f"{name}-{NORMAL_SUFFIX}.nii.gz")
+        save_nifti(subject.label, np.uint8, affine, tmp / f"{name}-{SEG_SUFFIX}.nii.gz")
     return folder
-
-
-def _save(array: np.ndarray, dtype: type, affine: np.ndarray, path: Path) -> None:
-    image = nib.Nifti1Image(array.astype(dtype), affine)
-    image.header.set_data_dtype(dtype)
-    image.header.set_xyzt_units("mm", "sec")
-    image.set_qform(affine, code=1)
-    image.set_sform(affine, code=1)
-    nib.save(image, path)
 
 
 def _grid(shape: tuple[int, int, int]) -> list[np.ndarray]:
     """Voxel-centre coordinates normalised to [-1, 1] per axis, as 3 broadcastable arrays."""
     axes = [((np.arange(n) + 0.5) / n * 2 - 1).astype(np.float32) for n in shape]
     return list(np.meshgrid(*axes, indexing="ij", sparse=True))
-
-
-def _smooth_field(rng: np.random.Generator, shape: tuple[int, int, int], nodes: int) -> np.ndarray:
-    """Gaussian noise on a coarse `nodes`^3 grid, smoothly upsampled; mean 0, sd 1 (float32).
-
-    The upsampling is separable (one Gaussian-kernel matrix per axis), so it costs little more
-    than writing the output.
-    """
-    coarse = rng.standard_normal((nodes, nodes, nodes))
-    mats = [_upsampling_matrix(n, nodes) for n in shape]
-    field = np.einsum("abc,ia,jb,kc->ijk", coarse, *mats, optimize=True)
-    field -= field.mean()
-    field /= field.std() + 1e-12
-    return field.astype(np.float32)
-
-
-def _upsampling_matrix(n: int, nodes: int) -> np.ndarray:
-    t = (np.arange(n) + 0.5) / n
-    centres = np.linspace(0.0, 1.0, nodes)
-    weights = np.exp(-0.5 * ((t[:, None] - centres[None, :]) * (nodes - 1)) ** 2)
-    return weights / weights.sum(axis=1, keepdims=True)
-
-
-def _rotation(angles: np.ndarray) -> np.ndarray:
-    cx, cy, cz = np.cos(angles)
-    sx, sy, sz = np.sin(angles)
-    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
-    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
-    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
-    return rz @ ry @ rx
 
 
 def _warp(
@@ -235,20 +205,13 @@ def _warp(
     angles = np.deg2rad(rng.uniform(-5, 5, 3))
     scale = rng.uniform(0.93, 1.03, 3)
     shift = rng.uniform(-0.03, 0.03, 3)
-    inverse = _rotation(angles).T / scale[:, None]
+    inverse = rotation(angles).T / scale[:, None]
     centred = [g - s for g, s in zip(grid, shift, strict=True)]
     warped = []
     for row in inverse.astype(np.float32):
         coord = row[0] * centred[0] + row[1] * centred[1] + row[2] * centred[2]
-        warped.append(coord + np.float32(0.02) * _smooth_field(rng, shape, 5))
+        warped.append(coord + np.float32(0.02) * smooth_field(rng, shape, 5))
     return warped
-
-
-def _ellipsoid(
-    q: list[np.ndarray], centre: tuple[float, ...], radii: tuple[float, ...]
-) -> np.ndarray:
-    """Squared normalised radius of an axis-aligned ellipsoid (< 1 inside)."""
-    return sum(((c - m) / r) ** 2 for c, m, r in zip(q, centre, radii, strict=True))
 
 
 def _anatomy(
@@ -256,11 +219,11 @@ def _anatomy(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Tissue map evaluated on the warped grid, and the brain-ellipsoid radius (for the tumour)."""
     x, _, z = q
-    rho = np.sqrt(_ellipsoid(q, (0.0, 0.0, 0.0), tuple(_BRAIN_RADII)))
+    rho = np.sqrt(ellipsoid(q, (0.0, 0.0, 0.0), tuple(_BRAIN_RADII)))
     # sulci are the zero sheets of a random field; white matter reaches further out under gyri
     # (where the field is far from zero) than under sulci
-    folds = np.abs(_smooth_field(rng, shape, 20))
-    wm_edge = 0.75 + 0.07 * np.minimum(folds, 1.5) + 0.015 * _smooth_field(rng, shape, 9)
+    folds = np.abs(smooth_field(rng, shape, 20))
+    wm_edge = 0.75 + 0.07 * np.minimum(folds, 1.5) + 0.015 * smooth_field(rng, shape, 9)
     rim = 0.03 + 0.01 * rng.uniform()
     tissue = np.full(shape, WM, dtype=np.uint8)
     tissue[rho >= wm_edge] = GM
@@ -281,10 +244,10 @@ def _add_deep_structures(rng: np.random.Generator, q: list[np.ndarray], tissue: 
     vent = rng.uniform(0.8, 1.3)
     for side in (-1.0, 1.0):
         nucleus = (side * 0.17, 0.03, -0.08)
-        tissue[_ellipsoid(q, nucleus, (0.07 * deep, 0.11 * deep, 0.08 * deep)) < 1] = GM
+        tissue[ellipsoid(q, nucleus, (0.07 * deep, 0.11 * deep, 0.08 * deep)) < 1] = GM
         horns = [x - side * 0.085, y, z - 0.06 - 0.6 * y**2]  # the horns curve upwards
         radii = (0.06 * vent, 0.32 * vent, 0.09 * vent)
-        tissue[_ellipsoid(horns, (0.0, 0.0, 0.0), radii) < 1] = VENTRICLE
+        tissue[ellipsoid(horns, (0.0, 0.0, 0.0), radii) < 1] = VENTRICLE
 
 
 def _clear_border(volume: np.ndarray) -> None:
@@ -321,9 +284,9 @@ def _tumour(
     stretch = rng.uniform(0.85, 1.2, 3)
     margin = r_core * stretch[0] * 1.25 + 0.03  # keeps the core off the midline
     centre = _tumour_centre(rng, grid, tissue, rho, side * lateral, margin)
-    f_core, f_necrosis, f_edema = (_smooth_field(rng, shape, n) for n in (16, 20, 22))
+    f_core, f_necrosis, f_edema = (smooth_field(rng, shape, n) for n in (16, 20, 22))
 
-    dist = np.sqrt(_ellipsoid(grid, centre, tuple(stretch)))
+    dist = np.sqrt(ellipsoid(grid, centre, tuple(stretch)))
     # noise-modulated radii, bounded by tanh so no lobe runs far away
     core = dist < r_core * (1 + 0.18 * np.tanh(f_core))
     core &= (tissue != BACKGROUND) & (side * lateral > 0)
@@ -334,19 +297,12 @@ def _tumour(
     edema = ((tissue == WM) & (dist < reach)) | ((tissue == GM) & (dist < 0.7 * reach))
     edema &= side * lateral > 0
     edema |= (tissue != BACKGROUND) & (dist < r_core + 0.04)
-    edema = _connected_to(edema | core, core)
+    edema = connected_to(edema | core, core)
     label = np.zeros(shape, dtype=np.uint8)
     label[edema] = EDEMA
     label[core] = ENHANCING
     label[necrosis] = NECROSIS
     return label
-
-
-def _connected_to(mask: np.ndarray, seed: np.ndarray) -> np.ndarray:
-    """The connected components of `mask` that touch `seed`."""
-    components, _ = ndimage.label(mask)
-    keep = np.unique(components[seed & mask])
-    return np.isin(components, keep[keep > 0])
 
 
 def _tumour_centre(
@@ -384,18 +340,6 @@ def _render(
     """One modality: table lookup, partial volume, bias, Rician noise, integer scale (float32)."""
     table = INTENSITY[modality]
     lut = np.array([0.0] + [table[k] for k in _CLASS_KEYS[1:]], dtype=np.float32)
-    signal = _smooth_inside(lut[classes] * texture, brain, PV_SIGMA) * bias
-    sd = np.float32(NOISE_FRACTION * table["wm"])
-    real = signal + sd * rng.standard_normal(classes.shape, dtype=np.float32)
-    imag = sd * rng.standard_normal(classes.shape, dtype=np.float32)
-    magnitude = np.sqrt(real * real + imag * imag)
-    values = np.clip(np.rint(magnitude * np.float32(scale)), 1, INT16_MAX)
+    signal = smooth_inside(lut[classes] * texture, brain, PV_SIGMA) * bias
+    values = to_scanner_units(rician(rng, signal, NOISE_FRACTION * table["wm"]), scale)
     return np.where(brain, values, 0).astype(np.float32)
-
-
-def _smooth_inside(image: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
-    """Gaussian smoothing that only averages voxels inside `mask` (no dark rim at the edge)."""
-    weight = mask.astype(np.float32)
-    num = ndimage.gaussian_filter(image * weight, sigma)
-    den = ndimage.gaussian_filter(weight, sigma)
-    return np.where(mask, num / np.maximum(den, 1e-6), 0).astype(np.float32)
