@@ -233,6 +233,9 @@ def test_empty_and_missing_folders_are_refused(tmp_path):
         ("brainmask.nii.gz", "pat", "brain_mask"),
         ("IXI002-Guys-0828-T1_brain.nii.gz", "ixi002", "t1"),
         ("t2.nii", "x", "t2"),
+        ("Parotid-00001-stir.nii.gz", "Parotid-00001", "stir"),
+        ("p7_STIR_axial.nii.gz", "p7", "stir"),
+        ("case_ADC.nii.gz", "case", "adc"),
         ("notes.nii.gz", "x", None),
     ],
 )
@@ -292,3 +295,12 @@ def test_a_flat_folder_of_one_modality_is_one_case_per_file(tmp_path):
         write_nifti(tmp_path / "one" / f"case_{name}.nii.gz")
     one = discover(tmp_path / "one")
     assert one.layout == "folders" and len(one.cases) == 1
+
+
+def test_a_case_folder_of_other_contrasts_keeps_their_names(tmp_path):
+    """A head-and-neck case folder: STIR is found by name beside T1 and T2 (canonical first)."""
+    for name in ("p1_stir.nii.gz", "p1_t1.nii.gz", "p1_t2.nii.gz"):
+        nib.save(nib.Nifti1Image(np.ones((4, 4, 4), np.float32), np.eye(4)), tmp_path / name)
+    spec = discover(tmp_path)
+    assert spec.modalities == ("t1", "t2", "stir") and set(spec.cases[0].images) == {
+        "t1", "t2", "stir"}

@@ -46,6 +46,10 @@ MODALITY_SYNONYMS: dict[str, str] = {
     **dict.fromkeys(("t2", "t2w"), "t2"),
     **dict.fromkeys(("flair", "fla", "t2f", "t2flair"), "flair"),
 }
+# other MRI contrasts recognised in file names; they keep their own names (parotid: stir, t1, t2;
+# CLFC's in-house data: b0, md, fa)
+OTHER_MODALITIES = ("stir", "pd", "dwi", "adc", "swi", "b0", "md", "fa")
+MODALITY_SYNONYMS.update({name: name for name in OTHER_MODALITIES})
 LABEL_TOKENS = frozenset(
     {"seg", "segmentation", "label", "labels", "gt", "truth", "groundtruth", "otmulticlass",
      "fusion", "annotation", "annot"}
@@ -350,7 +354,8 @@ def classify_file(file_name: str, case_id: str = "") -> str | None:
 def _modality_rank(path: Path, case_id: str) -> int:
     """Position in t1, t1c, t2, flair order of the modality a file names (others last)."""
     found = [MODALITY_SYNONYMS[t] for t in _tokens(path.name, case_id) if t in MODALITY_SYNONYMS]
-    return CANONICAL_ORDER.index(found[0]) if found else len(CANONICAL_ORDER)
+    known = [CANONICAL_ORDER.index(m) for m in found if m in CANONICAL_ORDER]
+    return known[0] if known else len(CANONICAL_ORDER)
 
 
 def _folders_by_name(root: Path, folders: list[Path]) -> DatasetSpec:

@@ -37,7 +37,7 @@ from torch import Tensor
 
 from contraseg.data.cases import CaseSpec, ImageRef
 from contraseg.data.io import LoadedCase, load_case, save_nifti
-from contraseg.data.labels import BRAIN_CLASS_NAMES, LabelConvention
+from contraseg.data.labels import BRAIN_CLASS_NAMES, LabelConvention, is_whole_tumour
 from contraseg.data.layouts import (
     MODALITY_SYNONYMS,
     canonical_modality,
@@ -402,7 +402,8 @@ class Predictor:
     def probabilities(self, loaded: LoadedCase) -> np.ndarray:
         """(C, *S) class probabilities of one case on its input grid."""
         self._check_names(loaded)
-        warn_if_not_skull_stripped(loaded)
+        if has_enhancing_class(self.convention) or is_whole_tumour(self.convention):
+            warn_if_not_skull_stripped(loaded)  # a brain run; a neck scan is never stripped
         pre = preprocess(loaded, self.settings_for(loaded))
         image, available = self.channels(pre.image, pre.modalities)
         prob = sliding_window_probabilities(self.method, image, available, self.infer,
