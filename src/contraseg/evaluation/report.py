@@ -39,7 +39,11 @@ from contraseg.utils.jsonio import dumps, json_safe
 
 MetricRow = dict[str, str | float]
 KEY_COLUMNS = ("case", "subset", "region")
-RATIO_METRICS = ("dice", "iou", "sensitivity", "specificity", "precision", "vs")
+RATIO_METRICS = ("dice", "iou", "sensitivity", "specificity", "precision", "vs", "case_miou",
+                 "case_mpa")
+# per-case metrics over every class (the same value on each region's row): one column
+CLASS_METRICS = {"case_miou": "mIoU", "case_mpa": "MPA"}
+ALL_CLASSES = "all classes"
 DISTANCE_METRICS = ("hd", "hd95", "assd")
 POSTPROC_SUFFIX = "_postproc"
 AGGREGATION = (
@@ -268,7 +272,7 @@ def _base(metric: str) -> str:
 def metric_label(metric: str, units: str = "voxel") -> str:
     """Heading of a metric: 'Dice (%)', 'HD95 (voxel)', 'Dice after post-processing (%)'."""
     base = _base(metric)
-    name = {"dice": "Dice", "iou": "IoU", "vs": "VS"}.get(base, base.upper())
+    name = {"dice": "Dice", "iou": "IoU", "vs": "VS", **CLASS_METRICS}.get(base, base.upper())
     if base in ("sensitivity", "specificity", "precision"):
         name = base.capitalize()
     if metric.endswith(POSTPROC_SUFFIX):
@@ -481,7 +485,11 @@ def _report_tables(rows, modalities, metrics) -> list[SummaryTable]:
     wanted = list(metrics) + [
         f"{m}{POSTPROC_SUFFIX}" for m in metrics if f"{m}{POSTPROC_SUFFIX}" in columns
     ]
-    return [summary_table(rows, m, modalities) for m in wanted]
+    tables = [summary_table(rows, m, modalities) for m in wanted]
+    first_region = str(rows[0]["region"]) if rows else ""
+    one_column = [{**r, "region": ALL_CLASSES} for r in rows if str(r["region"]) == first_region]
+    return tables + [summary_table(one_column, m, modalities)
+                     for m in CLASS_METRICS if m in columns and m not in wanted]
 
 
 def write_report(
