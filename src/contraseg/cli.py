@@ -10,6 +10,7 @@ import json
 import sys
 import warnings
 from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, TypeVar
 
@@ -50,6 +51,15 @@ BlendOption = Annotated[str | None, typer.Option(
 BlendSpaceOption = Annotated[str | None, typer.Option(
     help="Blend window logits or softmax probabilities (RFNet's released inference averages "
          "probabilities uniformly); default: the run's.")]
+
+
+class Anatomy(StrEnum):
+    """The synthetic phantoms of `data phantom`."""
+
+    brain = "brain"
+    parotid = "parotid"
+
+
 InitOption = Annotated[Path | None, typer.Option(
     help="Start from these weights: a run folder, a contraseg checkpoint, or a local timm / "
          "torchvision Swin state dict (matched by name; mismatches are reported).")]
@@ -152,25 +162,48 @@ def _root(
 def data_phantom(
     out: Annotated[Path, typer.Option("--out", help="Folder to write the dataset into.")],
     cases: Annotated[int, typer.Option(min=1, help="Number of subjects.")] = 8,
-    size: Annotated[int, typer.Option(min=16, help="Edge of the cube, voxels (1 mm).")] = 96,
+    size: Annotated[int | None, typer.Option(
+        min=16, help="brain: edge of the 1 mm cube (default 96); parotid: in-plane voxels over "
+                     "192 mm (default 384: 0.5 mm), always 16 slices of 4 mm.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed: same seed, same data.")] = 0,
+    anatomy: Annotated[Anatomy, typer.Option(
+        help="brain: T1, T1c, T2, FLAIR with a glioma (BraTS 2023 layout); parotid: STIR, T1, "
+             "T2 with a parotid tumour (contraseg.json manifest).")] = Anatomy.brain,
     overwrite: Annotated[bool, typer.Option(help="Replace existing case folders.")] = False,
 ) -> None:
-    """Write a synthetic multimodal brain-tumour dataset (BraTS 2023 layout).
+    """Write a synthetic multimodal MRI dataset: brain gliomas (default) or parotid tumours.
 
-    Each case has T1, T1c, T2, FLAIR, a segmentation (1 necrosis, 2 edema, 3 enhancing) and the
-    same brain without its tumour (`-normal-t1n`, for the CLFC normal-appearance network).
+    brain: each case has T1, T1c, T2, FLAIR, a segmentation (1 necrosis, 2 edema, 3 enhancing)
+    and the same brain without its tumour (`-normal-t1n`, for the CLFC normal-appearance
+    network). parotid: axial STIR, T1 and T2 of the neck with thick slices, a benign or
+    malignant tumour in one parotid gland (label 1 `tumour`), and a manifest naming the
+    modalities stir, t1, t2 and each case's tumour kind.
 
-    Example: `contraseg data phantom --out data/phantom --cases 8 --size 96 --seed 0`
+    Examples: `contraseg data phantom --out data/phantom --cases 8 --size 96 --seed 0`;
+    `contraseg data phantom --anatomy parotid --out data/parotid --cases 12 --size 128`
     """
+    from contraseg.data.parotid_phantom import (
+        DEFAULT_SIZE,
+        normalise_size,
+        spacing_of,
+        write_parotid_phantom,
+    )
     from contraseg.data.phantom import write_phantom
     from contraseg.utils.progress import progress_bar
 
+    if anatomy is Anatomy.parotid:
+        shape = normalise_size(size or DEFAULT_SIZE)
+        writer, shown = write_parotid_phantom, (
+            f"{'x'.join(map(str, shape))}, "
+            f"{'x'.join(f'{d:g}' for d in spacing_of(shape))} mm")
+    else:
+        shape, writer = size or 96, write_phantom
+        shown = f"{shape}^3"
     with progress_bar() as bar:
-        task = bar.add_task("phantom", total=cases)
-        folders = write_phantom(out, cases=cases, size=size, seed=seed, overwrite=overwrite,
-                                progress=lambda _: bar.advance(task))
-    console.print(f"wrote {len(folders)} cases ({size}^3, seed {seed}) to {out}")
+        task = bar.add_task(f"{anatomy.value} phantom", total=cases)
+        folders = writer(out, cases=cases, size=shape, seed=seed, overwrite=overwrite,
+                         progress=lambda _: bar.advance(task))
+    console.print(f"wrote {len(folders)} {anatomy.value} cases ({shown}, seed {seed}) to {out}")
 
 
 @data_app.command("check")
