@@ -14,19 +14,22 @@ SUBSETS = ("t1", "t1+t2", "t1+t1c+t2+flair")
 summary = load_script(REPO / "scripts" / "swin_moco_summary.py")
 
 
-def fake_run(out, variant, seed, cases, dice):
+def fake_run(out, variant, seed, cases, dice, regions=("WT", "TC", "ET"), subsets=SUBSETS,
+             units=None):
     """One evaluated run: `dice(case_index)` on every subset and region, mIoU = MPA = Dice,
-    HD95 10 voxels."""
+    HD95 10 (voxels, or `units` written in summary.json)."""
     report = out / f"{variant}-seed{seed}" / "report"
     report.mkdir(parents=True)
+    if units:
+        (report / "summary.json").write_text(json.dumps({"conventions": {"units": units}}))
     with open(report / "metrics.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, ["case", "subset", "region", "dice", "hd95",
                                          "case_miou", "case_mpa"])
         writer.writeheader()
         for i, case in enumerate(cases):
             value = dice(i)
-            for subset in SUBSETS:
-                for region in ("WT", "TC", "ET"):
+            for subset in subsets:
+                for region in regions:
                     writer.writerow({"case": case, "subset": subset, "region": region,
                                      "dice": value, "hd95": 10.0, "case_miou": value,
                                      "case_mpa": value})
@@ -78,3 +81,20 @@ def test_seeds_of_one_variant_scoring_other_cases_are_refused(tmp_path):
     fake_pretraining(tmp_path)
     with pytest.raises(SystemExit, match="scratch-seed1/report: scores other cases"):
         summary.main(tmp_path)
+
+
+def test_a_parotid_report_is_summarised_on_its_own_region_and_units(tmp_path, capsys):
+    cases = [f"p{i}" for i in range(6)]
+    for seed in (0, 1, 2):
+        for variant, base in (("scratch", 0.4), ("pretrained", 0.5)):
+            fake_run(tmp_path, variant, seed, cases, lambda i, b=base: b + 0.01 * i,
+                     regions=("TUMOUR",), subsets=("stir", "t1+t2", "t1+t2+stir"), units="mm")
+    fake_pretraining(tmp_path)
+    summary.main(tmp_path)
+    printed = capsys.readouterr().out
+    assert "HD95 in mm" in printed
+    rows = {line.split("|")[1].strip(): line for line in printed.splitlines()
+            if line.startswith("| ") and not line.startswith("| measure")}
+    assert sorted(rows) == ["dice_TUMOUR", "hd95_TUMOUR", "miou", "mpa", "sub_TUMOUR"]
+    # 6 equal positive differences: the exact two-sided p of 6 ties is 2 / 2^6
+    assert "| 52.5 | 42.5 | +10.0 | 0.0312 |" in rows["dice_TUMOUR"]
