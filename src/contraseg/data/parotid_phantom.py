@@ -395,10 +395,12 @@ def _render(rng: np.random.Generator, classes: np.ndarray, tissue: np.ndarray,
     Rician noise, integer scale (float32)."""
     table = INTENSITY[modality]
     lut = np.array([table[k] for k in _CLASS_KEYS], dtype=np.float32)
-    healthy = lut[np.where(classes == _MALIGNANT, tissue, classes)] * texture
-    tumour_signal = np.float32(table["malignant"]) * texture * tumour_texture
-    signal = np.where(classes == _BENIGN, lut[_BENIGN] * texture * tumour_texture, healthy)
-    signal = signal + weight * (tumour_signal - signal) if (classes == _MALIGNANT).any() else signal
+    malignant = classes == _MALIGNANT
+    signal = lut[np.where(malignant, tissue, classes)] * texture  # the tissue under a malignancy
+    benign = classes == _BENIGN
+    signal[benign] *= tumour_texture[benign]
+    if malignant.any():  # the malignant signal fades into the tissue round it
+        signal += weight * (lut[_MALIGNANT] * texture * tumour_texture - signal)
     signal = ndimage.gaussian_filter(signal, (PV_SIGMA, PV_SIGMA, 0))
     signal = _slice_mean(signal) * bias
     sd = NOISE_FRACTION * max(table.values())
