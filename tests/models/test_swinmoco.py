@@ -241,3 +241,22 @@ def test_a_view_turns_a_non_square_slice_rigidly():
     quarter = half @ theta[1, :, :2] @ torch.linalg.inv(half)
     assert torch.allclose(quarter @ torch.tensor([1.0, 0.0]), torch.tensor([0.0, -1.0]),
                           atol=1e-6)
+
+
+def test_the_views_intensity_jitter_is_a_setting_that_can_be_turned_off():
+    """A constant slice stays constant under the geometric part of a view; the default jitter
+    (x 1 +- 0.2, + -0.2..0.2 per channel) moves each channel, [0, 0] leaves it at 1."""
+    from contraseg.models.swinmoco import SwinMoCoConfig, ViewSettings, random_views
+
+    x, available = torch.ones(6, 3, 16, 16), torch.ones(6, 3, dtype=torch.bool)
+    torch.manual_seed(0)
+    plain = random_views(x, available, ViewSettings(scale=(0.5, 0.5), intensity=(0.0, 0.0)))
+    assert torch.allclose(plain[..., 4:12, 4:12], torch.ones(()), atol=1e-5)
+    jittered = random_views(x, available, ViewSettings(scale=(0.5, 0.5)))
+    centre = jittered[..., 4:12, 4:12]
+    per_channel = centre.mean(dim=(2, 3))
+    assert torch.allclose(centre, per_channel[..., None, None], atol=1e-5)
+    assert (per_channel - 1).abs().max() > 0.05 and (per_channel - 1).abs().max() <= 0.44 + 1e-5
+    assert SwinMoCoConfig().view_intensity == [0.2, 0.2]
+    with pytest.raises(ConfigError, match="view_intensity"):
+        SwinMoCoConfig(view_intensity=[1.5, 0.2])

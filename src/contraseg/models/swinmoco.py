@@ -69,7 +69,9 @@ class SwinMoCoConfig:
     ends in a BatchNorm without affine parameters, their `_build_mlp` default). The views
     (authors' upstream/dataset.py): view_rotation (degrees; theirs +-10), view_blur (the
     probability of a Gaussian blur in the first and the second view; theirs 1.0 and 0.1) with
-    view_blur_sigma (its range in pixels: 0.1-2). The presets set the authors' values; the
+    view_blur_sigma (its range in pixels: 0.1-2), view_intensity ([a, b]: each channel's
+    gain x U(1 - a, 1 + a) and shift + U(-b, b) in z units, ours for the authors' colour
+    jitter; [0, 0] turns it off). The presets set the authors' values; the
     defaults are the views of runs made before these keys existed (crop 0.3-1, no rotation, no
     blur, no predictor BatchNorm), so such a run resumes as it began. decoder_from_encoder: with
     --init, copy the mirrored encoder stages into the decoder."""
@@ -91,6 +93,7 @@ class SwinMoCoConfig:
     view_rotation: float = 0.0
     view_blur: list[float] = field(default_factory=lambda: [0.0, 0.0])
     view_blur_sigma: list[float] = field(default_factory=lambda: [0.1, 2.0])
+    view_intensity: list[float] = field(default_factory=lambda: [0.2, 0.2])
 
     def __post_init__(self) -> None:
         if len(self.depths) != len(self.heads) or not self.depths:
@@ -102,6 +105,10 @@ class SwinMoCoConfig:
         sigma = self.view_blur_sigma
         if len(sigma) != 2 or not 0 < sigma[0] <= sigma[1]:
             raise ConfigError(f"model.view_blur_sigma {sigma}: need [low, high], 0 < low <= high")
+        jitter = self.view_intensity
+        if len(jitter) != 2 or not (0 <= jitter[0] < 1 and jitter[1] >= 0):
+            raise ConfigError(f"model.view_intensity {jitter}: need [gain, shift], gain in [0, 1), "
+                              "shift >= 0")
 
     @property
     def size_divisor(self) -> int:
@@ -137,6 +144,7 @@ class ViewSettings:
     rotation: float = 0.0  # degrees, uniform in +-rotation
     blur: float = 0.0  # probability of a Gaussian blur
     blur_sigma: tuple[float, float] = (0.1, 2.0)  # pixels
+    intensity: tuple[float, float] = (0.2, 0.2)  # per-channel gain x 1 +- a, shift +- b (z units)
 
 
 def random_views(x: Tensor, available: Tensor, view: ViewSettings) -> Tensor:
@@ -144,8 +152,8 @@ def random_views(x: Tensor, available: Tensor, view: ViewSettings) -> Tensor:
     degrees) and a random resized crop (area fraction in `scale`, aspect ratio 3/4-4/3)
     resampled to the input size in one affine map, a horizontal flip half of the time, a
     Gaussian blur with probability `blur` (sigma uniform in `blur_sigma`), then a per-channel
-    intensity scale (x U(0.8, 1.2)) and shift (+ U(-0.2, 0.2)) on the available channels only
-    (absent ones stay 0)."""
+    intensity scale (x U(1 - a, 1 + a)) and shift (+ U(-b, b)), (a, b) = `intensity` (0.2, 0.2
+    by default), on the available channels only (absent ones stay 0)."""
     n, m = x.shape[:2]
     device = x.device
     area = torch.empty(n, device=device).uniform_(*view.scale)
@@ -161,8 +169,9 @@ def random_views(x: Tensor, available: Tensor, view: ViewSettings) -> Tensor:
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     out = _random_blur(out, view.blur, view.blur_sigma)
-    gain = torch.empty(n, m, 1, 1, device=device).uniform_(0.8, 1.2)
-    shift = torch.empty(n, m, 1, 1, device=device).uniform_(-0.2, 0.2)
+    gain_range, shift_range = view.intensity
+    gain = torch.empty(n, m, 1, 1, device=device).uniform_(1 - gain_range, 1 + gain_range)
+    shift = torch.empty(n, m, 1, 1, device=device).uniform_(-shift_range, shift_range)
     keep = available.to(out.dtype).view(n, m, 1, 1)
     return (out * gain + shift) * keep
 
@@ -270,7 +279,7 @@ class SwinMoCoPretrain(Method):
         """The settings of the first (0) or second (1) view: they differ in the blur."""
         c = self.config
         return ViewSettings(tuple(c.crop_scale), c.view_rotation, c.view_blur[index],
-                            tuple(c.view_blur_sigma))
+                            tuple(c.view_blur_sigma), tuple(c.view_intensity))
 
     def load_init(self, state: dict[str, Tensor]) -> dict:
         """Transfer learning: the encoder (and its momentum copy) from a Swin checkpoint."""
