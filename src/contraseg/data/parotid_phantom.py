@@ -40,6 +40,7 @@ from scipy import ndimage
 from contraseg.data.synth import (
     connected_to,
     ellipsoid,
+    random_grid_point,
     rician,
     rotation,
     save_nifti,
@@ -137,6 +138,12 @@ def normalise_size(size: int | tuple[int, int, int]) -> tuple[int, int, int]:
 def spacing_of(shape: tuple[int, int, int]) -> tuple[float, float, float]:
     """Voxel size in mm: the fixed field of view over the grid."""
     return (FOV_MM / shape[0], FOV_MM / shape[1], SLAB_MM / shape[2])
+
+
+def _subslice_steps(shape: tuple[int, int, int]) -> tuple[float, float, float]:
+    """Point spacing in mm of the sub-slice grid (in-plane voxels, a quarter slice apart)."""
+    spacing = spacing_of(shape)
+    return (spacing[0], spacing[1], spacing[2] / SUBSLICES)
 
 
 def parotid_affine(shape: tuple[int, int, int]) -> np.ndarray:
@@ -244,9 +251,8 @@ def write_case(subject: ParotidSubject, folder: str | Path, overwrite: bool = Fa
 
 def _grid_mm(shape: tuple[int, int, int]) -> list[np.ndarray]:
     """Sub-slice centres in mm (x right->left, y anterior->posterior, z upwards), sparse."""
-    spacing = spacing_of(shape)
     counts = (shape[0], shape[1], shape[2] * SUBSLICES)
-    steps = (spacing[0], spacing[1], spacing[2] / SUBSLICES)
+    steps = _subslice_steps(shape)
     axes = [((np.arange(n) + 0.5) * d - n * d / 2).astype(np.float32)
             for n, d in zip(counts, steps, strict=True)]
     return list(np.meshgrid(*axes, indexing="ij", sparse=True))
@@ -358,8 +364,7 @@ def _voxel_of(rng: np.random.Generator, grid: list[np.ndarray], mask: np.ndarray
     candidates = np.flatnonzero(mask)
     if not candidates.size:
         return (0.0, 0.0, 0.0)
-    index = np.unravel_index(candidates[rng.integers(candidates.size)], mask.shape)
-    return tuple(float(g.ravel()[i]) for g, i in zip(grid, index, strict=True))  # type: ignore
+    return random_grid_point(rng, grid, candidates, mask.shape)  # type: ignore[return-value]
 
 
 def _with_tumour(tissue: np.ndarray, tumour: np.ndarray, kind: str,
@@ -368,9 +373,8 @@ def _with_tumour(tissue: np.ndarray, tumour: np.ndarray, kind: str,
     classes = tissue.copy()
     classes[tumour] = _BENIGN if kind == "benign" else _MALIGNANT
     if kind == "benign":
-        spacing = spacing_of(shape)
-        steps = (spacing[0], spacing[1], spacing[2] / SUBSLICES)
-        grown = ndimage.distance_transform_edt(~tumour, sampling=steps) <= CAPSULE_MM
+        grown = ndimage.distance_transform_edt(~tumour, sampling=_subslice_steps(shape))
+        grown = grown <= CAPSULE_MM
         classes[grown & ~tumour & (tissue != AIR)] = _CAPSULE
     return classes
 
@@ -380,8 +384,7 @@ def _tumour_weight(tumour: np.ndarray, kind: str, shape: tuple[int, int, int]) -
     blurred indicator for a malignant one (ill-defined margin)."""
     weight = tumour.astype(np.float32)
     if kind == "malignant":
-        spacing = spacing_of(shape)
-        sigma = [MALIGNANT_BLUR_MM / d for d in (spacing[0], spacing[1], spacing[2] / SUBSLICES)]
+        sigma = [MALIGNANT_BLUR_MM / d for d in _subslice_steps(shape)]
         weight = ndimage.gaussian_filter(weight, sigma)
     return weight
 

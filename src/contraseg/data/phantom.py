@@ -23,6 +23,7 @@ from contraseg.data.synth import (
     INT16_MAX,  # noqa: F401 - part of this module's API (the largest value written)
     connected_to,
     ellipsoid,
+    random_grid_point,
     rician,
     rotation,
     save_nifti,
@@ -324,8 +325,7 @@ def _tumour_centre(
             break
     else:
         return (0.3, 0.0, 0.0)
-    index = np.unravel_index(candidates[rng.integers(candidates.size)], tissue.shape)
-    return tuple(float(g.ravel()[i]) for g, i in zip(grid, index, strict=True))  # sparse grid
+    return random_grid_point(rng, grid, candidates, tissue.shape)  # type: ignore[return-value]
 
 
 def _render(

@@ -57,6 +57,15 @@ def ellipsoid(
     return sum(((c - m) / r) ** 2 for c, m, r in zip(q, centre, radii, strict=True))
 
 
+def random_grid_point(
+    rng: np.random.Generator, grid: list[np.ndarray], candidates: np.ndarray, shape: tuple[int, ...]
+) -> tuple[float, ...]:
+    """The coordinates on the sparse `grid` of one of the flat voxel indices `candidates`, drawn
+    uniformly (one `rng.integers` call)."""
+    index = np.unravel_index(candidates[rng.integers(candidates.size)], shape)
+    return tuple(float(g.ravel()[i]) for g, i in zip(grid, index, strict=True))
+
+
 def connected_to(mask: np.ndarray, seed: np.ndarray) -> np.ndarray:
     """The connected components of `mask` that touch `seed`."""
     components, _ = ndimage.label(mask)
