@@ -164,3 +164,29 @@ def test_damaged_entry_is_recomputed(tmp_path, count_preprocess):
     assert cache.load_or_compute(case, settings).image.ndim == 4
     assert len(count_preprocess) == 2
     assert entries(tmp_path / "cache") == [entry.name]
+
+
+def test_ensure_computes_once_and_returns_the_entry(tmp_path, count_preprocess):
+    case, settings = make_case(tmp_path / "in"), PreprocessSettings()
+    cache = CaseCache(tmp_path / "cache")
+    entry = cache.ensure(case, settings)
+    assert entry == cache.entry_dir(case, settings) and (entry / "record.json").is_file()
+    assert cache.ensure(case, settings) == entry and len(count_preprocess) == 1
+    (entry / "image.npy").write_bytes(b"damaged")
+    assert cache.ensure(case, settings) == entry and len(count_preprocess) == 2
+    assert np.load(entry / "image.npy").shape[0] == 2
+
+
+def test_float16_storage_has_its_own_key_and_type(tmp_path):
+    case, settings = make_case(tmp_path / "in"), PreprocessSettings()
+    full, half = CaseCache(tmp_path / "cache"), CaseCache(tmp_path / "cache", image_dtype="float16")
+    assert full.key_for(case, settings) == key_for(case, settings)  # float32 keys unchanged
+    assert half.key_for(case, settings) != full.key_for(case, settings)
+    computed = half.load_or_compute(case, settings)
+    assert computed.image.dtype == np.float16  # a miss returns what a hit will read
+    hit = half.load_or_compute(case, settings)
+    np.testing.assert_array_equal(hit.image, computed.image)
+    reference = full.load_or_compute(case, settings).image
+    np.testing.assert_allclose(hit.image.astype(np.float32), reference, rtol=1e-3, atol=1e-3)
+    with pytest.raises(ValueError, match="image_dtype"):
+        CaseCache(tmp_path / "cache", image_dtype="int8")

@@ -3,8 +3,14 @@
 An entry is `<cache_dir>/<case_id>-<key16>/` holding image.npy, mask.npy, label.npy (when the
 case has a label) and record.json. Entries are written atomically, so a folder that exists is
 complete. The key covers each input file's absolute path, size and modification time (and, on
-request, a hash of its content), the preprocessing settings, `resample_to` and the package
-version: touching or rewriting an input, or changing a setting, gives a new entry.
+request, a hash of its content), the preprocessing settings, `resample_to`, the image's
+storage type and the package version: touching or rewriting an input, or changing a setting,
+gives a new entry.
+
+Training never loads an entry whole: `ensure` returns its folder and the training case
+(`data.disk_case.DiskCase`) maps the files a patch at a time. `image_dtype="float16"` stores the
+image at half the bytes (z-scored values keep about three significant digits); readers
+compute in float32.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +31,7 @@ from contraseg.utils.fs import atomic_dir
 
 CACHE_FORMAT = 1
 _ARRAYS = ("image", "mask", "label")
+IMAGE_DTYPES = ("float32", "float16")
 
 
 def _fingerprint(role: str, path: Path, channel: int | None, content_hash: bool) -> dict:
@@ -58,8 +66,9 @@ def key_for(
     *,
     resample_to: str | None = None,
     content_hash: bool = False,
+    image_dtype: str = "float32",
 ) -> str:
-    """The sha256 (hex) identifying a preprocessed case: inputs, settings, version."""
+    """The sha256 (hex) identifying a preprocessed case: inputs, settings, storage, version."""
     payload = {
         "format": CACHE_FORMAT,
         "version": __version__,
@@ -68,6 +77,8 @@ def key_for(
         "settings": settings.to_dict(),
         "resample_to": resample_to,
     }
+    if image_dtype != "float32":  # only then, so that float32 entries keep their earlier keys
+        payload["image_dtype"] = image_dtype
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -85,16 +96,21 @@ class CaseCache:
         *,
         mmap_mode: str | None = None,
         content_hash: bool = False,
+        image_dtype: str = "float32",
     ):
+        if image_dtype not in IMAGE_DTYPES:
+            raise ValueError(f"image_dtype {image_dtype!r}: expected one of {IMAGE_DTYPES}")
         self.cache_dir = Path(cache_dir)
         self.mmap_mode = mmap_mode  # e.g. "r": arrays stay on disk until used
         self.content_hash = content_hash
+        self.image_dtype = image_dtype
 
     def key_for(
         self, case: CaseSpec, settings: PreprocessSettings, *, resample_to: str | None = None
     ) -> str:
         """The full key of a case (see the module function `key_for`)."""
-        return key_for(case, settings, resample_to=resample_to, content_hash=self.content_hash)
+        return key_for(case, settings, resample_to=resample_to, content_hash=self.content_hash,
+                       image_dtype=self.image_dtype)
 
     def entry_dir(
         self, case: CaseSpec, settings: PreprocessSettings, *, resample_to: str | None = None
@@ -106,21 +122,43 @@ class CaseCache:
     def load_or_compute(
         self, case: CaseSpec, settings: PreprocessSettings, *, resample_to: str | None = None
     ) -> Preprocessed:
-        """The cached preprocessed case, computed (load_case + preprocess) and stored on a miss."""
+        """The cached preprocessed case, computed (load_case + preprocess) and stored on a miss;
+        its image in the stored type either way."""
         entry = self.entry_dir(case, settings, resample_to=resample_to)
-        if (entry / "record.json").is_file():
-            try:
-                return self._load(entry)
-            except (OSError, ValueError, KeyError):
-                pass  # damaged by hand: recompute and replace below
+        hit = self._hit(entry, self.mmap_mode)
+        if hit is not None:
+            return hit
+        result = self._compute(entry, case, settings, resample_to)
+        return replace(result, image=result.image.astype(self.image_dtype, copy=False))
+
+    def ensure(
+        self, case: CaseSpec, settings: PreprocessSettings, *, resample_to: str | None = None
+    ) -> Path:
+        """The folder of the case's entry, computed and stored on a miss; a hit reads only the
+        arrays' headers (memory-mapped, nothing loaded)."""
+        entry = self.entry_dir(case, settings, resample_to=resample_to)
+        if self._hit(entry, "r") is None:
+            self._compute(entry, case, settings, resample_to)
+        return entry
+
+    def _hit(self, entry: Path, mmap_mode: str | None) -> Preprocessed | None:
+        if not (entry / "record.json").is_file():
+            return None
+        try:
+            return self._load(entry, mmap_mode)
+        except (OSError, ValueError, KeyError):
+            return None  # damaged by hand: the caller recomputes and replaces it
+
+    def _compute(self, entry: Path, case: CaseSpec, settings: PreprocessSettings,
+                 resample_to: str | None) -> Preprocessed:
         result = preprocess(load_case(case, resample_to=resample_to), settings)
         self._store(entry, result, settings, resample_to)
         return result
 
-    def _load(self, entry: Path) -> Preprocessed:
+    def _load(self, entry: Path, mmap_mode: str | None) -> Preprocessed:
         meta = json.loads((entry / "record.json").read_text())
         arrays = {
-            name: np.load(entry / f"{name}.npy", mmap_mode=self.mmap_mode, allow_pickle=False)
+            name: np.load(entry / f"{name}.npy", mmap_mode=mmap_mode, allow_pickle=False)
             for name in _ARRAYS
             if name != "label" or meta["has_label"]
         }
@@ -148,8 +186,10 @@ class CaseCache:
             "settings": settings.to_dict(),
             "resample_to": resample_to,
             "grid": result.record.to_dict(),
+            "image_dtype": self.image_dtype,
         }
-        arrays = {"image": result.image, "mask": result.brain_mask, "label": result.label}
+        arrays = {"image": result.image.astype(self.image_dtype, copy=False),
+                  "mask": result.brain_mask, "label": result.label}
         try:
             with atomic_dir(entry, overwrite=entry.exists()) as tmp:
                 for name, array in arrays.items():
