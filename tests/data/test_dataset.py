@@ -15,13 +15,13 @@ from scipy.stats import chisquare
 
 from contraseg.data.dataset import (
     PatchSampler,
-    TrainCase,
     build_augmentation,
-    crop_patch,
+    plain_tensors,
     sample_subset,
 )
 from contraseg.data.labels import get_convention
 from contraseg.data.phantom import write_phantom
+from contraseg.data.train_case import TrainCase, crop_patch
 from contraseg.engine.config import AugmentConfig, DataConfig
 from contraseg.engine.runs import start_training
 from contraseg.errors import ConfigError
@@ -274,3 +274,26 @@ def test_augmented_batches_replay_from_the_same_seed_and_keep_absent_channels_ze
     assert not a["images"][:, [1, 3]].any()  # intensity shift never fills an absent channel
     assert set(np.unique(a["target"])) <= set(get_convention("brats2023").to_canonical(
         np.array([0, 1, 2, 3])).tolist())
+
+
+def test_augmenting_without_metadata_gives_the_same_values_and_restores_the_flag():
+    """`plain_tensors` (MONAI without MetaTensor, for speed) changes no value of any
+    transform, rotations included, and leaves MONAI's global flag as it found it."""
+    from monai.data import get_track_meta
+
+    augment = build_augmentation(AugmentConfig(flip_prob=0.5, rotate_prob=1.0, scale_prob=1.0,
+                                               shift_prob=1.0), "3d")
+    case = toy_case()
+    for seed in range(6):
+        item = {"image": case.image[:, :16, :16, :16].copy(),
+                "label": case.label[None, 24:40, 24:40, 24:40].astype(np.float32)}
+        augment.set_random_state(seed=seed)
+        tracked = augment(dict(item))
+        augment.set_random_state(seed=seed)
+        with plain_tensors():
+            assert not get_track_meta()
+            plain = augment(dict(item))
+        assert get_track_meta()
+        for key in item:
+            assert type(plain[key]) is torch.Tensor
+            np.testing.assert_array_equal(np.asarray(plain[key]), np.asarray(tracked[key]))

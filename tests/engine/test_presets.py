@@ -20,8 +20,9 @@ import numpy as np
 import pytest
 import yaml
 
-from contraseg.data.dataset import PatchSampler, TrainCase
+from contraseg.data.dataset import PatchSampler
 from contraseg.data.phantom import write_phantom
+from contraseg.data.train_case import TrainCase
 from contraseg.engine.config import load_config
 from contraseg.engine.train import prepare_data, split_cases
 from contraseg.models.registry import build_method, get_entry

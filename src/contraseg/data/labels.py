@@ -66,15 +66,19 @@ class LabelConvention:
             problem += f"; they look like {guess}: try --labels {guess}"
         return problem
 
-    def to_canonical(self, raw: np.ndarray) -> np.ndarray:
-        """Map a raw label map to canonical classes (uint8). Unknown values raise ValueError."""
-        problem = self.unknown_values_problem(label_values(raw))
-        if problem:
-            raise ValueError(problem)
+    def to_canonical(self, raw: np.ndarray, *, checked: bool = False) -> np.ndarray:
+        """Map a raw label map to canonical classes (uint8). Unknown values raise ValueError;
+        `checked=True` skips that check, for a part of a map already checked whole (training
+        patches)."""
+        if not checked:
+            problem = self.unknown_values_problem(label_values(raw))
+            if problem:
+                raise ValueError(problem)
         lut = np.zeros(max(self.raw_values) + 1, dtype=np.uint8)
         for raw_value, cls in self.raw_to_class.items():
             lut[raw_value] = cls
-        return lut[np.rint(raw).astype(np.int64)]
+        raw = np.asarray(raw)
+        return lut[raw if raw.dtype.kind in "ui" else np.rint(raw).astype(np.int64)]
 
     def to_raw(self, canonical: np.ndarray, dtype: np.dtype | type = np.uint8) -> np.ndarray:
         """Map canonical classes back to this dataset's raw values."""

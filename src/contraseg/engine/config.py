@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import yaml
 
+from contraseg.data.cache import IMAGE_DTYPES
 from contraseg.errors import ConfigError
 from contraseg.utils.text import did_you_mean
 
@@ -35,12 +36,20 @@ class DataConfig:
     orientation: str | None = "RAS"
     cache_dir: str | None = None  # None: <run>/cache
     whole_tumour: bool = False  # merge the tumour classes into one (CLFC's released code)
+    workers: int = 0  # processes preparing batches (0: the training process); same batches
+    cache_dtype: str = "float32"  # float16 halves the cache on disk; patches are float32
 
     def __post_init__(self):
         for name in ("foreground_fraction", "full_modality_prob", "val_fraction"):
             if not 0.0 <= float(getattr(self, name)) <= 1.0:
                 raise ConfigError(f"data.{name} {getattr(self, name)}: expected a value in "
                                   "[0, 1]")
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) \
+                or self.workers < 0:
+            raise ConfigError(f"data.workers {self.workers!r}: expected an integer >= 0")
+        if self.cache_dtype not in IMAGE_DTYPES:
+            raise ConfigError(f"data.cache_dtype {self.cache_dtype!r}: expected one of "
+                              f"{', '.join(IMAGE_DTYPES)}")
 
 
 @dataclass

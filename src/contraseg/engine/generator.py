@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -26,10 +25,11 @@ import torch
 from monai.metrics import PSNRMetric, SSIMMetric
 
 from contraseg.data.cases import CaseSpec, ImageRef
-from contraseg.data.dataset import TrainCase
+from contraseg.data.dataset import Case
 from contraseg.data.preprocess import PreprocessSettings
 from contraseg.errors import ConfigError, InputError
 from contraseg.models.base import Method
+from contraseg.utils.fs import atomic_path
 
 GENERATOR_MODALITIES = ("t1",)
 
@@ -58,18 +58,19 @@ def reconstruction_scores(reference: np.ndarray, output: np.ndarray) -> dict[str
     return {"psnr": float(psnr.mean()), "ssim": float(ssim.mean())}
 
 
-def validate_generator(method: Method, cases: list[TrainCase], config) -> dict[str, float]:
+def validate_generator(method: Method, cases: list[Case], config) -> dict[str, float]:
     """Mean PSNR and SSIM of the reconstructions of the validation volumes."""
     from contraseg.engine.infer import sliding_window_logits
 
     device = next(method.parameters()).device
     scores: dict[str, list[float]] = {"psnr": [], "ssim": []}
     for case in cases:
-        image = torch.from_numpy(case.image)[None].to(device)
+        volume = case.image  # a disk case reads it whole: read it once
+        image = torch.from_numpy(volume)[None].to(device)
         available = torch.from_numpy(case.present)[None].to(device)
         out = sliding_window_logits(method, image, available, config.infer,
                                     config.data.patch_size)
-        for key, value in reconstruction_scores(case.image[0], out[0, 0].cpu().numpy()).items():
+        for key, value in reconstruction_scores(volume[0], out[0, 0].cpu().numpy()).items():
             scores[key].append(value)
     return {key: float(np.mean(values)) for key, values in scores.items()}
 
@@ -167,7 +168,7 @@ def load_generator_weights(method: Method, weights: dict[str, torch.Tensor]) -> 
                           f"({str(exc).splitlines()[0][:160]})") from None
 
 
-def add_case_inputs(method: Method, cases: list[TrainCase], cache_dir: Path) -> None:
+def add_case_inputs(method: Method, cases: list[Case], cache_dir: Path) -> None:
     """Compute each case's `case_inputs` once (on the method's device) and keep it with the
     case; files in `cache_dir/case-inputs` keyed by the method's fingerprint and the case's
     preprocessed image make a second run (another fold, another seed) read them back."""
@@ -179,17 +180,15 @@ def add_case_inputs(method: Method, cases: list[TrainCase], cache_dir: Path) -> 
     device = next(method.parameters()).device
     for case in cases:
         digest = hashlib.sha1(fingerprint.encode())
-        digest.update(np.ascontiguousarray(case.image).tobytes())
+        image = np.ascontiguousarray(case.image)  # a disk case reads it whole: read it once
+        digest.update(image.tobytes())
         digest.update(case.present.tobytes())
         path = folder / f"{digest.hexdigest()}.npy"
-        if path.is_file():
-            case.case_inputs = np.load(path)
-            continue
-        image = torch.from_numpy(case.image)[None].to(device)
-        present = torch.from_numpy(case.present)[None].to(device)
-        with torch.inference_mode():
-            values = method.case_inputs(image, present)
-        case.case_inputs = values[0].float().cpu().numpy()
-        tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")  # ranks may race: one file each
-        np.save(tmp, case.case_inputs)
-        tmp.replace(path)
+        if not path.is_file():
+            image = torch.from_numpy(image)[None].to(device)
+            present = torch.from_numpy(case.present)[None].to(device)
+            with torch.inference_mode():
+                values = method.case_inputs(image, present)
+            with atomic_path(path) as tmp:  # ranks may race: each writes its own, then renames
+                np.save(tmp, values[0].float().cpu().numpy())
+        case.attach_inputs(path)

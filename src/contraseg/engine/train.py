@@ -1,13 +1,16 @@
 """`contraseg train`: the training loop shared by every method.
 
 One step = one batch per rank drawn by the PatchSampler from a generator seeded with
-(seed, step, rank), the method's weighted loss under optional autocast, backward, optional
+(seed, step, rank) (prepared ahead by `data.workers` loader processes, or in this one; see
+`engine.loader`), the method's weighted loss under optional autocast, backward, optional
 gradient clipping, an optimiser step and a per-step lr schedule. Because every source of
 randomness is derived from the step, a run stopped (or killed) after a checkpoint and resumed
-with `--resume` ends with the same weights as an uninterrupted run (CPU, deterministic).
+with `--resume` ends with the same weights as an uninterrupted run (CPU, deterministic), with
+any number of workers. The cases stay in the on-disk cache, read a patch at a time.
 
 The run folder: config.yaml (resolved), run.json (data, split, modalities, convention, status),
-log.jsonl (one line per epoch: loss terms, the method's monitored values, validation),
+log.jsonl (one line per epoch: loss terms, the method's monitored values, validation, the mean
+time a step waited for its batch),
 tensorboard/, checkpoints/last.pt and, when the run validates, best.pt (no validation, no
 best.pt: `--which auto` then evaluates the last weights).
 """
@@ -18,6 +21,8 @@ import json
 import signal
 import threading
 import time
+from collections.abc import Generator
+from contextlib import closing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -32,16 +37,11 @@ from rich.text import Text
 
 from contraseg.data.cache import CaseCache
 from contraseg.data.cases import CaseSpec
-from contraseg.data.dataset import (
-    PatchSampler,
-    TrainCase,
-    build_augmentation,
-    common_convention,
-    to_train_case,
-)
+from contraseg.data.dataset import Case, PatchSampler, build_augmentation
 from contraseg.data.labels import LabelConvention, whole_tumour
 from contraseg.data.layouts import discover, order_modalities
 from contraseg.data.preprocess import PreprocessSettings, reoriented_spacing
+from contraseg.data.train_case import common_convention, to_train_case
 from contraseg.engine import distributed
 from contraseg.engine.checkpoint import (
     load_checkpoint,
@@ -60,13 +60,16 @@ from contraseg.engine.generator import (
     untrained_generator,
     validate_generator,
 )
+from contraseg.engine.loader import batches_from
 from contraseg.engine.optim import make_optimizer, make_scheduler, plateau_validation_key
 from contraseg.errors import ConfigError, InputError
 from contraseg.models.base import Batch, LossModule, Method, memory_format
 from contraseg.models.registry import build_method, get_entry, make_config
 from contraseg.utils.fs import atomic_path
+from contraseg.utils.memory import peak_rss_mb
 
-RESUMABLE_CHANGES = {"epochs", "val_every", "checkpoint_every", "device"}
+# settings a resumed run may change (a section, or one key of it: workers change no batch)
+RESUMABLE_CHANGES = {"epochs", "val_every", "checkpoint_every", "device", "data.workers"}
 BUDGET_CALIBRATION_STEPS = 20  # steps timed to fit a budget (the first 3 warm up, not counted)
 BUDGET_MARGIN = 1.03  # per-step time x this: epoch ends and checkpoints cost a little too
 
@@ -76,8 +79,8 @@ class TrainData:
     modalities: tuple[str, ...]
     convention: LabelConvention | None  # None for a generator (unlabelled healthy brains)
     preprocess: PreprocessSettings
-    train: list[TrainCase]
-    val: list[TrainCase]
+    train: list[Case]
+    val: list[Case]
     split: dict[str, list[str]] = field(default_factory=dict)
     spacing: tuple[float, ...] | None = None  # median voxel size of the training scans (mm)
 
@@ -158,7 +161,8 @@ def prepare_data(config: TrainConfig, data_dirs: list[Path], cache_dir: Path,
     elif split is None:
         train_ids, val_ids = split_cases(sorted(keyed), config.data.val_fraction, config.seed)
         split = {"train": train_ids, "val": val_ids}
-    settings, cache = preprocess_settings(config), CaseCache(cache_dir)
+    settings = preprocess_settings(config)
+    cache = CaseCache(cache_dir, image_dtype=config.data.cache_dtype)
     load = lambda key: to_train_case(*keyed[key], modalities, cache, settings,  # noqa: E731
                                      resample_to=config.data.resample_to, seed=config.seed,
                                      whole_tumour_only=config.data.whole_tumour)
@@ -179,7 +183,7 @@ def median_spacing(cases: list[CaseSpec], settings: PreprocessSettings
     return tuple(float(v) for v in np.median(spacings, axis=0)) if spacings else None
 
 
-def validate(method: Method, cases: list[TrainCase], config: TrainConfig,
+def validate(method: Method, cases: list[Case], config: TrainConfig,
              convention: LabelConvention) -> dict[str, float]:
     """Mean Dice per region over the validation cases, with every present modality."""
     from contraseg.engine.infer import sliding_window_logits
@@ -267,6 +271,7 @@ class Trainer:
                                     full_modality_prob=config.data.full_modality_prob,
                                     tumour_free=self.generator)
         self.step, self.best = 0, -float("inf")
+        self.data_seconds: list[float] = []  # this epoch's waits for a batch
         self.seconds_before, self.started = 0.0, time.monotonic()  # training time of the run
         if resume:
             self._load_last()
@@ -285,7 +290,8 @@ class Trainer:
         info = json.loads((self.out / "run.json").read_text())
         saved = config_from_dict(info["config"]).to_dict()
         changed = _diff(saved, self.config.to_dict())
-        refused = sorted(k for k in changed if k.split(".")[0] not in RESUMABLE_CHANGES)
+        refused = sorted(k for k in changed if k.split(".")[0] not in RESUMABLE_CHANGES
+                         and k not in RESUMABLE_CHANGES)
         if refused:
             raise ConfigError(f"--resume with settings that differ from the run's: "
                               f"{', '.join(refused)} (only {', '.join(sorted(RESUMABLE_CHANGES))} "
@@ -341,11 +347,15 @@ class Trainer:
         epoch_terms: dict[str, list[float]] = {}
         step_seconds: list[float] = []
         stop_at = self._stop_at(max_steps)
-        with self._progress() as bar, StopOnInterrupt(self.ctx.world_size == 1) as interrupt:
+        with (closing(self._batches()) as batches,  # closing stops the loader's workers
+              self._progress() as bar,
+              StopOnInterrupt(self.ctx.world_size == 1) as interrupt):
             task = bar.add_task("train", total=stop_at, completed=self.step, terms="")
             while self.step < stop_at and not interrupt.requested:
                 tick = time.monotonic()
-                terms = self._train_step()
+                arrays = next(batches)
+                self.data_seconds.append(time.monotonic() - tick)
+                terms = self._train_step(arrays)
                 step_seconds.append(time.monotonic() - tick)
                 for name, value in terms.items():
                     epoch_terms.setdefault(name, []).append(value)
@@ -424,16 +434,21 @@ class Trainer:
                                    f"per step -> {epochs} epochs ({self.config.total_steps} "
                                    "steps)", highlight=False)
 
-    def _train_step(self) -> dict[str, float]:
-        rng = np.random.default_rng([self.config.seed, self.step, self.ctx.rank])
-        torch.manual_seed(int(rng.integers(2**62)))
-        arrays = self.sampler.sample(rng, self.config.data.batch_size)
-        batch = Batch(torch.from_numpy(arrays["images"]), torch.from_numpy(arrays["available"]),
-                      torch.from_numpy(arrays["target"]),
-                      torch.from_numpy(arrays["present"]),
-                      epoch=self.step // self.config.iters_per_epoch,
-                      extras={k: torch.from_numpy(arrays[k]) for k in ("case_inputs",)
-                              if k in arrays}).to(self.ctx.device)
+    def _batches(self) -> Generator[dict[str, torch.Tensor], None, None]:
+        """This rank's batches from the current step on (engine.loader: the same batches with
+        any number of workers)."""
+        return batches_from(self.sampler, seed=self.config.seed, rank=self.ctx.rank,
+                            batch_size=self.config.data.batch_size, first_step=self.step,
+                            workers=self.config.data.workers,
+                            pin_memory=self.ctx.device.type == "cuda")
+
+    def _train_step(self, arrays: dict[str, torch.Tensor]) -> dict[str, float]:
+        """One optimiser step on the batch of this step (`engine.loader.step_batch`)."""
+        torch.manual_seed(int(arrays["torch_seed"]))
+        batch = Batch(arrays["images"], arrays["available"], arrays["target"].long(),
+                      arrays["present"], epoch=self.step // self.config.iters_per_epoch,
+                      extras={k: arrays[k] for k in ("case_inputs",) if k in arrays}
+                      ).to(self.ctx.device)
         batch.images = batch.images.contiguous(memory_format=self.memory_format)
         with distributed.autocast(self.amp, self.ctx.device):
             total, terms = self.loss_module(batch)
@@ -462,6 +477,10 @@ class Trainer:
         }
         if monitored := self.method.monitored():
             record["monitor"] = monitored
+        if self.data_seconds:  # the time a step waited for its batch (loader too slow if high)
+            record["data_seconds"] = float(np.mean(self.data_seconds))
+            self._log_scalars({"time/data_seconds": record["data_seconds"]})
+            self.data_seconds = []
         every = self.config.val_every
         validating = bool(every and self.data.val and (
             epoch % every == 0 or self.step >= self.config.total_steps))
@@ -573,7 +592,7 @@ class Trainer:
             self.curves(final=True)
             info = self._write_run_files(status,
                                          train_seconds=self._train_seconds(),
-                                         rank_checksums=checksums)
+                                         rank_checksums=checksums, memory=_memory())
             if self.writer is not None:
                 self.writer.close()
         self.ctx.barrier()
@@ -629,6 +648,13 @@ class SpeedColumn(ProgressColumn):
 
     def render(self, task) -> Text:
         return Text(f"{task.speed:.2f} it/s" if task.speed else "- it/s")
+
+
+def _memory() -> dict[str, float]:
+    """Peak resident memory (MiB) of this process and of its largest finished child (the
+    loader's workers), as the operating system counts them (pages shared with workers count
+    in each)."""
+    return {"peak_rss_mb": peak_rss_mb(), "children_peak_rss_mb": peak_rss_mb("children")}
 
 
 def _fmt_terms(terms: dict[str, float]) -> str:
