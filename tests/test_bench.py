@@ -7,6 +7,7 @@ import statistics
 import pytest
 
 from contraseg.bench import (
+    bench_loader,
     bench_method,
     bench_metrics,
     bench_phantom,
@@ -79,3 +80,25 @@ def test_bench_times_clfc_with_a_random_generator():
     result = bench_method("clfc", preset="fast", steps=1, infer=False, patch=32)
     assert "random introvae (fast" in result["generator"]
     assert _is_timing(result["train_step"], 1)
+
+
+def test_bench_loader_reports_each_worker_count():
+    result = bench_loader("unet", preset="tiny", cases=3, size=32, workers=(0, 1), batches=3,
+                          repeats=2)
+    assert result["patch_size"] == [16, 16, 16] and result["batch_size"] == 2
+    assert set(result["workers"]) == {"0", "1"}
+    for figures in result["workers"].values():
+        assert _is_timing(figures["batches"], 2) and figures["first_batch_s"] > 0
+        assert figures["patches_per_s"] == pytest.approx(3 * 2 / figures["batches"]["median_s"])
+        if figures.get("peak_tree_pss_mb") is not None:  # Linux
+            assert 0 < figures["peak_tree_pss_mb"] <= figures["peak_tree_rss_mb"]
+    assert result["workers"]["0"]["speedup_vs_0"] == 1.0
+    # with a worker the tree holds one more process
+    one = result["workers"]["1"].get("peak_tree_rss_mb")
+    if one is not None:
+        assert one > result["workers"]["0"]["peak_tree_rss_mb"]
+
+
+def test_bench_loader_refuses_a_generator():
+    with pytest.raises(ConfigError, match="segmentation method"):
+        bench_loader("introvae", preset="tiny", cases=1, size=16)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import platform
-import resource
 import statistics
 import tempfile
 import time
@@ -25,8 +24,10 @@ from contraseg.data.layouts import discover
 from contraseg.data.phantom import write_phantom
 from contraseg.errors import ConfigError
 from contraseg.evaluation.metrics import binary_metrics, confusion_counts, overlap_metrics
+from contraseg.utils.memory import TreePeak, peak_rss_mb
 
-TARGETS = ("metrics", "phantom", "preprocess")
+TARGETS = ("metrics", "phantom", "preprocess", "loader")
+DEFAULT_TARGETS = ("metrics", "phantom", "preprocess")  # `loader` writes and caches a dataset
 
 
 def _timed(func: Callable[[], object], repeats: int) -> dict:
@@ -94,8 +95,90 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
+def bench_loader(method: str = "unet", *, preset: str = "fast", cases: int = 8,
+                 size: int = 128, workers: tuple[int, ...] = (0, 1, 2), batches: int = 60,
+                 repeats: int = 3, overrides: list[str] | None = None) -> dict:
+    """The training data pipeline alone (`engine.loader`): batches of `method`'s preset (patch
+    sampling from the on-disk cache, augmentation, subsets) from `cases` phantoms of `size`^3,
+    with each number of `workers`. Per count: patches per second over `batches` batches after
+    the first 2 x workers + 1 (start-up; median of `repeats` fresh loaders, the counts
+    interleaved, after one untimed warm-up pass), the first
+    batch's wait, and the peak memory of the process with its workers
+    (`utils.memory.tree_memory_mb`: RSS summed, and PSS, which splits the pages forked
+    workers share). A method's per-case inputs
+    (CLFC's pseudo-normals) are left out: they need a trained generator, and are read like the
+    image."""
+    from contraseg.data.dataset import PatchSampler, build_augmentation
+    from contraseg.engine.config import load_config
+    from contraseg.engine.loader import batches_from
+    from contraseg.engine.train import prepare_data
+    from contraseg.models.registry import get_entry
+
+    config = load_config(method, preset, list(overrides or []))
+    entry = get_entry(method)
+    if entry.cls.kind == "generator":
+        raise ConfigError(f"bench --target loader: {method} trains on healthy slices; "
+                          "time a segmentation method")
+    with tempfile.TemporaryDirectory() as tmp:
+        write_phantom(Path(tmp) / "ph", cases=cases, size=size, seed=0)
+        data = prepare_data(config, [Path(tmp) / "ph"], Path(tmp) / "cache",
+                            split={"train": sorted(_case_keys(Path(tmp) / "ph")), "val": []},
+                            kind=entry.cls.kind)
+        sampler = PatchSampler(data.train, config.data.patch_size,
+                               config.data.foreground_fraction, config.data.modality_dropout,
+                               build_augmentation(config.augment, entry.cls.spatial),
+                               full_modality_prob=config.data.full_modality_prob)
+        size_of_batch = config.data.batch_size
+        result: dict = {"method": method, "preset": preset, "cases": cases,
+                        "case_shape": list(data.train[0].shape), "overrides": overrides or [],
+                        "patch_size": list(config.data.patch_size), "batch_size": size_of_batch,
+                        "batches": batches, "workers": {}}
+        def measure(count: int, seed: int) -> tuple[float, float]:
+            tick = time.perf_counter()
+            stream = batches_from(sampler, seed=seed, rank=0, batch_size=size_of_batch,
+                                  first_step=0, workers=count)
+            next(stream)
+            first = time.perf_counter() - tick
+            for _ in range(2 * count):  # the workers' first batches: start-up
+                next(stream)
+            tick = time.perf_counter()
+            for _ in range(batches):
+                next(stream)
+            elapsed = time.perf_counter() - tick
+            stream.close()
+            return first, elapsed
+
+        if hasattr(os, "sync"):
+            os.sync()  # the cache just written: its write-back must not compete with timings
+        measure(0, seed=repeats)  # warm-up (page cache, allocator, lazy imports): untimed
+        timings: dict[int, list[tuple[float, float]]] = {count: [] for count in workers}
+        peaks: dict[int, dict[str, float]] = {}
+        for repeat in range(repeats):  # interleaved, so slow spells of the machine hit all
+            for count in workers:
+                with TreePeak() as peak:
+                    timings[count].append(measure(count, seed=repeat))
+                peaks[count] = {k: max(v, peaks.get(count, {}).get(k, 0.0))
+                                for k, v in (peak.peak or {}).items()}
+        for count in workers:
+            runs = [elapsed for _, elapsed in timings[count]]
+            median = statistics.median(runs)
+            result["workers"][str(count)] = {
+                "patches_per_s": batches * size_of_batch / median,
+                "batches": {"median_s": median, "runs_s": runs},
+                "first_batch_s": statistics.median(first for first, _ in timings[count]),
+                **{f"peak_tree_{k}_mb": v for k, v in peaks[count].items()}}
+        result["main_peak_rss_mb"] = peak_rss_mb()
+        base = result["workers"].get("0")
+        if base:
+            for figures in result["workers"].values():
+                figures["speedup_vs_0"] = figures["patches_per_s"] / base["patches_per_s"]
+    return result
+
+
+def _case_keys(root: Path) -> list[str]:
+    """The training keys (`<folder>/<case id>`) of every labelled case under `root`."""
+    return [f"{root.name}/{case.case_id}" for case in discover(root).cases
+            if case.label is not None]
 
 
 def bench_method(name: str, *, device: str = "cpu", patch: int | None = None,
@@ -148,7 +231,7 @@ def bench_method(name: str, *, device: str = "cpu", patch: int | None = None,
 
     step()  # warm-up (allocations, kernels)
     train = _timed(step, steps)
-    train_memory = {"train_peak_rss_mb": _peak_rss_mb()}  # model, optimiser, one step
+    train_memory = {"train_peak_rss_mb": peak_rss_mb()}  # model, optimiser, one step
     if dev.type == "cuda":
         train_memory["train_cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
     image = torch.randn(1, 4, *case_shape, generator=gen)
@@ -175,7 +258,7 @@ def bench_method(name: str, *, device: str = "cpu", patch: int | None = None,
         every = torch.tensor([availability(s, modalities) for s in all_subsets(modalities)])
         result["infer_case_15_subsets"] = _timed(run_inference(every), 1)
         result["window_flops"] = _window_flops(method, example.images[:1], len(every))
-    result["peak_rss_mb"] = _peak_rss_mb()
+    result["peak_rss_mb"] = peak_rss_mb()
     if dev.type == "cuda":
         result["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
         result["cuda_device"] = torch.cuda.get_device_name(dev)
@@ -232,14 +315,18 @@ def run_method_bench(name: str, **kwargs) -> dict:
     return {"contraseg": __version__, "machine": machine(), "results": bench_method(name, **kwargs)}
 
 
-def run_bench(targets: list[str], repeats: int) -> dict:
-    """Run the named targets; the result states the machine it ran on."""
+def run_bench(targets: list[str], repeats: int, *, method: str = "unet", preset: str = "fast",
+              overrides: list[str] | None = None) -> dict:
+    """Run the named targets (`loader`: for `method`'s `preset` with `overrides`); the result
+    states the machine it ran on."""
     unknown = sorted(set(targets) - set(TARGETS))
     if unknown:
         raise ConfigError(f"unknown bench target(s) {unknown} (known: {', '.join(TARGETS)})")
     if repeats < 1:
         raise ConfigError("--repeats must be at least 1")
-    runners = {"metrics": bench_metrics, "phantom": bench_phantom, "preprocess": bench_preprocess}
+    runners = {"metrics": bench_metrics, "phantom": bench_phantom, "preprocess": bench_preprocess,
+               "loader": lambda repeats: bench_loader(method, preset=preset, repeats=repeats,
+                                                      overrides=overrides)}
     return {
         "contraseg": __version__,
         "machine": machine(),

@@ -687,7 +687,9 @@ def bench(
     ] = True,
     target: Annotated[
         list[str] | None,
-        typer.Option("--target", help="metrics, phantom or preprocess (repeat; default: all)."),
+        typer.Option("--target", help="metrics, phantom, preprocess or loader (repeat; "
+                     "default: the first three). loader: the data pipeline of --method's "
+                     "--preset (default unet) with 0, 1, 2 workers."),
     ] = None,
     repeats: Annotated[int, typer.Option(min=1, help="Runs per timing; the median is kept.")] = 3,
     overrides: Annotated[
@@ -698,28 +700,37 @@ def bench(
 ) -> None:
     """Timings as JSON. With `--method`: training step time and voxels/s, inference on one
     240x240x155 case (all modalities, and all 15 subsets in one pass), peak memory, parameter
-    count. Without: the foundation pieces (metrics, phantom, preprocessing).
+    count. Without: the foundation pieces (metrics, phantom, preprocessing). `--target loader`:
+    patches per second of the training data pipeline alone (cache reads, augmentation) for
+    --method's --preset with 0, 1 and 2 workers, and peak memory.
 
     Example: `contraseg bench --method rfnet --device cpu --patch 64 --batch 2 --json`;
-    `contraseg bench --method dc-seg --preset paper --set model.checkpointing=true --no-infer`
+    `contraseg bench --method dc-seg --preset paper --set model.checkpointing=true --no-infer`;
+    `contraseg bench --target loader --method unet --preset fast --json`
     """
-    from contraseg.bench import TARGETS, run_bench, run_method_bench
+    from contraseg.bench import DEFAULT_TARGETS, run_bench, run_method_bench
 
-    if method is not None:
+    if method is not None and not target:
         result = run_method_bench(method, device=device, patch=patch, batch=batch, amp=amp,
                                   preset=preset, steps=repeats, subsets=subsets,
                                   infer=infer, overrides=list(overrides or []))
     else:
-        result = run_bench(list(target or TARGETS), repeats)
+        result = run_bench(list(target or DEFAULT_TARGETS), repeats, method=method or "unet",
+                           preset=preset, overrides=list(overrides or []))
     if as_json:
         print(dumps(result))
         return
-    results = {method: result["results"]} if method else result["results"]
+    results = {method: result["results"]} if method and not target else result["results"]
     for name, figures in results.items():
         for key, value in figures.items():
             if isinstance(value, dict) and "median_s" in value:
                 console.print(f"{name:<11} {key:<26} median {value['median_s']:.4f} s "
                               f"({len(value['runs_s'])} runs)")
+        for count, loader in figures.get("workers", {}).items():
+            pss = loader.get("peak_tree_pss_mb")
+            console.print(f"{name:<11} {count} workers {loader['patches_per_s']:>8.1f} patches/s "
+                          f"(x{loader['speedup_vs_0']:.2f})"
+                          + (f", peak {pss:.0f} MiB (PSS)" if pss is not None else ""))
 
 
 def main() -> None:

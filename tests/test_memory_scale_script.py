@@ -1,0 +1,29 @@
+"""scripts/memory_scale.py trains on each folder and reports the peak memory of the run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from contraseg.data.phantom import write_phantom
+from tests.conftest import REPO
+
+
+def test_memory_scale_reports_each_folder(tmp_path):
+    write_phantom(tmp_path / "ph", cases=3, size=24, seed=2)
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    result = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "memory_scale.py"), str(tmp_path / "ph"),
+         "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache"), "--steps", "2",
+         "--preset", "tiny", "--workers", "1"],
+        env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = json.loads((tmp_path / "out" / "memory.json").read_text())
+    assert len(rows) == 1 and rows[0]["cases"] == 3 and rows[0]["steps"] == 2
+    assert rows[0]["workers"] == 1 and rows[0]["trainer_peak_rss_mb"] > 50
+    if rows[0]["peak_tree_rss_mb"] is not None:  # Linux: the trainer and its worker
+        assert rows[0]["peak_tree_rss_mb"] > rows[0]["trainer_peak_rss_mb"] * 0.5
+        assert rows[0]["peak_tree_pss_mb"] <= rows[0]["peak_tree_rss_mb"]
+    assert any((tmp_path / "cache").iterdir())  # the folder given, shared between runs
