@@ -96,18 +96,17 @@ def _sync(device: torch.device) -> None:
 
 
 def bench_loader(method: str = "unet", *, preset: str = "fast", cases: int = 8,
-                 size: int = 128, workers: tuple[int, ...] = (0, 1, 2), batches: int = 60,
+                 size: int = 128, workers: tuple[int, ...] = (0, 1, 2), batches: int = 120,
                  repeats: int = 3, overrides: list[str] | None = None) -> dict:
     """The training data pipeline alone (`engine.loader`): batches of `method`'s preset (patch
     sampling from the on-disk cache, augmentation, subsets) from `cases` phantoms of `size`^3,
     with each number of `workers`. Per count: patches per second over `batches` batches after
-    the first 2 x workers + 1 (start-up; median of `repeats` fresh loaders, the counts
-    interleaved, after one untimed warm-up pass), the first
-    batch's wait, and the peak memory of the process with its workers
-    (`utils.memory.tree_memory_mb`: RSS summed, and PSS, which splits the pages forked
-    workers share). A method's per-case inputs
-    (CLFC's pseudo-normals) are left out: they need a trained generator, and are read like the
-    image."""
+    the first 2 x workers + 1 (start-up), median of `repeats` fresh loaders (the counts
+    interleaved, after one untimed warm-up pass); the first batch's wait; and, in one more
+    untimed loader per count, the peak memory of the process with its workers
+    (`utils.memory.tree_memory_mb`: RSS summed, and PSS, which splits the pages forked workers
+    share). A method's per-case inputs (CLFC's pseudo-normals) are left out: they need a
+    trained generator, and are read like the image."""
     from contraseg.data.dataset import PatchSampler, build_augmentation
     from contraseg.engine.config import load_config
     from contraseg.engine.loader import batches_from
@@ -152,13 +151,14 @@ def bench_loader(method: str = "unet", *, preset: str = "fast", cases: int = 8,
             os.sync()  # the cache just written: its write-back must not compete with timings
         measure(0, seed=repeats)  # warm-up (page cache, allocator, lazy imports): untimed
         timings: dict[int, list[tuple[float, float]]] = {count: [] for count in workers}
-        peaks: dict[int, dict[str, float]] = {}
         for repeat in range(repeats):  # interleaved, so slow spells of the machine hit all
             for count in workers:
-                with TreePeak() as peak:
-                    timings[count].append(measure(count, seed=repeat))
-                peaks[count] = {k: max(v, peaks.get(count, {}).get(k, 0.0))
-                                for k, v in (peak.peak or {}).items()}
+                timings[count].append(measure(count, seed=repeat))
+        peaks: dict[int, dict[str, float]] = {}
+        for count in workers:  # apart: reading /proc/PID/smaps_rollup slows what it measures
+            with TreePeak() as peak:
+                measure(count, seed=repeats + 1)
+            peaks[count] = peak.peak or {}
         for count in workers:
             runs = [elapsed for _, elapsed in timings[count]]
             median = statistics.median(runs)

@@ -26,6 +26,11 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from contraseg.data.dataset import PatchSampler
 
+# batches in flight per worker: a batch with rotations costs 2-3 times one without, and batches
+# come back in step order, so with the DataLoader's 2 a worker often idled behind the other
+# one's slow batch (2 workers: 1.5-1.6x one worker's patches/s; with 4: 1.65-1.7x)
+PREFETCH = 4
+
 
 def step_batch(sampler: PatchSampler, seed: int, step: int, rank: int, batch_size: int,
                out: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
@@ -113,7 +118,7 @@ def batches_from(sampler: PatchSampler, *, seed: int, rank: int, batch_size: int
             yield _tensors(first, pin_memory)
             step += 1
             first = step_batch(sampler, seed, step, rank, batch_size)
-    prefetch = 2  # batches in flight per worker (the DataLoader's default)
+    prefetch = PREFETCH
     # The DataLoader asks for one new step per batch it returns, and for prefetch x workers
     # at the start, so while batch s is in use the steps being written are at most s + 1 ..
     # s + 1 + prefetch x workers (the request for the next batch included): that many slots
