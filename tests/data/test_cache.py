@@ -190,3 +190,18 @@ def test_float16_storage_has_its_own_key_and_type(tmp_path):
     np.testing.assert_allclose(hit.image.astype(np.float32), reference, rtol=1e-3, atol=1e-3)
     with pytest.raises(ValueError, match="image_dtype"):
         CaseCache(tmp_path / "cache", image_dtype="int8")
+
+
+def test_a_late_store_never_replaces_an_entry_another_process_stored(tmp_path):
+    """Two DDP ranks miss together; the one that stores second must not swap the folder the
+    first is already training from (its foreground file would vanish mid-run)."""
+    case, settings = make_case(tmp_path / "in"), PreprocessSettings()
+    cache = CaseCache(tmp_path / "cache")
+    entry = cache.ensure(case, settings)
+    (entry / "foreground-x.npy").write_bytes(b"kept")
+    inode = entry.stat().st_ino
+    cache._compute(entry, case, settings, None)  # the slower rank's own result
+    assert entry.stat().st_ino == inode and (entry / "foreground-x.npy").is_file()
+    (entry / "label.npy").write_bytes(b"damaged")  # a damaged entry is still replaced
+    cache._compute(entry, case, settings, None)
+    assert not (entry / "foreground-x.npy").exists() and np.load(entry / "label.npy").any()

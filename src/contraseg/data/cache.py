@@ -190,8 +190,11 @@ class CaseCache:
         }
         arrays = {"image": result.image.astype(self.image_dtype, copy=False),
                   "mask": result.brain_mask, "label": result.label}
+        if self._hit(entry, "r") is not None:
+            return  # another process (a DDP rank) stored it meanwhile: keep theirs, in use
+        damaged = entry.exists()  # only a damaged entry is replaced
         try:
-            with atomic_dir(entry, overwrite=entry.exists()) as tmp:
+            with atomic_dir(entry, overwrite=damaged) as tmp:
                 for name, array in arrays.items():
                     if array is not None:
                         np.save(tmp / f"{name}.npy", array, allow_pickle=False)

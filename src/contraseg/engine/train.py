@@ -242,9 +242,13 @@ class Trainer:
         self.data_dirs = [Path(d).resolve() for d in data_dirs]
         run_info = self._read_run_info() if resume else {}
         cache_dir = Path(config.data.cache_dir) if config.data.cache_dir else self.out / "cache"
+        if not self.ctx.is_main:
+            self.ctx.barrier()  # rank 0 fills the cache first; the others then only read it
         self.data = prepare_data(config, self.data_dirs, cache_dir, run_info.get("split"),
                                  self.console if self.ctx.is_main else None,
                                  kind=entry.cls.kind, fold=self.fold)
+        if self.ctx.is_main:
+            self.ctx.barrier()
         entry.cls.check_training_cases(config.loss_weights, config.data.batch_size,
                                        len(self.data.train))
         self._check_plateau_key()
