@@ -107,6 +107,17 @@ def test_loader_workers_give_the_same_weights_and_resume_across_worker_counts(tm
     assert info["memory"]["peak_rss_mb"] > 0
     with pytest.raises(ConfigError, match="data.workers"):
         train(tmp_path / "bad", phantom, [*TINY, "data.workers=-1"])
+    with pytest.raises(ConfigError, match="data.cache_dtype 'int8'"):
+        train(tmp_path / "bad", phantom, [*TINY, "data.cache_dtype=int8"])
+
+
+def test_a_float16_cache_trains_and_stores_half_precision_images(tmp_path, phantom):
+    info = train(tmp_path / "half", phantom, ["epochs=1", "val_every=0",
+                                              "data.cache_dtype=float16"])
+    assert info["status"] == "finished"
+    images = list((tmp_path / "half" / "cache").glob("*/image.npy"))
+    assert len(images) == 4  # every case, training and validation
+    assert all(np.load(path, mmap_mode="r").dtype == np.float16 for path in images)
 
 
 def _cli(*args: str, **kwargs) -> subprocess.Popen:
