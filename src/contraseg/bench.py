@@ -132,6 +132,7 @@ def bench_loader(method: str = "unet", *, preset: str = "fast", cases: int = 8,
                         "case_shape": list(data.train[0].shape), "overrides": overrides or [],
                         "patch_size": list(config.data.patch_size), "batch_size": size_of_batch,
                         "batches": batches, "workers": {}}
+
         def measure(count: int, seed: int) -> tuple[float, float]:
             tick = time.perf_counter()
             stream = batches_from(sampler, seed=seed, rank=0, batch_size=size_of_batch,

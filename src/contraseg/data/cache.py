@@ -8,7 +8,7 @@ storage type and the package version: touching or rewriting an input, or changin
 gives a new entry.
 
 Training never loads an entry whole: `ensure` returns its folder and the training case
-(`data.disk_case.DiskCase`) maps the files a patch at a time. `image_dtype="float16"` stores the
+(`data.train_case.DiskCase`) maps the files a patch at a time. `image_dtype="float16"` stores the
 image at half the bytes (z-scored values keep about three significant digits); readers
 compute in float32.
 """

@@ -36,7 +36,8 @@ from monai.transforms import (
 from contraseg.data.train_case import DiskCase, TrainCase
 from contraseg.errors import ConfigError
 
-Case = TrainCase | DiskCase
+Case = TrainCase | DiskCase  # what the sampler reads patches from
+
 
 def sample_subset(present: np.ndarray, rng: np.random.Generator,
                   full_prob: float = 0.0) -> np.ndarray:

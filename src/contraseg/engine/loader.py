@@ -87,10 +87,11 @@ class StepBatches(Dataset):
         self.slots = slots
 
     def __getitem__(self, step: int) -> dict[str, int]:
-        slot = self.slots.slot_of(int(step))
-        step_batch(self.sampler, self.seed, int(step), self.rank, self.batch_size,
+        step = int(step)
+        slot = self.slots.slot_of(step)
+        step_batch(self.sampler, self.seed, step, self.rank, self.batch_size,
                    out=self.slots.arrays(slot))
-        return {"step": int(step), "slot": slot}
+        return {"step": step, "slot": slot}
 
 
 class StepsFrom(Sampler[int]):
@@ -111,22 +112,18 @@ def batches_from(sampler: PatchSampler, *, seed: int, rank: int, batch_size: int
     `pin_memory`) a batch's tensors are the shared slot itself, not a copy: they hold the
     batch until the batch after the next one is asked for (then a worker may refill them), so
     a caller that keeps a batch longer keeps a copy."""
-    first = step_batch(sampler, seed, first_step, rank, batch_size)
     if not workers:
-        step = first_step
-        while True:
-            yield _tensors(first, pin_memory)
-            step += 1
-            first = step_batch(sampler, seed, step, rank, batch_size)
-    prefetch = PREFETCH
-    # The DataLoader asks for one new step per batch it returns, and for prefetch x workers
+        for step in itertools.count(first_step):
+            yield _tensors(step_batch(sampler, seed, step, rank, batch_size), pin_memory)
+    first = step_batch(sampler, seed, first_step, rank, batch_size)  # also shapes the slots
+    # The DataLoader asks for one new step per batch it returns, and for PREFETCH x workers
     # at the start, so while batch s is in use the steps being written are at most s + 1 ..
-    # s + 1 + prefetch x workers (the request for the next batch included): that many slots
+    # s + 1 + PREFETCH x workers (the request for the next batch included): that many slots
     # + 1 keep batch s untouched until the batch after s + 1 is asked for.
-    slots = SharedSlots(first, prefetch * workers + 2)
+    slots = SharedSlots(first, PREFETCH * workers + 2)
     loader = DataLoader(StepBatches(sampler, seed, rank, batch_size, slots), batch_size=None,
                         sampler=StepsFrom(first_step + 1), num_workers=int(workers),
-                        prefetch_factor=prefetch, persistent_workers=False)
+                        prefetch_factor=PREFETCH, persistent_workers=False)
     yield _tensors(first, pin_memory)
     tickets = iter(loader)
     try:
