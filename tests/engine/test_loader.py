@@ -12,7 +12,8 @@ import torch
 from contraseg.data.dataset import PatchSampler, build_augmentation
 from contraseg.data.train_case import TrainCase
 from contraseg.engine.config import AugmentConfig
-from contraseg.engine.loader import batches_from, step_batch
+from contraseg.engine import loader
+from contraseg.engine.loader import SharedSlots, batches_from, step_batch
 
 
 def toy_cases(n: int = 3) -> list[TrainCase]:
@@ -65,6 +66,28 @@ def test_no_slot_is_overwritten_before_its_batch_is_taken():
         time.sleep(float(lag.uniform(0, 0.03)))
         np.testing.assert_array_equal(batch["images"].numpy(),
                                       step_batch(base, 2, step, 0, 2)["images"], f"step {step}")
+    stream.close()
+
+
+def test_with_two_slots_workers_wait_until_the_batch_before_the_last_one_is_released(
+        monkeypatch):
+    """With as few slots as the caller holds batches, workers (of uneven speed, done out of
+    order) must wait for every slot: each batch still equals its step's and stays intact
+    until the batch after the next one is asked for."""
+    monkeypatch.setattr(loader, "SharedSlots", lambda example, count: SharedSlots(example, 2))
+    base = sampler()
+    uneven = UnevenSampler(base.cases, base.patch, 0.5, True, base.augment)
+    stream = batches_from(uneven, seed=3, rank=0, batch_size=2, first_step=0, workers=2)
+    previous = None
+    for step in range(16):
+        batch = next(stream)
+        np.testing.assert_array_equal(batch["images"].numpy(),
+                                      step_batch(base, 3, step, 0, 2)["images"], f"step {step}")
+        if previous is not None:
+            np.testing.assert_array_equal(previous["images"].numpy(),
+                                          step_batch(base, 3, step - 1, 0, 2)["images"],
+                                          f"step {step - 1} while {step} is in use")
+        previous = batch
     stream.close()
 
 

@@ -5,9 +5,12 @@
 N > 0 runs N torch DataLoader workers that prepare the next steps' batches while the model
 trains (nnU-Net runs several augmentation workers for the same reason: one process cannot
 augment 3D patches as fast as a GPU consumes them). The DataLoader's sampler yields step numbers
-from the first step to run, each worker computes whole batches, and batches come back in step
-order, so 0, 1 or N workers give the same batches, the same weights, and `--resume` replays a
-run exactly.
+from the first step to run and each worker computes whole batches. The loader hands a step to
+whichever worker has room and returns batches as they are done (`in_order=False`, torch >= 2.6);
+`batches_from` puts them back in step order, so 0, 1 or N workers give the same batches, the
+same weights, and `--resume` replays a run exactly. (In step order, with the steps dealt to the
+workers in turn, a worker that ran ahead of a slower one waited for it: on 2 cores one worker
+idled 3-30% of the time.)
 
 Workers hand batches over through shared-memory slots allocated once (`SharedSlots`), and send
 only the slot's number: passing each batch's tensors the DataLoader's way (a new shared segment
@@ -17,7 +20,9 @@ a quarter of the work of making it, which left 2 workers on 2 cores barely faste
 
 from __future__ import annotations
 
+import inspect
 import itertools
+import time
 from collections.abc import Generator, Iterator
 
 import numpy as np
@@ -26,10 +31,14 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from contraseg.data.dataset import PatchSampler
 
-# batches in flight per worker: a batch with rotations costs 2-3 times one without, and batches
-# come back in step order, so with the DataLoader's 2 a worker often idled behind the other
-# one's slow batch (2 workers: 1.5-1.6x one worker's patches/s; with 4: 1.65-1.7x)
+# batches in flight per worker: a batch with rotations costs 2-3 times one without, so with the
+# DataLoader's 2 a worker often idled behind the other one's slow batch
 PREFETCH = 4
+# a worker waiting for its slot to be free looks again after this many seconds
+SLOT_POLL_S = 0.0005
+# torch < 2.6 has no `in_order`: its loader returns steps in order, which is slower, not wrong
+_ANY_ORDER = ({"in_order": False} if "in_order" in inspect.signature(DataLoader).parameters
+              else {})
 
 
 def step_batch(sampler: PatchSampler, seed: int, step: int, rank: int, batch_size: int,
@@ -49,16 +58,38 @@ def step_batch(sampler: PatchSampler, seed: int, step: int, rank: int, batch_siz
 
 class SharedSlots:
     """Shared-memory buffers for `count` batches shaped like `example`. The batch of step s
-    goes to slot s % count: with `count` above the loader's batches in flight, a slot is
-    written again only after the training process is done with its batch (`batches_from`)."""
+    goes to slot s % count, and a worker writes it there only once the training process is
+    done with the slot's previous batch, s - count (`wait_for_slot`): the training process
+    publishes `in_use_from`, the first step whose batch it may still read."""
 
     def __init__(self, example: dict[str, np.ndarray], count: int):
+        if count < 2:
+            raise ValueError(f"SharedSlots needs at least 2 slots, got {count}")
         self.count = int(count)
         self.buffers = {key: torch.from_numpy(np.stack([np.asarray(value)] * self.count))
                         .share_memory_() for key, value in example.items()}
+        # [first step whose batch the training process may still read, 1 once it has stopped]
+        self.state = torch.zeros(2, dtype=torch.int64).share_memory_()
 
     def slot_of(self, step: int) -> int:
         return step % self.count
+
+    def release_before(self, step: int) -> None:
+        """The training process is done with the batches of the steps before `step`."""
+        self.state[0] = step
+
+    def close(self) -> None:
+        """The training process takes no more batches: waiting workers give up."""
+        self.state[1] = 1
+
+    def wait_for_slot(self, step: int) -> bool:
+        """Block until step's slot is free (its previous batch released); False if the
+        training process stopped taking batches meanwhile."""
+        while step - self.count >= int(self.state[0]):
+            if int(self.state[1]):
+                return False
+            time.sleep(SLOT_POLL_S)
+        return not int(self.state[1])
 
     def arrays(self, slot: int) -> dict[str, np.ndarray]:
         """The slot's buffers as numpy arrays (a worker writes the batch into them)."""
@@ -89,8 +120,9 @@ class StepBatches(Dataset):
     def __getitem__(self, step: int) -> dict[str, int]:
         step = int(step)
         slot = self.slots.slot_of(step)
-        step_batch(self.sampler, self.seed, step, self.rank, self.batch_size,
-                   out=self.slots.arrays(slot))
+        if self.slots.wait_for_slot(step):
+            step_batch(self.sampler, self.seed, step, self.rank, self.batch_size,
+                       out=self.slots.arrays(slot))
         return {"step": step, "slot": slot}
 
 
@@ -116,20 +148,24 @@ def batches_from(sampler: PatchSampler, *, seed: int, rank: int, batch_size: int
         for step in itertools.count(first_step):
             yield _tensors(step_batch(sampler, seed, step, rank, batch_size), pin_memory)
     first = step_batch(sampler, seed, first_step, rank, batch_size)  # also shapes the slots
-    # The DataLoader asks for one new step per batch it returns, and for PREFETCH x workers
-    # at the start, so while batch s is in use the steps being written are at most s + 1 ..
-    # s + 1 + PREFETCH x workers (the request for the next batch included): that many slots
-    # + 1 keep batch s untouched until the batch after s + 1 is asked for.
+    # one slot per batch in flight, and 2 for the batches the caller holds: workers then
+    # wait for a slot only when one of them ran far ahead of a slow step
     slots = SharedSlots(first, PREFETCH * workers + 2)
     loader = DataLoader(StepBatches(sampler, seed, rank, batch_size, slots), batch_size=None,
                         sampler=StepsFrom(first_step + 1), num_workers=int(workers),
-                        prefetch_factor=PREFETCH, persistent_workers=False)
+                        prefetch_factor=PREFETCH, persistent_workers=False, **_ANY_ORDER)
     yield _tensors(first, pin_memory)
     tickets = iter(loader)
+    done: dict[int, dict[str, int]] = {}  # tickets of steps that came back early
     try:
-        for ticket in tickets:
-            yield slots.take(ticket, pin_memory)
+        for step in itertools.count(first_step + 1):
+            slots.release_before(step - 1)  # the caller still holds the batch of step - 1
+            while step not in done:
+                ticket = next(tickets)
+                done[int(ticket["step"])] = ticket
+            yield slots.take(done.pop(step), pin_memory)
     finally:
+        slots.close()
         del tickets  # shuts the workers down now, not at garbage collection
 
 
