@@ -93,6 +93,12 @@ def test_bench_loader_reports_each_worker_count():
         if figures.get("peak_tree_pss_mb") is not None:  # Linux
             assert 0 < figures["peak_tree_pss_mb"] <= figures["peak_tree_rss_mb"]
     assert result["workers"]["0"]["speedup_vs_0"] == 1.0
+    assert "side_by_side" not in result["workers"]["0"]
+    ceiling = result["workers"]["1"]["side_by_side"]
+    assert _is_timing(ceiling["batches"], 2)
+    assert ceiling["patches_per_s"] == pytest.approx(3 * 2 / ceiling["batches"]["median_s"])
+    assert result["workers"]["1"]["vs_side_by_side"] == pytest.approx(
+        result["workers"]["1"]["patches_per_s"] / ceiling["patches_per_s"])
     # with a worker the tree holds one more process
     one = result["workers"]["1"].get("peak_tree_rss_mb")
     if one is not None:

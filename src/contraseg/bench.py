@@ -6,6 +6,7 @@ figure is the median of `repeats` runs, and the raw runs are kept beside it.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import platform
 import statistics
@@ -95,6 +96,41 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _side_by_side_share(sampler, seed: int, batch_size: int, share: int, processes: int,
+                        batches: int, barrier, results) -> None:
+    """One of `_side_by_side`'s processes: every `processes`-th step from `share`."""
+    from contraseg.engine.loader import step_batch
+
+    torch.set_num_threads(1)  # as in a DataLoader worker
+    for step in range(batches + share, batches + 2 * processes, processes):  # warm-up
+        step_batch(sampler, seed, step, 0, batch_size)
+    barrier.wait()
+    tick = time.perf_counter()
+    for step in range(share, batches, processes):
+        step_batch(sampler, seed, step, 0, batch_size)
+    results.put(time.perf_counter() - tick)
+
+
+def _side_by_side(sampler, seed: int, batch_size: int, processes: int, batches: int) -> float:
+    """Seconds for `processes` plain processes, started together, to make `batches` batches
+    between them, handing nothing over: the most `processes` loader workers could do on this
+    machine (side by side, processes share caches and memory bandwidth, so each runs slower
+    than one alone)."""
+    context = multiprocessing.get_context()
+    barrier, results = context.Barrier(processes), context.SimpleQueue()
+    shares = [context.Process(target=_side_by_side_share,
+                              args=(sampler, seed, batch_size, share, processes, batches,
+                                    barrier, results)) for share in range(processes)]
+    for process in shares:
+        process.start()
+    for process in shares:
+        process.join()
+        if process.exitcode:
+            raise RuntimeError(f"bench --target loader: a side-by-side process exited with "
+                               f"code {process.exitcode}")
+    return max(results.get() for _ in shares)
+
+
 def bench_loader(method: str = "unet", *, preset: str = "fast", cases: int = 8,
                  size: int = 128, workers: tuple[int, ...] = (0, 1, 2), batches: int = 120,
                  repeats: int = 3, overrides: list[str] | None = None) -> dict:
@@ -105,7 +141,9 @@ def bench_loader(method: str = "unet", *, preset: str = "fast", cases: int = 8,
     interleaved, after one untimed warm-up pass); the first batch's wait; and, in one more
     untimed loader per count, the peak memory of the process with its workers
     (`utils.memory.tree_memory_mb`: RSS summed, and PSS, which splits the pages forked workers
-    share). A method's per-case inputs (CLFC's pseudo-normals) are left out: they need a
+    share). For each count of 1 or more, `side_by_side`: as many plain processes making the
+    same batches with nothing handed over (`_side_by_side`, timed in the same rounds), the
+    ceiling of that many workers here; `vs_side_by_side` is the loader's share of it. A method's per-case inputs (CLFC's pseudo-normals) are left out: they need a
     trained generator, and are read like the image."""
     from contraseg.data.dataset import PatchSampler, build_augmentation
     from contraseg.engine.config import load_config
@@ -152,9 +190,13 @@ def bench_loader(method: str = "unet", *, preset: str = "fast", cases: int = 8,
             os.sync()  # the cache just written: its write-back must not compete with timings
         measure(0, seed=repeats)  # warm-up (page cache, allocator, lazy imports): untimed
         timings: dict[int, list[tuple[float, float]]] = {count: [] for count in workers}
+        ceilings: dict[int, list[float]] = {count: [] for count in workers if count}
         for repeat in range(repeats):  # interleaved, so slow spells of the machine hit all
             for count in workers:
                 timings[count].append(measure(count, seed=repeat))
+                if count:
+                    ceilings[count].append(_side_by_side(sampler, repeat, size_of_batch,
+                                                         count, batches))
         peaks: dict[int, dict[str, float]] = {}
         for count in workers:  # apart: reading /proc/PID/smaps_rollup slows what it measures
             with TreePeak() as peak:
@@ -168,6 +210,12 @@ def bench_loader(method: str = "unet", *, preset: str = "fast", cases: int = 8,
                 "batches": {"median_s": median, "runs_s": runs},
                 "first_batch_s": statistics.median(first for first, _ in timings[count]),
                 **{f"peak_tree_{k}_mb": v for k, v in peaks[count].items()}}
+            if count:
+                ceiling = statistics.median(ceilings[count])
+                result["workers"][str(count)]["side_by_side"] = {
+                    "patches_per_s": batches * size_of_batch / ceiling,
+                    "batches": {"median_s": ceiling, "runs_s": ceilings[count]}}
+                result["workers"][str(count)]["vs_side_by_side"] = ceiling / median
         result["main_peak_rss_mb"] = peak_rss_mb()
         base = result["workers"].get("0")
         if base:

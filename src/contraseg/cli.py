@@ -728,8 +728,11 @@ def bench(
                               f"({len(value['runs_s'])} runs)")
         for count, loader in figures.get("workers", {}).items():
             pss = loader.get("peak_tree_pss_mb")
+            ceiling = loader.get("side_by_side")
             console.print(f"{name:<11} {count} workers {loader['patches_per_s']:>8.1f} patches/s "
                           f"(x{loader['speedup_vs_0']:.2f})"
+                          + (f", {ceiling['patches_per_s']:.1f} side by side"
+                             if ceiling else "")
                           + (f", peak {pss:.0f} MiB (PSS)" if pss is not None else ""))
 
 
