@@ -105,6 +105,15 @@ def test_bench_loader_reports_each_worker_count():
         assert one > result["workers"]["0"]["peak_tree_rss_mb"]
 
 
+def test_bench_loader_reports_the_wait_of_a_step_beside_an_off_cpu_model():
+    result = bench_loader("unet", preset="tiny", cases=2, size=32, workers=(0, 1), batches=4,
+                          repeats=1, model_step_ms=5)
+    assert result["model_step_ms"] == 5
+    for figures in result["workers"].values():
+        wait = figures["wait_per_step_ms"]
+        assert 0 <= wait["median"] <= wait["max"] and 0 <= wait["mean"] <= wait["max"]
+
+
 def test_bench_loader_refuses_a_generator():
     with pytest.raises(ConfigError, match="segmentation method"):
         bench_loader("introvae", preset="tiny", cases=1, size=16)

@@ -131,9 +131,25 @@ def _side_by_side(sampler, seed: int, batch_size: int, processes: int, batches: 
     return max(results.get() for _ in shares)
 
 
+def _waits(stream, skip: int, steps: int, model_step_s: float) -> dict:
+    """Milliseconds each of `steps` steps waited for its batch from `stream` when the model
+    takes `model_step_s` per step (after `skip` steps of start-up); closes the stream."""
+    waits = []
+    for index in range(skip + steps):
+        tick = time.perf_counter()
+        next(stream)
+        if index >= skip:
+            waits.append(1000 * (time.perf_counter() - tick))
+        time.sleep(model_step_s)
+    stream.close()
+    return {"mean": statistics.mean(waits), "median": statistics.median(waits),
+            "max": max(waits)}
+
+
 def bench_loader(method: str = "unet", *, preset: str = "fast", cases: int = 8,
                  size: int = 128, workers: tuple[int, ...] = (0, 1, 2), batches: int = 120,
-                 repeats: int = 3, overrides: list[str] | None = None) -> dict:
+                 repeats: int = 3, overrides: list[str] | None = None,
+                 model_step_ms: float | None = None) -> dict:
     """The training data pipeline alone (`engine.loader`): batches of `method`'s preset (patch
     sampling from the on-disk cache, augmentation, subsets) from `cases` phantoms of `size`^3,
     with each number of `workers`. Per count: patches per second over `batches` batches after
@@ -143,7 +159,10 @@ def bench_loader(method: str = "unet", *, preset: str = "fast", cases: int = 8,
     (`utils.memory.tree_memory_mb`: RSS summed, and PSS, which splits the pages forked workers
     share). For each count of 1 or more, `side_by_side`: as many plain processes making the
     same batches with nothing handed over (`_side_by_side`, timed in the same rounds), the
-    ceiling of that many workers here; `vs_side_by_side` is the loader's share of it. A method's per-case inputs (CLFC's pseudo-normals) are left out: they need a
+    ceiling of that many workers here; `vs_side_by_side` is the loader's share of it. With
+    `model_step_ms`, `wait_per_step_ms`: how long a step waited for its batch when the model
+    takes that long per step without using the CPU (a sleep: a model on a GPU), over `batches`
+    steps after the workers' first. A method's per-case inputs (CLFC's pseudo-normals) are left out: they need a
     trained generator, and are read like the image."""
     from contraseg.data.dataset import PatchSampler, build_augmentation
     from contraseg.engine.config import load_config
@@ -216,6 +235,13 @@ def bench_loader(method: str = "unet", *, preset: str = "fast", cases: int = 8,
                     "patches_per_s": batches * size_of_batch / ceiling,
                     "batches": {"median_s": ceiling, "runs_s": ceilings[count]}}
                 result["workers"][str(count)]["vs_side_by_side"] = ceiling / median
+        if model_step_ms is not None:
+            result["model_step_ms"] = model_step_ms
+            for count in workers:
+                result["workers"][str(count)]["wait_per_step_ms"] = _waits(
+                    batches_from(sampler, seed=repeats + 2, rank=0, batch_size=size_of_batch,
+                                 first_step=0, workers=count), 2 * count + 1, batches,
+                    model_step_ms / 1000)
         result["main_peak_rss_mb"] = peak_rss_mb()
         base = result["workers"].get("0")
         if base:
@@ -365,7 +391,7 @@ def run_method_bench(name: str, **kwargs) -> dict:
 
 
 def run_bench(targets: list[str], repeats: int, *, method: str = "unet", preset: str = "fast",
-              overrides: list[str] | None = None) -> dict:
+              overrides: list[str] | None = None, model_step_ms: float | None = None) -> dict:
     """Run the named targets (`loader`: for `method`'s `preset` with `overrides`); the result
     states the machine it ran on."""
     unknown = sorted(set(targets) - set(TARGETS))
@@ -375,7 +401,8 @@ def run_bench(targets: list[str], repeats: int, *, method: str = "unet", preset:
         raise ConfigError("--repeats must be at least 1")
     runners = {"metrics": bench_metrics, "phantom": bench_phantom, "preprocess": bench_preprocess,
                "loader": lambda repeats: bench_loader(method, preset=preset, repeats=repeats,
-                                                      overrides=overrides)}
+                                                      overrides=overrides,
+                                                      model_step_ms=model_step_ms)}
     return {
         "contraseg": __version__,
         "machine": machine(),

@@ -696,6 +696,11 @@ def bench(
         list[str] | None,
         typer.Option("--set", help="Override a setting of the preset: key=value (repeat)."),
     ] = None,
+    model_step_ms: Annotated[
+        float | None,
+        typer.Option(min=0, help="loader: also how long a step waits for its batch when the "
+                     "model takes this many ms per step off the CPU (as on a GPU)."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Timings as JSON. With `--method`: training step time and voxels/s, inference on one
@@ -716,7 +721,8 @@ def bench(
                                   infer=infer, overrides=list(overrides or []))
     else:
         result = run_bench(list(target or DEFAULT_TARGETS), repeats, method=method or "unet",
-                           preset=preset, overrides=list(overrides or []))
+                           preset=preset, overrides=list(overrides or []),
+                           model_step_ms=model_step_ms)
     if as_json:
         print(dumps(result))
         return
@@ -733,6 +739,8 @@ def bench(
                           f"(x{loader['speedup_vs_0']:.2f})"
                           + (f", {ceiling['patches_per_s']:.1f} side by side"
                              if ceiling else "")
+                          + (f", a step waits {loader['wait_per_step_ms']['mean']:.1f} ms"
+                             if "wait_per_step_ms" in loader else "")
                           + (f", peak {pss:.0f} MiB (PSS)" if pss is not None else ""))
 
 
