@@ -707,7 +707,8 @@ def bench(
     240x240x155 case (all modalities, and all 15 subsets in one pass), peak memory, parameter
     count. Without: the foundation pieces (metrics, phantom, preprocessing). `--target loader`:
     patches per second of the training data pipeline alone (cache reads, augmentation) for
-    --method's --preset with 0, 1 and 2 workers, and peak memory.
+    --method's --preset with 0, 1 and 2 workers, beside as many plain processes making the same
+    batches (the machine's ceiling), and peak memory.
 
     Example: `contraseg bench --method rfnet --device cpu --patch 64 --batch 2 --json`;
     `contraseg bench --method dc-seg --preset paper --set model.checkpointing=true --no-infer`;
