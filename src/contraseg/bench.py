@@ -162,8 +162,8 @@ def bench_loader(method: str = "unet", *, preset: str = "fast", cases: int = 8,
     ceiling of that many workers here; `vs_side_by_side` is the loader's share of it. With
     `model_step_ms`, `wait_per_step_ms`: how long a step waited for its batch when the model
     takes that long per step without using the CPU (a sleep: a model on a GPU), over `batches`
-    steps after the workers' first. A method's per-case inputs (CLFC's pseudo-normals) are left out: they need a
-    trained generator, and are read like the image."""
+    steps after the workers' first. A method's per-case inputs (CLFC's pseudo-normals) are left
+    out: they need a trained generator, and are read like the image."""
     from contraseg.data.dataset import PatchSampler, build_augmentation
     from contraseg.engine.config import load_config
     from contraseg.engine.loader import batches_from

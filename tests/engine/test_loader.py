@@ -11,8 +11,8 @@ import torch
 
 from contraseg.data.dataset import PatchSampler, build_augmentation
 from contraseg.data.train_case import TrainCase
-from contraseg.engine.config import AugmentConfig
 from contraseg.engine import loader
+from contraseg.engine.config import AugmentConfig
 from contraseg.engine.loader import SharedSlots, batches_from, step_batch
 
 

@@ -60,7 +60,7 @@ class SharedSlots:
     """Shared-memory buffers for `count` batches shaped like `example`. The batch of step s
     goes to slot s % count, and a worker writes it there only once the training process is
     done with the slot's previous batch, s - count (`wait_for_slot`): the training process
-    publishes `in_use_from`, the first step whose batch it may still read."""
+    publishes the first step whose batch it may still read (`release_before`)."""
 
     def __init__(self, example: dict[str, np.ndarray], count: int):
         if count < 2:
