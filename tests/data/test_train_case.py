@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from contraseg.data.cache import CaseCache
 from contraseg.data.dataset import PatchSampler, build_augmentation
@@ -21,6 +22,7 @@ from contraseg.data.train_case import (
     to_train_case,
 )
 from contraseg.engine.config import AugmentConfig
+from contraseg.engine.generator import add_case_inputs
 
 # the run's modality list holds one the cases lack: its channel must stay zero
 MODALITIES = ("t1", "t1c", "t2", "flair", "adc")
@@ -144,3 +146,45 @@ def test_read_patch_refuses_a_window_outside_the_volume(tmp_path):
     np.save(tmp_path / "a.npy", np.zeros((2, 10, 10, 10), np.float32))
     with pytest.raises(ValueError, match="does not fit"):
         read_patch(tmp_path / "a.npy", (5, 0, 0), (8, 8, 8))
+
+
+class _CaseInputs(torch.nn.Module):
+    """A stand-in for a method with per-case inputs (CLFC's pseudo-normals): twice the image."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.ones(1))
+
+    def case_inputs_fingerprint(self) -> str:
+        return "twice"
+
+    def case_inputs(self, image, present):
+        return image * 2
+
+
+def test_case_inputs_of_disk_cases_are_read_back_without_reading_the_images(
+        dataset, tmp_path, monkeypatch):
+    """A second run finds each case's inputs by its cache entry: it reads no image, and gets
+    the values computed from that case (the in-memory case, keyed by its array, agrees)."""
+    _, spec = dataset
+    pairs = disk_and_memory(spec, tmp_path / "cache")
+    method = _CaseInputs()
+    add_case_inputs(method, [disk for disk, _ in pairs], tmp_path / "cache")
+    files = sorted((tmp_path / "cache" / "case-inputs").glob("*.npy"))
+    assert len(files) == len(pairs)
+
+    def no_read(self):
+        raise AssertionError(f"{self.case_id}: the image was read")
+
+    monkeypatch.setattr(DiskCase, "image", property(no_read))
+    again = disk_and_memory(spec, tmp_path / "cache")
+    add_case_inputs(method, [disk for disk, _ in again], tmp_path / "cache")
+    assert sorted((tmp_path / "cache" / "case-inputs").glob("*.npy")) == files
+    monkeypatch.undo()
+    for disk, memory in again:
+        assert disk.case_inputs in files
+        np.testing.assert_array_equal(np.load(disk.case_inputs), 2 * memory.image)
+    memory_cases = [memory for _, memory in again]
+    add_case_inputs(method, memory_cases, tmp_path / "cache")
+    for memory in memory_cases:
+        np.testing.assert_array_equal(memory.case_inputs, 2 * memory.image)

@@ -111,6 +111,12 @@ class TrainCase:
         """The method's per-case inputs, from the .npy file `path`."""
         self.case_inputs = np.load(path)
 
+    def content_key(self) -> str:
+        """Identifies the image the case presents and its modalities: a digest of the array."""
+        digest = hashlib.sha1(np.ascontiguousarray(self.image).tobytes())
+        digest.update(self.present.tobytes())
+        return digest.hexdigest()
+
 
 class DiskCase:
     """One case read from its cache entry a patch at a time (see the module docstring); labels
@@ -172,6 +178,12 @@ class DiskCase:
     def attach_inputs(self, path: Path) -> None:
         """The method's per-case inputs: the .npy file `path`, read a patch at a time."""
         self.case_inputs = Path(path)
+
+    def content_key(self) -> str:
+        """Identifies the image the case presents and its modalities without reading it: the
+        entry's name holds the cache key (inputs, settings, stored type, version), and the
+        run's modality layout places its channels."""
+        return json.dumps([self.entry.name, self.slots.tolist(), len(self.present)])
 
     def _layout(self, stored: np.ndarray) -> np.ndarray:
         if np.array_equal(self.slots, np.arange(len(self.present))):  # already the run's order

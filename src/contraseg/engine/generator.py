@@ -170,8 +170,9 @@ def load_generator_weights(method: Method, weights: dict[str, torch.Tensor]) -> 
 
 def add_case_inputs(method: Method, cases: list[Case], cache_dir: Path) -> None:
     """Compute each case's `case_inputs` once (on the method's device) and keep it with the
-    case; files in `cache_dir/case-inputs` keyed by the method's fingerprint and the case's
-    preprocessed image make a second run (another fold, another seed) read them back."""
+    case. Files in `cache_dir/case-inputs`, keyed by the method's fingerprint and the case's
+    `content_key`, let a later run (another fold, another seed) read them back; for a case read
+    from the case cache that key is its entry, so such a run reads none of the images."""
     fingerprint = method.case_inputs_fingerprint()
     if fingerprint is None:
         return
@@ -180,12 +181,10 @@ def add_case_inputs(method: Method, cases: list[Case], cache_dir: Path) -> None:
     device = next(method.parameters()).device
     for case in cases:
         digest = hashlib.sha1(fingerprint.encode())
-        image = np.ascontiguousarray(case.image)  # a disk case reads it whole: read it once
-        digest.update(image.tobytes())
-        digest.update(case.present.tobytes())
+        digest.update(case.content_key().encode())
         path = folder / f"{digest.hexdigest()}.npy"
         if not path.is_file():
-            image = torch.from_numpy(image)[None].to(device)
+            image = torch.from_numpy(np.ascontiguousarray(case.image))[None].to(device)
             present = torch.from_numpy(case.present)[None].to(device)
             with torch.inference_mode():
                 values = method.case_inputs(image, present)
