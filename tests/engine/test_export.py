@@ -4,10 +4,12 @@ every kind of method (concatenating, per-modality encoders, per-case inputs, 2D)
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -15,7 +17,7 @@ from contraseg.data.io import load_case
 from contraseg.data.layouts import discover
 from contraseg.data.phantom import write_phantom
 from contraseg.data.preprocess import preprocess
-from contraseg.engine.export import export_run, read_metadata
+from contraseg.engine.export import WindowModel, example_inputs, export_run, read_metadata
 from contraseg.engine.infer import Predictor, window_size, with_case_inputs
 from contraseg.engine.runs import start_training
 from contraseg.errors import ConfigError
@@ -70,6 +72,56 @@ def test_the_exported_network_gives_the_runs_logits(tmp_path, phantom, method):
     assert meta["method"] == method and meta["modalities"] == list(predictor.modalities)
     assert meta["extra_channels"] == window.shape[1] - len(predictor.modalities)
     assert meta["label_convention"]["class_names"][0] == "background"
+
+
+@pytest.mark.parametrize("method", ["unet", "rfnet"])
+def test_the_onnx_file_gives_the_runs_logits_alone_and_batched(tmp_path, phantom, method):
+    """One self-contained file (no weights file left beside it), its metadata, and in
+    onnxruntime the run's logits on every pattern, at batch 1 and 2 (the batch is dynamic)."""
+    onnx = pytest.importorskip("onnx", reason="the onnx extra is not installed")
+    onnxruntime = pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    run = tiny_run(tmp_path / "runs", phantom, method)
+    out = export_run(run, tmp_path / "out" / f"{method}.onnx", "onnx")
+    assert sorted(p.name for p in out.parent.iterdir()) == [f"{method}.onnx"]
+    meta = json.loads({p.key: p.value for p in onnx.load(str(out)).metadata_props}["contraseg"])
+    assert meta["method"] == method and meta["batch"] == "any"
+    predictor, window = phantom_window(run, phantom, meta["window"])
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    model = predictor.method.float().to(memory_format=torch.contiguous_format)
+    masks = torch.tensor([availability(p, predictor.modalities) for p in PATTERNS])
+    images = window.expand(len(PATTERNS), *window.shape[1:]).contiguous()
+    with torch.no_grad():
+        expected = model(images, masks)
+    for rows in ([0], [1], [1, 2]):
+        got = session.run(None, {"image": images[rows].numpy(), "available": masks[rows].numpy()})
+        assert got[0].shape == tuple(expected[rows].shape)
+        assert np.abs(got[0] - expected[rows].numpy()).max() < 1e-4 * max(
+            1.0, expected.abs().max().item()), rows
+
+
+def test_an_onnx_model_that_differs_from_the_run_is_refused(tmp_path, phantom):
+    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    from contraseg.engine.export import _check_onnx
+
+    run = tiny_run(tmp_path, phantom, "unet")
+    out = export_run(run, tmp_path / "unet.onnx", "onnx")
+    import onnx
+
+    method = Predictor.from_run(run, device="cpu").method.float()
+    examples = example_inputs(method, tuple(read_onnx_window(onnx, out)), [("flair",)], 0)
+    with torch.no_grad():
+        _check_onnx(onnx.load(str(out)), WindowModel(method).eval(), examples, {"method": "unet"},
+                    1e-4)  # the run itself: accepted
+        for parameter in method.parameters():
+            parameter.add_(0.05)
+        with pytest.raises(ConfigError, match="the ONNX model differs from the run"):
+            _check_onnx(onnx.load(str(out)), WindowModel(method).eval(), examples,
+                        {"method": "unet"}, 1e-4)
+
+
+def read_onnx_window(onnx, path: Path) -> list[int]:
+    props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    return json.loads(props["contraseg"])["window"]
 
 
 def test_export_refuses_a_format_it_cannot_write(tmp_path, phantom):
