@@ -125,8 +125,8 @@ def _onnx(model: WindowModel, examples, metadata: dict, out: Path, atol: float) 
         raise ConfigError("--format onnx needs the onnx package (pip install "
                           "'contraseg[onnx]'); --format torchscript needs nothing more") from None
     # traced at batch 2: an example batch of 1 would let the exporter fix the batch at 1
-    batch = (torch.cat([examples[0][0], examples[-1][0]]),
-             torch.cat([examples[0][1], examples[-1][1]]))
+    batch = (torch.cat([examples[0][0], examples[1][0]]),
+             torch.cat([examples[0][1], examples[1][1]]))
     metadata = {**metadata, "batch": "any"}
     # the exporter may write the weights to a second file beside the model: export into a
     # scratch folder, and write one self-contained file (models here are far below 2 GB)
@@ -140,7 +140,7 @@ def _onnx(model: WindowModel, examples, metadata: dict, out: Path, atol: float) 
         proto = onnx.load(str(exported))  # with the weights, wherever the exporter put them
     entry = proto.metadata_props.add()
     entry.key, entry.value = "contraseg", json.dumps(metadata)
-    _check_onnx(proto, model, examples, metadata, max(atol, ONNX_ATOL))
+    _check_onnx(proto, model, [*examples, batch], metadata, max(atol, ONNX_ATOL))
     with atomic_path(out) as tmp:
         onnx.save(proto, str(tmp))
     return out
@@ -162,18 +162,16 @@ def _quiet_onnx_exporter():
 
 
 def _check_onnx(proto, model: WindowModel, examples, metadata: dict, atol: float) -> None:
-    """Compare the ONNX model with the eager one on every availability pattern, and on a batch
-    of two, when onnxruntime is installed (its kernels are not torch's: the tolerance scales
-    with the logits' size)."""
+    """Compare the ONNX model with the eager one on each (image, available) of `examples`
+    (every availability pattern, and a batch of two) when onnxruntime is installed (its
+    kernels are not torch's: the tolerance scales with the logits' size)."""
     try:
         import onnxruntime
     except ImportError:
         return
     session = onnxruntime.InferenceSession(proto.SerializeToString(),
                                            providers=["CPUExecutionProvider"])
-    pairs = [(torch.cat([examples[0][0], image]), torch.cat([examples[0][1], available]))
-             for image, available in examples[1:2]]  # and one batch of 2
-    for image, available in [*examples, *pairs]:
+    for image, available in examples:
         expected = model(image, available)
         got = session.run(None, {"image": image.numpy(), "available": available.numpy()})[0]
         difference = (torch.from_numpy(got) - expected).abs().max().item()

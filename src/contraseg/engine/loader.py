@@ -103,9 +103,7 @@ class SharedSlots:
         views = {key: buffer[slot] for key, buffer in self.buffers.items()}
         if not pin_memory:
             return views
-        # numpy copies in this thread: torch's copy_ would wake its OpenMP threads, which then
-        # spin-wait on the cores the workers need
-        return _tensors({key: view.numpy().copy() for key, view in views.items()}, True)
+        return {key: view.pin_memory() for key, view in views.items()}  # pinning copies
 
 
 class StepBatches(Dataset):
