@@ -106,6 +106,14 @@ class InferConfig:
 
 
 @dataclass
+class LogConfig:
+    """What a run writes beside its log.jsonl for people to look at (nothing it needs)."""
+
+    curves: bool = True  # progress.png, redrawn while training (evaluate's report shows it)
+    tensorboard: bool = True  # tensorboard/ event files of every logged value
+
+
+@dataclass
 class TrainConfig:
     method: str
     preset: str = "paper"
@@ -115,6 +123,7 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     infer: InferConfig = field(default_factory=InferConfig)
+    log: LogConfig = field(default_factory=LogConfig)
     epochs: int = 300
     iters_per_epoch: int = 150
     # minutes of training to fit the schedule to: the first steps are timed and `epochs` is

@@ -56,13 +56,16 @@ def progress_figure(records: list[dict], path: Path, title: str = "") -> Path:
 
 class CurvePainter:
     """Redraws RUN/progress.png from RUN/log.jsonl: at most every REDRAW_SECONDS during
-    training, always at the end."""
+    training, always at the end; never when not `enabled` (`--set log.curves=false`)."""
 
-    def __init__(self, run: Path, title: str, every: float = REDRAW_SECONDS):
-        self.run, self.title, self.every = Path(run), title, every
+    def __init__(self, run: Path, title: str, every: float = REDRAW_SECONDS,
+                 enabled: bool = True):
+        self.run, self.title, self.every, self.enabled = Path(run), title, every, enabled
         self.drawn = float("-inf")
 
     def __call__(self, final: bool = False) -> Path | None:
+        if not self.enabled:
+            return None
         now = time.monotonic()
         if not final and now - self.drawn < self.every:
             return None

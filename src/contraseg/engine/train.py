@@ -10,9 +10,9 @@ any number of workers. The cases stay in the on-disk cache, read a patch at a ti
 
 The run folder: config.yaml (resolved), run.json (data, split, modalities, convention, status),
 log.jsonl (one line per epoch: loss terms, the method's monitored values, validation, the mean
-time a step waited for its batch),
-tensorboard/, checkpoints/last.pt and, when the run validates, best.pt (no validation, no
-best.pt: `--which auto` then evaluates the last weights).
+time a step waited for its batch), checkpoints/last.pt and, when the run validates, best.pt (no
+validation, no best.pt: `--which auto` then evaluates the last weights); for people to look at,
+progress.png and tensorboard/ (`log.curves`, `log.tensorboard`: off skips drawing and writing).
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ from contraseg.utils.fs import atomic_path
 from contraseg.utils.memory import peak_rss_mb
 
 # settings a resumed run may change (a section, or one key of it: workers change no batch)
-RESUMABLE_CHANGES = {"epochs", "val_every", "checkpoint_every", "device", "data.workers"}
+RESUMABLE_CHANGES = {"epochs", "val_every", "checkpoint_every", "device", "data.workers", "log"}
 BUDGET_CALIBRATION_STEPS = 20  # steps timed to fit a budget (the first 3 warm up, not counted)
 BUDGET_MARGIN = 1.03  # per-step time x this: epoch ends and checkpoints cost a little too
 
@@ -227,7 +227,8 @@ class Trainer:
                                "tests): its pseudo-normal is noise; give --set normal_run="
                                "VAE_RUN (an introvae run)", highlight=False)
         self.config = config
-        self.curves = CurvePainter(self.out, f"{config.method} ({config.preset} preset)")
+        self.curves = CurvePainter(self.out, f"{config.method} ({config.preset} preset)",
+                                   enabled=config.log.curves)
         self.amp = distributed.resolve_amp(config.amp, self.ctx.device)  # `auto` resolved
         entry = get_entry(config.method)
         make_config(config.method, config.model)
@@ -604,7 +605,7 @@ class Trainer:
         return info
 
     def _log_scalars(self, values: dict[str, float]) -> None:
-        if not self.ctx.is_main:
+        if not (self.ctx.is_main and self.config.log.tensorboard):
             return
         if self.writer is None:
             from torch.utils.tensorboard import SummaryWriter
