@@ -1,11 +1,16 @@
 # Two entry points: `make demo` and `make test`. Both create .venv and install into it.
+# `make test` is the quick suite to run after every change; `make test-all` (CI) adds the slow
+# checks (real-scan training, DDP, ONNX, signals, memory scale). Both spread the tests over
+# TEST_WORKERS processes (pytest-xdist; default: the cores, at most 4).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt
 DEMO_OUT ?= demo-out
+TEST_WORKERS ?= $(shell $(PYTHON) -c "import os; print(min(4, len(os.sched_getaffinity(0))))")
+PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
-.PHONY: demo test test-slow lint clean
+.PHONY: demo test test-all test-slow coverage lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,13 +27,20 @@ demo: $(VENV)/.core
 	$(BIN)/contraseg demo --out $(DEMO_OUT)
 
 test: $(VENV)/.test
-	$(BIN)/python -m pytest -m "not slow"
+	$(PYTEST) -m "not slow"
+
+test-all: $(VENV)/.test
+	$(PYTEST)
 
 test-slow: $(VENV)/.test
-	$(BIN)/python -m pytest -m slow
+	$(PYTEST) -m slow
+
+# line coverage of src/ over the whole suite (terminal table and coverage.json)
+coverage: $(VENV)/.test
+	$(PYTEST) --cov --cov-report=term --cov-report=json
 
 lint: $(VENV)/.test
 	$(BIN)/ruff check src tests
 
 clean:
-	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache
+	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .coverage coverage.json

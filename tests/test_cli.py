@@ -1,32 +1,24 @@
-"""The command line as a user runs it: real processes, exit codes, what reaches the terminal."""
+"""The command line as a user runs it: exit codes, what reaches stdout and stderr. Most verbs run
+in the test process (tests/runners.py); the entry point and the exit code a shell sees are checked
+on real processes."""
 
 from __future__ import annotations
 
 import csv
 import gzip
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 
-from tests.conftest import REPO
+from tests.runners import CliResult, cli, cli_process
 
 SHAPE = (12, 10, 8)
 
 
-def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "contraseg", *args], capture_output=True, text=True, cwd=cwd,
-        env={**__import__("os").environ, "COLUMNS": "120",
-             "PYTHONPATH": str(REPO / "src")},
-    )
-
-
-def one_line_error(result: subprocess.CompletedProcess, *needles: str) -> str:
+def one_line_error(result: CliResult, *needles: str) -> str:
     """Assert exit 1, no traceback, and a single error line that contains every needle."""
     assert result.returncode == 1, result.stdout + result.stderr
     assert "Traceback" not in result.stderr + result.stdout
@@ -62,13 +54,14 @@ def brats2023_case(root: Path, case: str = "BraTS-GLI-00000-000", skip: str = ""
      ["predict"], ["evaluate"], ["compare"], ["methods"], ["export"], ["pretrain"], ["normal"]],
 )
 def test_every_verb_has_help_with_an_example(verb):
-    result = run(*verb, "--help")
+    result = cli(*verb, "--help")
     assert result.returncode == 0
     assert "Example" in result.stdout
 
 
 def test_version():
-    result = run("--version")
+    """The entry point as a shell starts it: `python -m contraseg`."""
+    result = cli_process("--version")
     assert result.returncode == 0 and result.stdout.startswith("contraseg ")
 
 
@@ -78,7 +71,7 @@ def test_score_json_reproduces_published_values(shared_data):
     with open(root / "published_global_metrics.csv") as f:
         published = list(csv.DictReader(f))
     for case in ("BraTS-MET-00132-000", "BraTS-MET-00630-001"):
-        result = run("score", "--pred", str(root / "pred" / f"{case}.nii.gz"),
+        result = cli("score", "--pred", str(root / "pred" / f"{case}.nii.gz"),
                      "--ref", str(root / "ref" / f"{case}-seg.nii.gz"),
                      "--labels", "brats2023", "--json")
         assert result.returncode == 0, result.stderr
@@ -96,7 +89,7 @@ def test_score_json_reproduces_published_values(shared_data):
 
 def test_score_nan_policy_gives_strict_json(tmp_path):
     empty = save(tmp_path / "empty.nii.gz", np.zeros(SHAPE, np.uint8))
-    result = run("score", "--pred", str(empty), "--ref", str(empty), "--empty", "nan", "--json")
+    result = cli("score", "--pred", str(empty), "--ref", str(empty), "--empty", "nan", "--json")
     assert result.returncode == 0, result.stderr
     scores = json.loads(result.stdout)  # would raise on a bare NaN
     assert scores["regions"]["ET"]["dice"] is None
@@ -107,7 +100,7 @@ def test_score_text_table(tmp_path):
     seg = np.zeros(SHAPE, np.uint8)
     seg[2:6, 2:6, 2:6] = 1
     ref = save(tmp_path / "ref.nii.gz", seg)
-    result = run("score", "--pred", str(ref), "--ref", str(ref))
+    result = cli("score", "--pred", str(ref), "--ref", str(ref))
     assert result.returncode == 0
     assert "dice" in result.stdout and "1.0000" in result.stdout
 
@@ -118,20 +111,20 @@ def test_score_truncated_file(tmp_path):
     good = save(tmp_path / "good.nii.gz", np.zeros(SHAPE, np.uint8))
     cut = tmp_path / "cut.nii.gz"
     cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
-    one_line_error(run("score", "--pred", str(cut), "--ref", str(good)), str(cut), "corrupt")
+    one_line_error(cli("score", "--pred", str(cut), "--ref", str(good)), str(cut), "corrupt")
 
 
 def test_score_not_a_nifti(tmp_path):
     good = save(tmp_path / "good.nii.gz", np.zeros(SHAPE, np.uint8))
     fake = tmp_path / "fake.nii.gz"
     fake.write_bytes(gzip.compress(b"this is a text file, not an image"))
-    one_line_error(run("score", "--pred", str(fake), "--ref", str(good)), str(fake))
+    one_line_error(cli("score", "--pred", str(fake), "--ref", str(good)), str(fake))
 
 
 def test_score_shape_mismatch(tmp_path):
     a = save(tmp_path / "a.nii.gz", np.zeros(SHAPE, np.uint8))
     b = save(tmp_path / "b.nii.gz", np.zeros((12, 10, 9), np.uint8))
-    one_line_error(run("score", "--pred", str(a), "--ref", str(b)), str(a), "shape")
+    one_line_error(cli("score", "--pred", str(a), "--ref", str(b)), str(a), "shape")
 
 
 def test_score_unknown_label_values(tmp_path):
@@ -139,19 +132,19 @@ def test_score_unknown_label_values(tmp_path):
     seg[0, 0, 0] = 4  # 4 is not a BraTS 2023 value
     bad = save(tmp_path / "bad.nii.gz", seg)
     good = save(tmp_path / "good.nii.gz", np.zeros(SHAPE, np.uint8))
-    one_line_error(run("score", "--pred", str(bad), "--ref", str(good), "--labels", "brats2023"),
+    one_line_error(cli("score", "--pred", str(bad), "--ref", str(good), "--labels", "brats2023"),
                    str(bad), "[4]")
 
 
 def test_score_missing_file(tmp_path):
     good = save(tmp_path / "good.nii.gz", np.zeros(SHAPE, np.uint8))
-    one_line_error(run("score", "--pred", str(tmp_path / "nope.nii.gz"), "--ref", str(good)),
+    one_line_error(cli("score", "--pred", str(tmp_path / "nope.nii.gz"), "--ref", str(good)),
                    "nope.nii.gz")
 
 
 def test_score_bad_option_value(tmp_path):
     good = save(tmp_path / "good.nii.gz", np.zeros(SHAPE, np.uint8))
-    one_line_error(run("score", "--pred", str(good), "--ref", str(good), "--hd95", "max"),
+    one_line_error(cli("score", "--pred", str(good), "--ref", str(good), "--hd95", "max"),
                    "hd95")
 
 
@@ -166,40 +159,60 @@ def test_score_bad_option_value(tmp_path):
 def test_usage_errors_are_one_line_and_exit_1(args, needles):
     """typer's own errors (unknown verb or option, a value out of range, a missing option)
     read like every other mistake: one line, exit 1, no box."""
-    line = one_line_error(run(*args), *needles)
+    line = one_line_error(cli(*args), *needles)
     assert line.startswith("error: ") and "╭" not in line
+
+
+def test_a_shell_sees_exit_1_and_one_line_from_a_real_process(tmp_path):
+    """Usage errors and bad input, in a real process: the exit code and the stderr that a
+    shell or a pipeline sees (the other tests run the verbs in the test process)."""
+    one_line_error(cli_process("train", "--nosuch", "1"), "contraseg train", "--nosuch")
+    one_line_error(cli_process("score", "--pred", str(tmp_path / "nope.nii.gz"), "--ref",
+                               str(tmp_path / "ref.nii.gz")), "nope.nii.gz")
 
 
 def test_misleading_mistakes_say_what_is_wrong(tmp_path):
     """A YAML file as --run, a misspelt method, an image as a reference label map."""
     config = tmp_path / "config.yaml"
     config.write_text("method: unet\n")
-    one_line_error(run("predict", "--run", str(config), "--out", str(tmp_path / "s.nii.gz"),
+    one_line_error(cli("predict", "--run", str(config), "--out", str(tmp_path / "s.nii.gz"),
                        "--t1c", str(config)), "config.yaml: not a checkpoint")
-    line = one_line_error(run("train", "--method", "unte", "--data", str(tmp_path),
+    line = one_line_error(cli("train", "--method", "unte", "--data", str(tmp_path),
                               "--out", str(tmp_path / "r")), "unknown method 'unte'", "rfnet")
     assert line.endswith("did you mean 'unet'?") and "configs/" not in line
     rng = np.random.default_rng(0)
     image = save(tmp_path / "t1c.nii.gz", rng.integers(0, 1000, SHAPE).astype(np.int16))
     label = save(tmp_path / "seg.nii.gz", np.zeros(SHAPE, np.uint8))
-    line = one_line_error(run("score", "--pred", str(label), "--ref", str(image)),
+    line = one_line_error(cli("score", "--pred", str(label), "--ref", str(image)),
                           "t1c.nii.gz", "this looks like an image, not a label map")
     assert len(line) < 200
-    one_line_error(run("predict", "--run", str(tmp_path / "r"), "--out", str(tmp_path / "s.nii.gz"),
+    one_line_error(cli("predict", "--run", str(tmp_path / "r"), "--out", str(tmp_path / "s.nii.gz"),
                        "--which", "bset", "--t1c", str(image)),
                    "--which 'bset': expected one of auto, best, last")
     zscored = save(tmp_path / "z.nii.gz", rng.normal(size=SHAPE).astype(np.float32))
-    one_line_error(run("score", "--pred", str(label), "--ref", str(zscored)),
+    one_line_error(cli("score", "--pred", str(label), "--ref", str(zscored)),
                    "z.nii.gz", "non-integral", "this looks like an image")
 
 
+def test_in_process_a_crash_reads_as_it_would_from_a_process(monkeypatch):
+    """tests/runners.cli shows an uncaught exception as the interpreter would (a traceback on
+    stderr, exit 1), so the "no traceback" checks of in-process calls can fail."""
+    def broken():
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr("contraseg.models.registry.list_methods", broken)
+    result = cli("methods")
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr and "RuntimeError: a bug" in result.stderr
+
+
 def test_no_arguments_print_the_help_without_an_error():
-    result = run()
+    result = cli_process()
     assert result.returncode == 0 and "Usage:" in result.stdout and "predict" in result.stdout
     assert not result.stderr.strip()
 
 
-def problems(result: subprocess.CompletedProcess) -> list[str]:
+def problems(result: CliResult) -> list[str]:
     assert result.returncode == 1, result.stdout + result.stderr
     assert "Traceback" not in result.stderr + result.stdout
     return [line for line in result.stdout.splitlines() if line.startswith("problem:")]
@@ -207,7 +220,7 @@ def problems(result: subprocess.CompletedProcess) -> list[str]:
 
 def test_check_clean_dataset_passes(tmp_path):
     brats2023_case(tmp_path)
-    result = run("data", "check", str(tmp_path))
+    result = cli("data", "check", str(tmp_path))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no problems found" in result.stdout
 
@@ -231,7 +244,7 @@ def test_check_reports_each_problem_with_its_file(tmp_path):
     t1c = cut_case / "BraTS-GLI-00007-000-t1c.nii.gz"
     t1c.write_bytes(t1c.read_bytes()[:100])
 
-    found = problems(run("data", "check", str(tmp_path)))
+    found = problems(cli("data", "check", str(tmp_path)))
     expected = {
         "missing t2": missing / "BraTS-GLI-00001-000-t2w.nii.gz",
         "NaN": nan_case / "BraTS-GLI-00002-000-t2f.nii.gz",
@@ -249,7 +262,7 @@ def test_check_reports_each_problem_with_its_file(tmp_path):
 
 def test_check_json(tmp_path):
     brats2023_case(tmp_path)
-    result = run("data", "check", str(tmp_path), "--json")
+    result = cli("data", "check", str(tmp_path), "--json")
     report = json.loads(result.stdout)
     assert report["layout"] == "brats2023"
     assert report["cases"][0]["label_values"] == [0, 2, 3]
@@ -258,26 +271,26 @@ def test_check_json(tmp_path):
 
 
 def test_check_missing_folder():
-    one_line_error(run("data", "check", "/nonexistent/dataset"), "/nonexistent/dataset")
+    one_line_error(cli("data", "check", "/nonexistent/dataset"), "/nonexistent/dataset")
 
 
 @pytest.mark.realdata
 def test_check_clinical_scans_name_the_file_that_differs(shared_data):
     case = shared_data / "real/clinical-raw/TCGA-FG-6692"
-    found = problems(run("data", "check", str(case)))
+    found = problems(cli("data", "check", str(case)))
     assert any(str(case / "flair.nii.gz") in p and "(208, 256, 26)" in p for p in found)
     assert any(str(case / "t2.nii.gz") in p and "(224, 256, 26)" in p for p in found)
-    resampled = run("data", "check", str(case), "--resample-to", "t1")
+    resampled = cli("data", "check", str(case), "--resample-to", "t1")
     assert resampled.returncode == 0, resampled.stdout
 
 
 def test_phantom_refuses_to_overwrite_and_writes_nothing_partial(tmp_path):
     out = tmp_path / "ph"
-    first = run("data", "phantom", "--out", str(out), "--cases", "1", "--size", "32")
+    first = cli("data", "phantom", "--out", str(out), "--cases", "1", "--size", "32")
     assert first.returncode == 0, first.stderr
     before = sorted(p.name for p in (out / "Phantom-00000").iterdir())
     assert len(before) == 6
-    again = run("data", "phantom", "--out", str(out), "--cases", "1", "--size", "32")
+    again = cli("data", "phantom", "--out", str(out), "--cases", "1", "--size", "32")
     one_line_error(again, "Phantom-00000")
     assert sorted(p.name for p in out.iterdir()) == ["Phantom-00000"]  # no temp leftovers
 
@@ -285,7 +298,7 @@ def test_phantom_refuses_to_overwrite_and_writes_nothing_partial(tmp_path):
 def test_demo_end_to_end(tmp_path):
     """The demo's loop at toy size (the full-size figures are in the README and notes)."""
     out = tmp_path / "demo"
-    result = run("demo", "--out", str(out), "--cases", "3", "--test-cases", "1", "--size", "32",
+    result = cli("demo", "--out", str(out), "--cases", "3", "--test-cases", "1", "--size", "32",
                  "--set", "epochs=1", "--set", "iters_per_epoch=2",
                  "--set", "data.patch_size=[16,16,16]")
     assert result.returncode == 0, result.stdout + result.stderr
@@ -300,7 +313,7 @@ def test_demo_end_to_end(tmp_path):
 def test_output_folder_that_is_a_file(tmp_path):
     blocker = tmp_path / "blocker"
     blocker.write_text("not a folder")
-    one_line_error(run("data", "phantom", "--out", str(blocker), "--cases", "1", "--size", "32"),
+    one_line_error(cli("data", "phantom", "--out", str(blocker), "--cases", "1", "--size", "32"),
                    str(blocker))
     assert blocker.read_text() == "not a folder"  # inputs and bystanders are never modified
 

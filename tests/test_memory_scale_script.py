@@ -7,10 +7,15 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from contraseg.data.phantom import write_phantom
 from tests.conftest import REPO
 
 
+@pytest.mark.slow(reason="the script starts a training process with a loader worker and samples "
+                         "its memory (about 10 s)")
+@pytest.mark.xdist_group("processes")
 def test_memory_scale_reports_each_folder(tmp_path):
     write_phantom(tmp_path / "ph", cases=3, size=24, seed=2)
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}

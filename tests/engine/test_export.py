@@ -15,11 +15,9 @@ import torch
 
 from contraseg.data.io import load_case
 from contraseg.data.layouts import discover
-from contraseg.data.phantom import write_phantom
 from contraseg.data.preprocess import preprocess
 from contraseg.engine.export import WindowModel, example_inputs, export_run, read_metadata
 from contraseg.engine.infer import Predictor, window_size, with_case_inputs
-from contraseg.engine.runs import start_training
 from contraseg.errors import ConfigError
 from contraseg.evaluation.protocol import availability
 from contraseg.evaluation.representations import central_crop
@@ -29,17 +27,8 @@ PATTERNS = [("t1", "t1c", "t2", "flair"), ("flair",), ("t1c", "t2")]
 
 
 @pytest.fixture(scope="module")
-def phantom(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("export") / "ph"
-    write_phantom(out, cases=3, size=32, seed=11)
-    return out
-
-
-def tiny_run(root: Path, phantom: Path, method: str) -> Path:
-    start_training(root / method, method=method, data=[phantom], preset="tiny",
-                   overrides=["epochs=1", "val_every=0"], resume=False, max_steps=None,
-                   max_minutes=None, console=None)
-    return root / method
+def phantom(make_phantom) -> Path:
+    return make_phantom(cases=3, size=32, seed=11)
 
 
 def phantom_window(run: Path, phantom: Path, window: list[int]) -> tuple[Predictor, torch.Tensor]:
@@ -53,8 +42,8 @@ def phantom_window(run: Path, phantom: Path, window: list[int]) -> tuple[Predict
 
 
 @pytest.mark.parametrize("method", ["unet", "rfnet", "clfc", "swin-moco"])
-def test_the_exported_network_gives_the_runs_logits(tmp_path, phantom, method):
-    run = tiny_run(tmp_path, phantom, method)
+def test_the_exported_network_gives_the_runs_logits(tmp_path, phantom, method, tiny_run):
+    run = tiny_run(method, phantom)
     out = export_run(run, tmp_path / f"{method}.pt")
     exported = torch.jit.load(str(out))
     meta = read_metadata(out)
@@ -74,13 +63,16 @@ def test_the_exported_network_gives_the_runs_logits(tmp_path, phantom, method):
     assert meta["label_convention"]["class_names"][0] == "background"
 
 
+@pytest.mark.slow(reason="the ONNX exporter and onnxruntime: 7 s for the U-Net, 30 s for "
+                         "RFNet; the TorchScript export is checked in the quick suite")
 @pytest.mark.parametrize("method", ["unet", "rfnet"])
-def test_the_onnx_file_gives_the_runs_logits_alone_and_batched(tmp_path, phantom, method):
+def test_the_onnx_file_gives_the_runs_logits_alone_and_batched(tmp_path, phantom, method,
+                                                               tiny_run):
     """One self-contained file (no weights file left beside it), its metadata, and in
     onnxruntime the run's logits on every pattern, at batch 1 and 2 (the batch is dynamic)."""
     onnx = pytest.importorskip("onnx", reason="the onnx extra is not installed")
     onnxruntime = pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
-    run = tiny_run(tmp_path / "runs", phantom, method)
+    run = tiny_run(method, phantom)
     out = export_run(run, tmp_path / "out" / f"{method}.onnx", "onnx")
     assert sorted(p.name for p in out.parent.iterdir()) == [f"{method}.onnx"]
     meta = json.loads({p.key: p.value for p in onnx.load(str(out)).metadata_props}["contraseg"])
@@ -99,11 +91,12 @@ def test_the_onnx_file_gives_the_runs_logits_alone_and_batched(tmp_path, phantom
             1.0, expected.abs().max().item()), rows
 
 
-def test_an_onnx_model_that_differs_from_the_run_is_refused(tmp_path, phantom):
+@pytest.mark.slow(reason="an ONNX export and onnxruntime (about 7 s)")
+def test_an_onnx_model_that_differs_from_the_run_is_refused(tmp_path, phantom, tiny_run):
     pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
     from contraseg.engine.export import _check_onnx
 
-    run = tiny_run(tmp_path, phantom, "unet")
+    run = tiny_run("unet", phantom)
     out = export_run(run, tmp_path / "unet.onnx", "onnx")
     import onnx
 
@@ -124,18 +117,18 @@ def read_onnx_window(onnx, path: Path) -> list[int]:
     return json.loads(props["contraseg"])["window"]
 
 
-def test_export_refuses_a_format_it_cannot_write(tmp_path, phantom):
-    run = tiny_run(tmp_path, phantom, "unet")
+def test_export_refuses_a_format_it_cannot_write(tmp_path, phantom, tiny_run):
+    run = tiny_run("unet", phantom)
     with pytest.raises(ConfigError, match="--format 'tflite'"):
         export_run(run, tmp_path / "m.tflite", "tflite")
     if importlib.util.find_spec("onnx") is None:
         with pytest.raises(ConfigError, match="needs the onnx package"):
             export_run(run, tmp_path / "m.onnx", "onnx")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["unet"]  # nothing written
+    assert not any(tmp_path.iterdir())  # nothing written
 
 
-def test_export_from_the_command_line(tmp_path, phantom):
-    run = tiny_run(tmp_path, phantom, "unet")
+def test_export_from_the_command_line(tmp_path, phantom, tiny_run):
+    run = tiny_run("unet", phantom)
     env = {"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin"}
     result = subprocess.run([sys.executable, "-m", "contraseg", "export", "--run", str(run),
                              "--out", str(tmp_path / "unet.pt")], capture_output=True,
@@ -144,7 +137,7 @@ def test_export_from_the_command_line(tmp_path, phantom):
     assert "wrote" in result.stdout and (tmp_path / "unet.pt").is_file()
 
 
-def test_the_python_api_segments_arrays_like_predict_segments_files(tmp_path, phantom):
+def test_the_python_api_segments_arrays_like_predict_segments_files(tmp_path, phantom, tiny_run):
     """Segmenter.predict on the case's arrays and affine equals `predict` on its files."""
     import nibabel as nib
     import numpy as np
@@ -152,7 +145,7 @@ def test_the_python_api_segments_arrays_like_predict_segments_files(tmp_path, ph
     from contraseg import Segmenter
     from contraseg.errors import InputError
 
-    run = tiny_run(tmp_path, phantom, "unet")
+    run = tiny_run("unet", phantom)
     case = discover(phantom).cases[0]
     files = {m: case.images[m].path for m in ("t1c", "flair")}
     written = Predictor.from_run(run, device="cpu").predict_files(files, tmp_path / "p.nii.gz")

@@ -23,6 +23,8 @@ from contraseg.engine.infer import Predictor
 from tests.conftest import REPO
 
 runner = CliRunner()
+# the README block runs once, in one pytest-xdist worker, for all the tests of this module
+pytestmark = pytest.mark.xdist_group("parotid-example")
 # the README block at test size: tiny presets, 32^2 slices, fewer cases, windows that do not
 # overlap (the tiny preset's 16 x 16 x 2 windows would otherwise be 4 times as many)
 TEST_SIZE = {"--preset fast": "--preset tiny", "--size 128": "--size 32", "--cases 12": "--cases 3",

@@ -3,46 +3,28 @@ whole folder, and the ensemble of a cross-validation's folds."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 
-from contraseg.data.phantom import write_phantom
 from contraseg.engine.runs import start_training
-from tests.conftest import REPO
-
-
-def cli(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "contraseg", *args], capture_output=True,
-                          text=True, env=env)
+from tests.conftest import QUIET
+from tests.runners import cli
 
 
 @pytest.fixture(scope="module")
-def phantom(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("predict") / "ph"
-    write_phantom(out, cases=4, size=32, seed=7)
-    return out
-
-
-def train(out: Path, data: Path, **kwargs) -> Path:
-    start_training(out, method="unet", data=[data], preset="tiny",
-                   overrides=["epochs=1", "val_every=0"], resume=False, max_steps=None,
-                   max_minutes=None, console=None, **kwargs)
-    return out
+def phantom(make_phantom) -> Path:
+    return make_phantom(cases=4, size=32, seed=7)
 
 
 def probabilities(path: Path) -> np.ndarray:
     return np.asarray(nib.load(path).dataobj, dtype=np.float64)
 
 
-def test_a_folder_from_a_subset_with_probabilities(tmp_path, phantom):
-    run = train(tmp_path / "run", phantom)
+def test_a_folder_from_a_subset_with_probabilities(tmp_path, phantom, tiny_run):
+    run = tiny_run("unet", phantom)
     batch = cli("predict", "--run", str(run), "--data", str(phantom), "--out",
                 str(tmp_path / "subset"), "--modalities", "FLAIR,t1ce", "--save-probabilities")
     assert batch.returncode == 0, batch.stderr
@@ -66,7 +48,7 @@ def test_a_folder_from_a_subset_with_probabilities(tmp_path, phantom):
 def test_a_cross_validation_folder_predicts_with_the_mean_of_its_folds(tmp_path, phantom):
     root = tmp_path / "cv"
     start_training(root, method="unet", data=[phantom], preset="tiny",
-                   overrides=["epochs=1", "val_every=0"], resume=False, max_steps=None,
+                   overrides=["epochs=1", "val_every=0", *QUIET], resume=False, max_steps=None,
                    max_minutes=None, console=None, folds=2)
     case = phantom / "Phantom-00002"
     outs = {}
@@ -85,7 +67,7 @@ def test_a_cross_validation_folder_predicts_with_the_mean_of_its_folds(tmp_path,
     assert partial.returncode == 1 and "fold-1 stopped" in partial.stderr
 
 
-def test_inputs_unlike_the_training_scans_are_warned_about(tmp_path, phantom):
+def test_inputs_unlike_the_training_scans_are_warned_about(tmp_path, phantom, tiny_run):
     """5.5 mm slices on a run trained at the phantom's own spacing: warned and resampled to
     that spacing; a scan without background: warned; a phantom-like case: silent."""
     import warnings
@@ -94,7 +76,7 @@ def test_inputs_unlike_the_training_scans_are_warned_about(tmp_path, phantom):
     from contraseg.engine.infer import Predictor, warn_if_not_skull_stripped
     from contraseg.errors import ContrasegWarning
 
-    predictor = Predictor.from_run(train(tmp_path / "run", phantom), device="cpu")
+    predictor = Predictor.from_run(tiny_run("unet", phantom), device="cpu")
     assert predictor.preprocess.target_spacing is None and predictor.training_spacing
     thick = np.diag([*predictor.training_spacing[:2], 5.5 * predictor.training_spacing[2], 1])
     brain = np.zeros((16, 16, 8))
@@ -112,11 +94,13 @@ def test_inputs_unlike_the_training_scans_are_warned_about(tmp_path, phantom):
 
 
 def test_a_raw_clinical_scan_is_predicted_with_one_line_warnings(tmp_path, phantom,
-                                                                 shared_data):
+                                                                 shared_data, tiny_run):
     """The real TCGA scans before any preprocessing (0.9 x 0.9 x 5.5 mm, not skull-stripped,
     four grids): predicted, with a warning line for each problem."""
     raw = shared_data / "real" / "clinical-raw" / "TCGA-FG-6692"
-    run = train(tmp_path / "run", phantom)
+    # 32^3 windows (the whole phantom): a head at 1 mm in 8x fewer windows than the tiny 16^3
+    run = tiny_run("unet", phantom, "epochs=1", "val_every=0", "data.patch_size=[32,32,32]",
+                   *QUIET)
     result = cli("predict", "--run", str(run), "--out", str(tmp_path / "raw.nii.gz"),
                  "--resample-to", "t1", str(raw))
     assert result.returncode == 0, result.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -13,6 +14,7 @@ import pytest
 from contraseg.data.layouts import discover
 from contraseg.engine.infer import Predictor
 from contraseg.engine.runs import start_training
+from tests.conftest import QUIET
 
 
 def assert_segments_a_brats2023_case_on_its_grid(run, real, tmp_path) -> None:
@@ -28,14 +30,16 @@ def train_ixi_introvae(out, shared_data) -> dict:
     """A tiny IntroVAE on the healthy IXI T1 (to prove the path, not to be good)."""
     return start_training(out, method="introvae", preset="tiny", data=[shared_data / "normal"],
                           overrides=["val_every=0", "epochs=1", "data.patch_size=[64,64,1]",
-                                     "data.val_fraction=0"],
+                                     "data.val_fraction=0", *QUIET],
                           resume=False, max_steps=None, max_minutes=None, console=None)
 
 
 @pytest.mark.realdata
+@pytest.mark.slow(reason="trains on six real cases and segments a whole BraTS case with 48^3 "
+                         "windows: 15-40 s a method")
 @pytest.mark.parametrize("method", ["dc-seg", "dcl-manet", "swin-moco"])
 def test_real_scans_mixed_modalities_train_and_predict_on_the_input_grid(tmp_path, shared_data,
-                                                                         method):
+                                                                         method, real_cache):
     """BraTS 2015 (FLAIR + T1c, z-scored) with TCGA (4 raw modalities): a run over the union
     of modalities (modalities absent from a case are absent from its batches: the contrastive
     terms and the per-modality modules must cope), then a BraTS 2023 case segmented on its own
@@ -44,7 +48,8 @@ def test_real_scans_mixed_modalities_train_and_predict_on_the_input_grid(tmp_pat
     info = start_training(tmp_path / "run", method=method, preset="tiny",
                           data=[real / "tcga-gbm-pseudolabel", real / "brats2015-flair-t1c"],
                           # 48^3 windows: a whole case in ~100 windows, not thousands of 16^3
-                          overrides=["val_every=0", "epochs=1", "data.patch_size=[48,48,48]"],
+                          overrides=["val_every=0", "epochs=1", "data.patch_size=[48,48,48]",
+                                     f"data.cache_dir={real_cache}", *QUIET],
                           resume=False, max_steps=None,
                           max_minutes=None, console=None)
     assert info["status"] == "finished"
@@ -72,7 +77,9 @@ def test_introvae_on_ixi_then_a_pseudo_normal_on_a_tcga_grid(tmp_path, shared_da
 
 
 @pytest.mark.realdata
-def test_clfc_on_real_scans_with_an_ixi_introvae(tmp_path, shared_data):
+@pytest.mark.slow(reason="an IntroVAE, then CLFC on six real cases and a whole BraTS case "
+                         "segmented in 2.5D (about 25 s)")
+def test_clfc_on_real_scans_with_an_ixi_introvae(tmp_path, shared_data, real_cache):
     """CLFC end to end on real scans: an IntroVAE on IXI, then CLFC on TCGA (T1 present: the
     pseudo-normal comes from T1) with BraTS 2015 (FLAIR + T1c: T1c stands in, as the authors
     do for data without T1), then a BraTS 2023 case segmented on its own grid."""
@@ -81,10 +88,11 @@ def test_clfc_on_real_scans_with_an_ixi_introvae(tmp_path, shared_data):
     info = start_training(tmp_path / "run", method="clfc", preset="tiny",
                           data=[real / "tcga-gbm-pseudolabel", real / "brats2015-flair-t1c"],
                           overrides=["val_every=0", "epochs=1", "data.patch_size=[48,48,8]",
-                                     f"normal_run={tmp_path / 'vae'}"],
+                                     f"normal_run={tmp_path / 'vae'}",
+                                     f"data.cache_dir={real_cache}", *QUIET],
                           resume=False, max_steps=None, max_minutes=None, console=None)
     assert info["status"] == "finished"
-    cached = [np.load(p) for p in (tmp_path / "run" / "cache" / "case-inputs").glob("*.npy")]
+    cached = [np.load(p) for p in (Path(real_cache) / "case-inputs").glob("*.npy")]
     assert cached and all(np.isfinite(c).all() for c in cached)
     # every training case has a pseudo-normal: from T1 (TCGA) or from T1c (BraTS 2015)
     assert any(c[0].any() for c in cached) and any(c[1].any() and not c[0].any()
@@ -114,7 +122,7 @@ def test_swin_moco_pretrains_on_unlabelled_real_scans_then_fine_tunes(tmp_path, 
 
 
 @pytest.mark.realdata
-@pytest.mark.slow  # about 5 minutes on 2 CPU cores: `make test-slow`
+@pytest.mark.slow(reason="400 training steps of the cpu preset on real scans: about 5 minutes")
 def test_the_unet_cpu_preset_learns_real_brats_scans(tmp_path, shared_data):
     """A guard of the real-data path, not the benchmark: the U-Net `cpu` preset trained briefly
     (400 steps) on 4 BraTS 2018 cases of the benchmark's training split segments a held-back

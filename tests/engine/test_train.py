@@ -15,27 +15,27 @@ import numpy as np
 import pytest
 import torch
 
-from contraseg.data.phantom import write_phantom
 from contraseg.engine.checkpoint import load_checkpoint, load_method, save_checkpoint
 from contraseg.engine.config import load_config
 from contraseg.engine.infer import Predictor
 from contraseg.engine.runs import start_training
 from contraseg.errors import ConfigError, InputError
-from tests.conftest import REPO
+from tests.conftest import QUIET, REPO
 
 TINY = ["val_every=0", "epochs=3"]
 
 
 @pytest.fixture(scope="module")
-def phantom(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("data") / "ph"
-    write_phantom(out, cases=4, size=32, seed=3)
-    return out
+def phantom(make_phantom) -> Path:
+    return make_phantom(cases=4, size=32, seed=3)
 
 
-def train(out: Path, data: Path, overrides=TINY, **kwargs) -> dict:
+def train(out: Path, data: Path, overrides=TINY, quiet: bool = True, **kwargs) -> dict:
+    """A tiny run; `quiet`: without progress.png and tensorboard/ (tests that look at them
+    pass quiet=False)."""
+    overrides = [*overrides, *QUIET] if quiet else list(overrides)
     return start_training(out, method=kwargs.pop("method", "unet"), data=[data], preset="tiny",
-                          overrides=list(overrides), resume=kwargs.pop("resume", False),
+                          overrides=overrides, resume=kwargs.pop("resume", False),
                           max_steps=kwargs.pop("max_steps", None), max_minutes=None,
                           console=None, **kwargs)
 
@@ -52,7 +52,7 @@ def assert_same_weights(a: Path, b: Path) -> None:
 
 
 def test_run_folder_contents(tmp_path, phantom):
-    info = train(tmp_path / "run", phantom, ["epochs=2", "val_every=1"])
+    info = train(tmp_path / "run", phantom, ["epochs=2", "val_every=1"], quiet=False)
     run = tmp_path / "run"
     assert info["status"] == "finished" and info["step"] == 4
     assert {p.name for p in run.iterdir()} >= {"config.yaml", "run.json", "log.jsonl",
@@ -68,8 +68,24 @@ def test_run_folder_contents(tmp_path, phantom):
     assert set(info["split"]) == {"train", "val"} and len(info["split"]["val"]) == 1
 
 
-def test_stopped_and_resumed_equals_uninterrupted(tmp_path, phantom):
-    train(tmp_path / "full", phantom)
+def test_a_quiet_run_draws_no_curves_and_writes_no_tensorboard(tmp_path, phantom):
+    """log.curves / log.tensorboard off: no progress.png, no tensorboard/, the same log; a
+    resume may turn them on (they are not training settings)."""
+    info = train(tmp_path / "run", phantom, ["epochs=1", "val_every=0"])
+    assert info["config"]["log"] == {"curves": False, "tensorboard": False}
+    assert not (tmp_path / "run" / "progress.png").exists()
+    assert not (tmp_path / "run" / "tensorboard").exists()
+    assert len((tmp_path / "run" / "log.jsonl").read_text().splitlines()) == 1
+    resumed = start_training(tmp_path / "run", method=None, data=[], preset="tiny",
+                             overrides=["epochs=2", "log.curves=true", "log.tensorboard=true"],
+                             resume=True, max_steps=None, max_minutes=None, console=None)
+    assert resumed["status"] == "finished" and resumed["config"]["log"]["curves"] is True
+    assert (tmp_path / "run" / "progress.png").is_file()
+    assert any((tmp_path / "run" / "tensorboard").iterdir())
+
+
+def test_stopped_and_resumed_equals_uninterrupted(tmp_path, phantom, tiny_run):
+    full = tiny_run("unet", phantom, *TINY, *QUIET)
     stopped = train(tmp_path / "part", phantom, max_steps=3)  # mid-epoch 2
     assert stopped["status"] == "stopped" and stopped["step"] == 3
     last = tmp_path / "part" / "checkpoints" / "last.pt"
@@ -81,7 +97,7 @@ def test_stopped_and_resumed_equals_uninterrupted(tmp_path, phantom):
                              overrides=[], resume=True, max_steps=None, max_minutes=None,
                              console=None)
     assert resumed["status"] == "finished" and resumed["step"] == 6
-    assert_same_weights(tmp_path / "full", tmp_path / "part")
+    assert_same_weights(full, tmp_path / "part")
     # the run's training time adds the sessions up
     assert 1000 < resumed["train_seconds"] < 1000 + time.monotonic() - tick
 
@@ -126,6 +142,8 @@ def _cli(*args: str, **kwargs) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
 
 
+@pytest.mark.slow(reason="starts three training processes and SIGKILLs one (about 25 s); "
+                         "Ctrl-C and stop-and-resume are checked in process in the quick suite")
 def test_killed_and_resumed_equals_uninterrupted(tmp_path, phantom):
     """SIGKILL a real training process after its first checkpoint, resume, compare."""
     args = ["--method", "unet", "--data", str(phantom), "--preset", "tiny",
@@ -146,7 +164,7 @@ def test_killed_and_resumed_equals_uninterrupted(tmp_path, phantom):
 
 
 def test_ctrl_c_ends_the_step_saves_it_and_resumes_to_the_same_weights(tmp_path, phantom,
-                                                                       monkeypatch):
+                                                                       monkeypatch, tiny_run):
     """SIGINT after step 3 (mid-epoch 2 of 3): the run stops there, saved and marked
     interrupted; --resume ends with the weights of an uninterrupted run."""
     from contraseg.engine.train import Trainer
@@ -165,8 +183,7 @@ def test_ctrl_c_ends_the_step_saves_it_and_resumes_to_the_same_weights(tmp_path,
     assert load_checkpoint(tmp_path / "part" / "checkpoints" / "last.pt")["step"] == 3
     monkeypatch.undo()
     assert train(tmp_path / "part", phantom, resume=True)["status"] == "finished"
-    train(tmp_path / "full", phantom)
-    assert_same_weights(tmp_path / "full", tmp_path / "part")
+    assert_same_weights(tiny_run("unet", phantom, *TINY, *QUIET), tmp_path / "part")
 
 
 def test_a_second_ctrl_c_stops_at_once():
@@ -181,6 +198,9 @@ def test_a_second_ctrl_c_stops_at_once():
     assert signal.getsignal(signal.SIGINT) is before  # restored
 
 
+@pytest.mark.slow(reason="torchrun starts two ranks that each import torch and train "
+                         "(15-25 s a method)")
+@pytest.mark.xdist_group("processes")  # several processes each: never two such tests at once
 @pytest.mark.parametrize("method", ["unet", "dc-seg", "dcl-manet"])  # per-modality modules
 def test_two_process_gloo_ddp_keeps_ranks_identical(tmp_path, phantom, method):
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
@@ -199,6 +219,8 @@ def test_two_process_gloo_ddp_keeps_ranks_identical(tmp_path, phantom, method):
     assert single["rank_checksums"][0] != checksums[0]
 
 
+@pytest.mark.slow(reason="two torchrun runs of two ranks, one with loader workers (about 35 s)")
+@pytest.mark.xdist_group("processes")  # several processes each: never two such tests at once
 def test_two_process_ddp_with_loader_workers_trains_as_without(tmp_path, phantom):
     """Each rank's workers prepare that rank's batches: the same weights as without workers."""
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}

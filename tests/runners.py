@@ -1,0 +1,59 @@
+"""Two ways to run `contraseg <verb>` in a test, with one result type.
+
+`cli` runs the command line inside the test process (typer's CliRunner): no interpreter start,
+no second import of torch and MONAI, so a call costs what the verb costs. It reproduces what a
+process would show: the exit code, stdout and stderr apart, and an uncaught exception as a
+traceback on stderr with exit code 1 (so "no traceback" assertions keep their meaning).
+
+`cli_process` starts a real `python -m contraseg` process. Use it only where the process is
+the subject: the entry point, exit codes as the shell sees them, signals, several processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.conftest import REPO
+
+COLUMNS = 200  # wide enough that paths in the tests' messages are not wrapped
+
+
+@dataclass
+class CliResult:
+    """What a test reads of a finished command: the fields of subprocess.CompletedProcess."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def cli(*args: str, cwd: Path | None = None, columns: int = COLUMNS) -> CliResult:
+    """`contraseg ARGS` in this process."""
+    from typer.testing import CliRunner
+
+    from contraseg import cli as cli_module
+
+    # the module's consoles fixed their width when first imported: give them the tests' width
+    cli_module.console.width = cli_module.err_console.width = columns
+    runner = CliRunner()
+    with contextlib.chdir(cwd) if cwd else contextlib.nullcontext():
+        result = runner.invoke(cli_module.app, list(args), env={"COLUMNS": str(columns)})
+    stderr = result.stderr
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        # what the interpreter prints for an uncaught exception
+        stderr += "".join(traceback.format_exception(result.exception))
+    return CliResult(result.exit_code, result.stdout, stderr)
+
+
+def cli_process(*args: str, cwd: Path | None = None, env: dict | None = None,
+                timeout: float | None = None) -> subprocess.CompletedProcess:
+    """`python -m contraseg ARGS` as a separate process (the checkout's sources first)."""
+    env = {**os.environ, "COLUMNS": str(COLUMNS), "PYTHONPATH": str(REPO / "src"), **(env or {})}
+    return subprocess.run([sys.executable, "-m", "contraseg", *args], capture_output=True,
+                          text=True, cwd=cwd, env=env, timeout=timeout)
