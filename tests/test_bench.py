@@ -82,6 +82,7 @@ def test_bench_times_clfc_with_a_random_generator():
     assert _is_timing(result["train_step"], 1)
 
 
+@pytest.mark.xdist_group("processes")  # starts loader workers: one such test at a time
 def test_bench_loader_reports_each_worker_count():
     result = bench_loader("unet", preset="tiny", cases=3, size=32, workers=(0, 1), batches=3,
                           repeats=2)
@@ -105,6 +106,7 @@ def test_bench_loader_reports_each_worker_count():
         assert one > result["workers"]["0"]["peak_tree_rss_mb"]
 
 
+@pytest.mark.xdist_group("processes")  # starts loader workers: one such test at a time
 def test_bench_loader_reports_the_wait_of_a_step_beside_an_off_cpu_model():
     result = bench_loader("unet", preset="tiny", cases=2, size=32, workers=(0, 1), batches=4,
                           repeats=1, model_step_ms=5)

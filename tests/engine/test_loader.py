@@ -15,6 +15,9 @@ from contraseg.engine import loader
 from contraseg.engine.config import AugmentConfig
 from contraseg.engine.loader import SharedSlots, batches_from, step_batch
 
+# loader workers are processes: these tests run one at a time, in one pytest-xdist worker
+pytestmark = pytest.mark.xdist_group("processes")
+
 
 def toy_cases(n: int = 3) -> list[TrainCase]:
     rng = np.random.default_rng(1)

@@ -105,6 +105,7 @@ def test_stopped_and_resumed_equals_uninterrupted(tmp_path, phantom, tiny_run):
 AUGMENT_ALL = ["augment.rotate_prob=1.0", "augment.scale_prob=1.0", "augment.shift_prob=1.0"]
 
 
+@pytest.mark.xdist_group("processes")  # starts loader workers: one such test at a time
 def test_loader_workers_give_the_same_weights_and_resume_across_worker_counts(tmp_path,
                                                                                phantom):
     """Batches prepared by 0 or 2 workers (every augmentation on) train bit-identical weights;
