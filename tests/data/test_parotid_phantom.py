@@ -27,7 +27,8 @@ def _first_of_kind(kind: str, seed: int = 0) -> P.ParotidSubject:
     raise AssertionError(f"no {kind} tumour in 50 cases")
 
 
-@pytest.fixture(scope="module", params=P.KINDS)
+# session scope: pytest-xdist interleaves modules, and a module fixture is rebuilt each time
+@pytest.fixture(scope="session", params=P.KINDS)
 def subject(request) -> P.ParotidSubject:
     return _first_of_kind(request.param)
 

@@ -14,7 +14,8 @@ SEEDS = (0, 1)
 SIZE = (64, 64, 64)
 
 
-@pytest.fixture(scope="module", params=SEEDS)
+# session scope: pytest-xdist interleaves modules, and a module fixture is rebuilt each time
+@pytest.fixture(scope="session", params=SEEDS)
 def subject(request) -> P.PhantomSubject:
     return P.make_subject(P.case_rng(request.param, 0), SIZE)
 

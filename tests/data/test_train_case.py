@@ -12,7 +12,6 @@ import torch
 from contraseg.data.cache import CaseCache
 from contraseg.data.dataset import PatchSampler, build_augmentation
 from contraseg.data.layouts import discover
-from contraseg.data.phantom import write_phantom
 from contraseg.data.preprocess import PreprocessSettings
 from contraseg.data.train_case import (
     DiskCase,
@@ -29,9 +28,8 @@ MODALITIES = ("t1", "t1c", "t2", "flair", "adc")
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> tuple[Path, object]:
-    root = tmp_path_factory.mktemp("data") / "ph"
-    write_phantom(root, cases=2, size=32, seed=5)
+def dataset(make_phantom) -> tuple[Path, object]:
+    root = make_phantom(cases=2, size=32, seed=5)
     return root, discover(root)
 
 

@@ -8,17 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from contraseg.data.phantom import write_phantom
 from contraseg.engine.evaluate import evaluate_run
 from contraseg.engine.runs import start_training
 from contraseg.errors import ConfigError
 
 
 @pytest.fixture(scope="module")
-def phantom(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("data") / "ph"
-    write_phantom(out, cases=3, size=32, seed=4)
-    return out
+def phantom(make_phantom) -> Path:
+    return make_phantom(cases=3, size=32, seed=4)
 
 
 def train(out: Path, data: Path, overrides: list[str]) -> dict:

@@ -46,7 +46,8 @@ def invoke(args: list[str]) -> str:
     return result.output
 
 
-@pytest.fixture(scope="module")
+# session scope: pytest-xdist interleaves modules, and a module fixture is rebuilt each time
+@pytest.fixture(scope="session")
 def example(tmp_path_factory):
     """The README block run in a fresh folder; returns the folder and each command's output."""
     root = tmp_path_factory.mktemp("parotid-example")

@@ -21,7 +21,6 @@ import pytest
 import yaml
 
 from contraseg.data.dataset import PatchSampler
-from contraseg.data.phantom import write_phantom
 from contraseg.data.train_case import TrainCase
 from contraseg.engine.config import load_config
 from contraseg.engine.train import prepare_data, split_cases
@@ -139,10 +138,8 @@ def test_paper_presets_train_on_the_whole_split(method):
 
 
 @pytest.fixture(scope="module")
-def phantom(tmp_path_factory):
-    out = tmp_path_factory.mktemp("presets") / "ph"
-    write_phantom(out, cases=5, size=24, seed=2)
-    return out
+def phantom(make_phantom):
+    return make_phantom(cases=5, size=24, seed=2)
 
 
 @pytest.mark.parametrize("method", WHOLE_SPLIT_METHODS)
