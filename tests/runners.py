@@ -39,11 +39,19 @@ def cli(*args: str, cwd: Path | None = None, columns: int = COLUMNS) -> CliResul
 
     from contraseg import cli as cli_module
 
-    # the module's consoles fixed their width when first imported: give them the tests' width
-    cli_module.console.width = cli_module.err_console.width = columns
-    runner = CliRunner()
-    with contextlib.chdir(cwd) if cwd else contextlib.nullcontext():
-        result = runner.invoke(cli_module.app, list(args), env={"COLUMNS": str(columns)})
+    # the module's consoles may have fixed their width when first imported (from $COLUMNS):
+    # give them the tests' width for this call, then put back what they had
+    consoles = (cli_module.console, cli_module.err_console)
+    widths = [console._width for console in consoles]
+    for console in consoles:
+        console.width = columns
+    try:
+        with contextlib.chdir(cwd) if cwd else contextlib.nullcontext():
+            result = CliRunner().invoke(cli_module.app, list(args),
+                                        env={"COLUMNS": str(columns)})
+    finally:
+        for console, width in zip(consoles, widths, strict=True):
+            console._width = width
     stderr = result.stderr
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         # what the interpreter prints for an uncaught exception

@@ -322,9 +322,7 @@ def test_compare_seeds_with_vs(tmp_path):
     """`contraseg compare A1 A2 A3 --vs B1 B2` (also `--vs B1 --vs B2`): per-seed means, mean
     and SD over seeds, and the average rows, in the JSON; the two-report form still works."""
     from scipy import stats
-    from typer.testing import CliRunner
 
-    from contraseg.cli import app
     from contraseg.evaluation.report import write_metrics_csv
 
     base = np.array([0.50, 0.60, 0.70, 0.80, 0.90, 0.70])
@@ -338,11 +336,10 @@ def test_compare_seeds_with_vs(tmp_path):
 
     a = [report(f"a{k}", base + o) for k, o in enumerate((0.0, 0.02, 0.04))]
     b = [report(f"b{k}", base + diff + o) for k, o in enumerate((0.0, 0.04))]
-    runner = CliRunner()
-    greedy = runner.invoke(app, ["compare", *a, "--vs", *b, "--json"])
-    assert greedy.exit_code == 0, greedy.output
+    greedy = cli("compare", *a, "--vs", *b, "--json")
+    assert greedy.returncode == 0, greedy.stderr
     data = json.loads(greedy.stdout)
-    repeated = runner.invoke(app, ["compare", *a, "--vs", b[0], "--json", "--vs", b[1]])
+    repeated = cli("compare", *a, "--vs", b[0], "--json", "--vs", b[1])
     assert json.loads(repeated.stdout) == data
     assert (data["seeds_a"], data["seeds_b"]) == (3, 2)
     assert [r["subset"] for r in data["results"]] == ["t1", "t2"]
@@ -353,13 +350,13 @@ def test_compare_seeds_with_vs(tmp_path):
     assert average["mean_b"] == pytest.approx(0.78)
     expected = stats.wilcoxon(base + 0.02, base + diff + 0.02)  # seed-averaged case scores
     assert average["p_value"] == pytest.approx(float(expected.pvalue))
-    table = runner.invoke(app, ["compare", *a, "--vs", *b], env={"COLUMNS": "250"})
-    assert table.exit_code == 0 and "A seeds" in table.stdout and "average" in table.stdout
-    old = runner.invoke(app, ["compare", a[0], b[0], "--json"])
-    assert old.exit_code == 0 and json.loads(old.stdout)["seeds_b"] == 1
-    bad = runner.invoke(app, ["compare", *a])
-    assert bad.exit_code == 1 and "--vs" in bad.stderr and len(bad.stderr.splitlines()) == 1
+    table = cli("compare", *a, "--vs", *b, columns=250)
+    assert table.returncode == 0 and "A seeds" in table.stdout and "average" in table.stdout
+    old = cli("compare", a[0], b[0], "--json")
+    assert old.returncode == 0 and json.loads(old.stdout)["seeds_b"] == 1
+    bad = cli("compare", *a)
+    assert bad.returncode == 1 and "--vs" in bad.stderr and len(bad.stderr.splitlines()) == 1
     short = report("short", base[:5])
-    bad = runner.invoke(app, ["compare", *a, "--vs", b[0], short])
-    assert bad.exit_code == 1 and len(bad.stderr.splitlines()) == 1
+    bad = cli("compare", *a, "--vs", b[0], short)
+    assert bad.returncode == 1 and len(bad.stderr.splitlines()) == 1
     assert bad.stderr.startswith(f"error: {short}") and "lacks case(s) c5" in bad.stderr
