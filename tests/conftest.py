@@ -16,6 +16,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 # for runs whose progress.png and tensorboard/ no test looks at: nothing drawn or written
 QUIET = ["log.curves=false", "log.tensorboard=false"]
+# tests that start processes (loader workers, torchrun ranks, scripts) run one at a time, in
+# one pytest-xdist worker (`--dist loadgroup`), so two of them never share the cores
+STARTS_PROCESSES = pytest.mark.xdist_group("processes")
 
 
 def pytest_configure(config):
@@ -80,21 +83,21 @@ def make_phantom(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
-    """`tiny_run(method, data, *overrides, folds=None)`: a run of `method`'s tiny preset
+    """`tiny_run(method, data, *overrides)`: a run of `method`'s tiny preset
     trained once per session for each set of arguments (by default one epoch, no validation,
     no curves or TensorBoard). Read-only: a test that changes a run's files copies it first."""
     from contraseg.engine.runs import start_training
 
     made: dict[tuple, Path] = {}
 
-    def train(method: str, data: Path, *overrides: str, folds: int | None = None) -> Path:
+    def train(method: str, data: Path, *overrides: str) -> Path:
         overrides = overrides or ("epochs=1", "val_every=0", *QUIET)
-        key = (method, str(data), overrides, folds)
+        key = (method, str(data), overrides)
         if key not in made:
             out = tmp_path_factory.mktemp(f"run-{method}") / method
             start_training(out, method=method, data=[data], preset="tiny",
                            overrides=list(overrides), resume=False, max_steps=None,
-                           max_minutes=None, console=None, folds=folds)
+                           max_minutes=None, console=None)
             made[key] = out
         return made[key]
 

@@ -59,9 +59,15 @@ def cli(*args: str, cwd: Path | None = None, columns: int = COLUMNS) -> CliResul
     return CliResult(result.exit_code, result.stdout, stderr)
 
 
-def cli_process(*args: str, cwd: Path | None = None, env: dict | None = None,
-                timeout: float | None = None) -> subprocess.CompletedProcess:
-    """`python -m contraseg ARGS` as a separate process (the checkout's sources first)."""
-    env = {**os.environ, "COLUMNS": str(COLUMNS), "PYTHONPATH": str(REPO / "src"), **(env or {})}
+def process_env(**extra: str) -> dict[str, str]:
+    """The environment of a process a test starts: this one's, with the checkout's sources
+    first on the path, and `extra`."""
+    return {**os.environ, "PYTHONPATH": str(REPO / "src"), **extra}
+
+
+def cli_process(*args: str, cwd: Path | None = None, timeout: float | None = None
+                ) -> subprocess.CompletedProcess:
+    """`python -m contraseg ARGS` as a separate process."""
     return subprocess.run([sys.executable, "-m", "contraseg", *args], capture_output=True,
-                          text=True, cwd=cwd, env=env, timeout=timeout)
+                          text=True, cwd=cwd, env=process_env(COLUMNS=str(COLUMNS)),
+                          timeout=timeout)

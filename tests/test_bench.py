@@ -15,6 +15,7 @@ from contraseg.bench import (
     run_bench,
 )
 from contraseg.errors import ConfigError
+from tests.conftest import STARTS_PROCESSES
 
 
 def _is_timing(value: dict, repeats: int) -> bool:
@@ -82,7 +83,7 @@ def test_bench_times_clfc_with_a_random_generator():
     assert _is_timing(result["train_step"], 1)
 
 
-@pytest.mark.xdist_group("processes")  # starts loader workers: one such test at a time
+@STARTS_PROCESSES
 def test_bench_loader_reports_each_worker_count():
     result = bench_loader("unet", preset="tiny", cases=3, size=32, workers=(0, 1), batches=3,
                           repeats=2)
@@ -106,7 +107,7 @@ def test_bench_loader_reports_each_worker_count():
         assert one > result["workers"]["0"]["peak_tree_rss_mb"]
 
 
-@pytest.mark.xdist_group("processes")  # starts loader workers: one such test at a time
+@STARTS_PROCESSES
 def test_bench_loader_reports_the_wait_of_a_step_beside_an_off_cpu_model():
     result = bench_loader("unet", preset="tiny", cases=2, size=32, workers=(0, 1), batches=4,
                           repeats=1, model_step_ms=5)

@@ -14,9 +14,9 @@ from contraseg.data.train_case import TrainCase
 from contraseg.engine import loader
 from contraseg.engine.config import AugmentConfig
 from contraseg.engine.loader import SharedSlots, batches_from, step_batch
+from tests.conftest import STARTS_PROCESSES
 
-# loader workers are processes: these tests run one at a time, in one pytest-xdist worker
-pytestmark = pytest.mark.xdist_group("processes")
+pytestmark = STARTS_PROCESSES  # loader workers
 
 
 def toy_cases(n: int = 3) -> list[TrainCase]:

@@ -20,7 +20,8 @@ from contraseg.engine.config import load_config
 from contraseg.engine.infer import Predictor
 from contraseg.engine.runs import start_training
 from contraseg.errors import ConfigError, InputError
-from tests.conftest import QUIET, REPO
+from tests.conftest import QUIET, STARTS_PROCESSES
+from tests.runners import process_env
 
 TINY = ["val_every=0", "epochs=3"]
 
@@ -105,7 +106,7 @@ def test_stopped_and_resumed_equals_uninterrupted(tmp_path, phantom, tiny_run):
 AUGMENT_ALL = ["augment.rotate_prob=1.0", "augment.scale_prob=1.0", "augment.shift_prob=1.0"]
 
 
-@pytest.mark.xdist_group("processes")  # starts loader workers: one such test at a time
+@STARTS_PROCESSES
 def test_loader_workers_give_the_same_weights_and_resume_across_worker_counts(tmp_path,
                                                                                phantom):
     """Batches prepared by 0 or 2 workers (every augmentation on) train bit-identical weights;
@@ -138,7 +139,7 @@ def test_a_float16_cache_trains_and_stores_half_precision_images(tmp_path, phant
 
 
 def _cli(*args: str, **kwargs) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    env = process_env()
     return subprocess.Popen([sys.executable, "-m", "contraseg", *args], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
 
@@ -201,10 +202,10 @@ def test_a_second_ctrl_c_stops_at_once():
 
 @pytest.mark.slow(reason="torchrun starts two ranks that each import torch and train "
                          "(15-25 s a method)")
-@pytest.mark.xdist_group("processes")  # several processes each: never two such tests at once
+@STARTS_PROCESSES
 @pytest.mark.parametrize("method", ["unet", "dc-seg", "dcl-manet"])  # per-modality modules
 def test_two_process_gloo_ddp_keeps_ranks_identical(tmp_path, phantom, method):
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+    env = process_env(OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "-m", "contraseg", "train",
            "--method", method, "--data", str(phantom), "--out", str(tmp_path / "ddp"),
@@ -221,10 +222,10 @@ def test_two_process_gloo_ddp_keeps_ranks_identical(tmp_path, phantom, method):
 
 
 @pytest.mark.slow(reason="two torchrun runs of two ranks, one with loader workers (about 35 s)")
-@pytest.mark.xdist_group("processes")  # several processes each: never two such tests at once
+@STARTS_PROCESSES
 def test_two_process_ddp_with_loader_workers_trains_as_without(tmp_path, phantom):
     """Each rank's workers prepare that rank's batches: the same weights as without workers."""
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+    env = process_env(OMP_NUM_THREADS="1")
     checksums = []
     for workers in (0, 2):
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
