@@ -1,7 +1,8 @@
 """Write the manifests of the real-scan benchmark (files are read in place, never copied):
 OUT/train/contraseg.json and OUT/test/contraseg.json, the fixed split of the BraTS 2018 folder
 (brats2018_split.json); OUT/fit and OUT/val, the training cases without and with only the
-inner validation cases (try_setting.sh); and OUT/normal/contraseg.json, the healthy IXI
+inner validation cases (try_setting.sh); OUT/all, all 21 cases (the cross-validation of
+scripts/real_cv.py); and OUT/normal/contraseg.json, the healthy IXI
 subject's T1 (with its brain mask) that CLFC's normal-appearance network trains on beside the
 tumour-free slices of the training cases.
 
@@ -49,7 +50,8 @@ def main(shared: Path, out: Path) -> None:
         sys.exit(f"{brats}: missing case(s) {', '.join(missing)} of {SPLIT}")
     inner = split["inner_validation"]
     parts = {"train": split["train"], "test": split["test"], "val": inner,
-             "fit": [c for c in split["train"] if c not in inner]}
+             "fit": [c for c in split["train"] if c not in inner],
+             "all": sorted(split["train"] + split["test"])}
     for part, cases in parts.items():
         write(out / part, manifest(brats, cases, BRATS_FILES, "brats2020"))
     ixi = shared / "normal"

@@ -224,6 +224,18 @@ def test_evaluate_external_predictions_reproduces_the_runs_own_figures(trained, 
     compared = cli("compare", str(tmp_path / "own"), str(tmp_path / "ext"), "--json")
     average = json.loads(compared.stdout)["average"]
     assert all(row["mean_diff"] == 0 for row in average)
+    # a manifest listing FLAIR first still names the subset in the run's order, so they pair
+    listed = tmp_path / "flair-first"
+    listed.mkdir()
+    files = {"t2f": "flair", "t1n": "t1", "t1c": "t1c", "t2w": "t2"}
+    (listed / "contraseg.json").write_text(json.dumps({
+        "root": str(data), "modalities": list(files.values()), "labels": "brats2023",
+        "cases": sorted(p.name for p in data.iterdir() if p.is_dir()),
+        "files": {"images": {m: f"{{case}}/{{case}}-{s}.nii.gz" for s, m in files.items()},
+                  "label": "{case}/{case}-seg.nii.gz"}}))
+    assert cli("evaluate", "--pred", str(tmp_path / "preds"), "--data", str(listed), "--out",
+               str(tmp_path / "listed"), "--overlays", "0").returncode == 0
+    assert rows("listed") == rows("own")
 
 
 def test_evaluate_external_predictions_refuses_what_it_cannot_score(trained, tmp_path):

@@ -19,6 +19,7 @@ from rich.console import Console
 from contraseg.data.cases import CaseSpec
 from contraseg.data.io import grid_difference, load_case, read_label
 from contraseg.data.labels import get_convention
+from contraseg.data.layouts import order_modalities
 from contraseg.engine.evaluate import (
     PEERS_ET_MIN_VOXELS,
     canonical_labels,
@@ -69,7 +70,8 @@ def evaluate_predictions(pred_dir: Path, data: Path, out: Path, *, labels: str |
         raise InputError(pred_dir, f"--pred-labels {written_in.name} has other classes than the "
                                    f"dataset's {convention.name}")
     et_min = PEERS_ET_MIN_VOXELS if et_min_voxels is None else et_min_voxels
-    full = subset_name(spec.modalities)
+    # the canonical order a run's report names its subsets in, so the two reports pair up
+    full = subset_name(order_modalities(spec.modalities))
     # pictures are drawn aside and copied by write_report: a failure leaves no report folder
     with tempfile.TemporaryDirectory(prefix=".contraseg-pictures-") as scratch:
         pictures_dir = Path(scratch)
@@ -102,5 +104,6 @@ def evaluate_predictions(pred_dir: Path, data: Path, out: Path, *, labels: str |
                        if units == "mm" else None, "et_postprocessing": et_rule_note(et_min, rows)}
         notes = {"predictions": str(pred_dir), "data": str(data), "cases": str(len(cases)),
                  "subsets": f"{full} (one prediction a case, made outside contraseg)"}
-        return write_report(out, rows, spec.modalities, conventions, notes, overlay_paths,
+        return write_report(out, rows, order_modalities(spec.modalities), conventions, notes,
+                            overlay_paths,
                             title="contraseg evaluation of external predictions")

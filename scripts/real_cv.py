@@ -1,0 +1,141 @@
+"""Five-fold cross-validation on the 21 BraTS 2018 cases of ../shared/data/real/brats2018, every
+case tested once per seed: the evidence of the recipe comparisons (the plain MONAI recipe against
+a method's `cpu` preset with overrides).
+
+Each seed trains its five folds one after another in its own process with one thread; the seeds
+run side by side, so every configuration sees the same machine load (two seeds on two cores).
+The folds are contraseg's (`fold_of`, seeded by the seed), for the plain recipe too, so the two
+are paired fold by fold. Then every case is scored on the chosen modality subsets with the
+fixed protocol (`contraseg evaluate --which last`; the plain recipe's predictions through
+`--pred`, all four modalities only).
+
+Resumable: a finished seed is skipped, a stopped one resumes (--resume); run it again with the
+same arguments. The command is kept in OUT/NAME/command.json for the factor table
+(scripts/real_cv_table.py).
+
+Usage: python scripts/real_cv.py OUT NAME [--method unet|plain] [--minutes 25] [--seeds 0 1]
+           [--subsets all] [--set KEY=VALUE ...]
+  e.g. python scripts/real_cv.py runs/cv preset --minutes 10
+       python scripts/real_cv.py runs/cv no-dropout --minutes 10 --set data.full_modality_prob=1
+       python scripts/real_cv.py runs/cv plain --method plain --minutes 10
+Result: OUT/NAME/seed-S/report/metrics.csv per seed (report-full with --subsets full: the
+15-subset evaluation costs about 75 s a case on one thread, all four modalities 10). Data: $CONTRASEG_SHARED_DATA, else
+../shared/data beside the checkout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+FOLDS = 5
+
+
+def shared_data() -> Path:
+    return Path(os.environ.get("CONTRASEG_SHARED_DATA", HERE.parent.parent / "shared" / "data"))
+
+
+def run(command: list[str], log: Path) -> None:
+    """Run one command with one thread, appending to `log`; a failure stops the seed."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    with log.open("a") as out:
+        out.write(f"$ {' '.join(command)}\n")
+        out.flush()
+        code = subprocess.call(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+    if code:
+        raise RuntimeError(f"exit {code}: {' '.join(command)} (see {log})")
+
+
+def contraseg_seed(args, folder: Path, seed: int, log: Path) -> None:
+    data = args.out / "data" / "all"
+    settings = [f"seed={seed}", f"budget_minutes={args.minutes:g}",
+                f"data.cache_dir={args.out / 'cache'}", *args.set]
+    resume = ["--resume"] if (folder / "fold-0" / "run.json").is_file() else []
+    run(["contraseg", "train", "--out", str(folder), "--method", args.method, "--preset", "cpu",
+         "--data", str(data), "--folds", str(FOLDS), *resume,
+         *[a for s in settings for a in ("--set", s)]], log)
+    run(["contraseg", "evaluate", "--run", str(folder), "--data", str(data), "--out",
+         str(report_folder(folder, args.subsets)), "--which", "last", "--overlays", "0",
+         "--subsets", args.subsets], log)
+
+
+def plain_seed(args, folder: Path, seed: int, log: Path) -> None:
+    from contraseg.engine.train import fold_of
+
+    brats = shared_data() / "real" / "brats2018"
+    cases = json.loads((args.out / "data" / "all" / "contraseg.json").read_text())["cases"]
+    # contraseg keys cases by dataset folder name and case id; the folds depend on those keys
+    keys = {f"{brats.name}/{c}": c for c in cases}
+    assignment = fold_of(sorted(keys), FOLDS, seed)
+    pred = folder / "pred"
+    pred.mkdir(parents=True, exist_ok=True)
+    for k in range(FOLDS):
+        fold = folder / f"fold-{k}"
+        fold.mkdir(parents=True, exist_ok=True)
+        split = {"train": sorted(c for key, c in keys.items() if assignment[key] != k),
+                 "test": sorted(c for key, c in keys.items() if assignment[key] == k)}
+        (fold / "split.json").write_text(json.dumps(split, indent=2) + "\n")
+        if all((fold / "pred" / f"{c}.nii.gz").is_file() for c in split["test"]):
+            continue
+        run([sys.executable, str(HERE / "plain_monai_unet.py"), "--data", str(brats), "--split",
+             str(fold / "split.json"), "--out", str(fold), "--minutes", f"{args.minutes:g}",
+             "--seed", str(seed), "--cache", str(args.out / "plain-cache"), "--resume"], log)
+        for case in split["test"]:
+            link = pred / f"{case}.nii.gz"
+            link.unlink(missing_ok=True)
+            link.symlink_to(Path("..") / f"fold-{k}" / "pred" / f"{case}.nii.gz")
+    run(["contraseg", "evaluate", "--pred", str(pred), "--data", str(args.out / "data" / "all"),
+         "--out", str(report_folder(folder, "full")), "--overlays", "0"], log)
+
+
+def report_folder(folder: Path, subsets: str) -> Path:
+    """SEED/report for every subset, SEED/report-full for all four modalities only, ..."""
+    return folder / ("report" if subsets == "all" else f"report-{subsets.replace(',', '_')}")
+
+
+def one_seed(args, seed: int) -> str:
+    folder = args.out / args.name / f"seed-{seed}"
+    report = report_folder(folder, "full" if args.method == "plain" else args.subsets)
+    if (report / "metrics.csv").is_file():
+        return f"seed {seed}: done ({report})"
+    folder.mkdir(parents=True, exist_ok=True)
+    (plain_seed if args.method == "plain" else contraseg_seed)(args, folder, seed,
+                                                               folder / "log.txt")
+    return f"seed {seed}: scored ({report})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("out", type=Path)
+    parser.add_argument("name")
+    parser.add_argument("--method", default="unet", help="a contraseg method, or plain")
+    parser.add_argument("--minutes", type=float, default=25.0, help="training budget per fold")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--subsets", default="all",
+                        help="contraseg evaluate --subsets (all: SEED/report; full: all four "
+                             "modalities only, SEED/report-full)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args()
+    args.out = args.out.resolve()
+    subprocess.check_call([sys.executable, str(HERE / "real_benchmark" / "make_manifests.py"),
+                           str(shared_data()), str(args.out / "data")])
+    record = args.out / args.name / "command.json"
+    record.parent.mkdir(parents=True, exist_ok=True)
+    settings = {"method": args.method, "minutes": args.minutes, "set": args.set,
+                "subsets": args.subsets, "command": " ".join(sys.argv)}
+    if record.is_file() and json.loads(record.read_text())["set"] != args.set:
+        sys.exit(f"{record}: {args.name} was started with other settings; choose another NAME")
+    record.write_text(json.dumps(settings, indent=2) + "\n")
+    with ThreadPoolExecutor(len(args.seeds)) as pool:
+        for line in pool.map(lambda s: one_seed(args, s), args.seeds):
+            print(line)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""The factor table of the cross-validation runs of scripts/real_cv.py, as Markdown.
+
+Rows in the order given: each row's mean Dice over the 21 cases with all four modalities
+(each case averaged over the seeds first), its 15-subset mean where it was scored on every
+subset, the steps each fold trained, and the paired effect of the row against the row above
+it (its one changed factor) and against the REFERENCE row (the plain recipe): the difference
+of the seed-averaged case means (row - other) and the two-sided Wilcoxon signed-rank p over
+the cases (contraseg's `compare_seeds`; raw p, no multiple-test correction, so a "no loss"
+reads on the strict side).
+
+Usage: python scripts/real_cv_table.py OUT REFERENCE NAME [NAME ...] [--json FILE]
+  e.g. python scripts/real_cv_table.py runs/cv plain preset no-dropout no-dropout+fp32
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+from contraseg.evaluation.stats import compare_seeds
+
+FULL = "t1+t1c+t2+flair"
+REGIONS = ("WT", "TC", "ET")
+AVERAGE = "average"
+
+
+def reports(out: Path, name: str, every_subset: bool = False) -> list[Path]:
+    """A row's reports, one per seed: scored on every subset (SEED/report), or else, unless
+    `every_subset`, on all four modalities only (SEED/report-full)."""
+    seeds = sorted((out / name).glob("seed-*"))
+    found = [s / "report" / "metrics.csv" for s in seeds]
+    if not every_subset and not all(f.is_file() for f in found):
+        found = [s / "report-full" / "metrics.csv" for s in seeds]
+    found = [f for f in found if f.is_file()]
+    if not found and not every_subset:
+        raise SystemExit(f"{out / name}: no scored seed (seed-*/report*/metrics.csv)")
+    return found
+
+
+def steps(out: Path, name: str) -> float:
+    """Median training steps of a fold, over every fold of every seed."""
+    counts = []
+    for info in (out / name).glob("seed-*/fold-*/run.json"):
+        data = json.loads(info.read_text())
+        counts.append(data.get("step", data.get("steps")))
+    return statistics.median(c for c in counts if c is not None) if counts else float("nan")
+
+
+def effects(base: list[Path], row: list[Path]) -> dict:
+    """Per region: row - base on all four modalities and on the 15-subset mean, with p."""
+    comparison = compare_seeds(base, row)
+    out = {}
+    for result in [*comparison.results, *comparison.average]:
+        if result.subset in (FULL, AVERAGE):
+            out[(result.subset, result.region)] = {
+                "diff": result.mean_diff, "p": result.p_value, "a": result.mean_a,
+                "b": result.mean_b, "n": result.n}
+    return out
+
+
+def fmt(effect: dict | None) -> str:
+    if effect is None:
+        return "-"
+    return f"{effect['diff']:+.3f} (p {effect['p']:.2g})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("out", type=Path)
+    parser.add_argument("reference")
+    parser.add_argument("names", nargs="+")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    reference = reports(args.out, args.reference)
+    rows, previous, previous_every = [], None, None
+    for name in args.names:
+        mine, every = reports(args.out, name), reports(args.out, name, every_subset=True)
+        versus_plain = effects(reference, mine)
+        full_only = (lambda found: {k: v for k, v in found.items() if k[0] == FULL})
+        versus_previous = full_only(effects(previous, mine)) if previous else {}
+        own = full_only(effects(mine, mine))  # the row's own means (b) per group
+        if every and previous_every:  # the 15-subset means, when both rows were scored so
+            versus_previous |= {k: v for k, v in effects(previous_every, every).items()
+                                if k[0] == AVERAGE}
+        own |= {k: v for k, v in effects(every, every).items() if k[0] == AVERAGE} if every \
+            else {}
+        command = json.loads((args.out / name / "command.json").read_text())["command"]
+        rows.append({"name": name, "seeds": len(mine), "steps": steps(args.out, name),
+                     "command": command,
+                     "full": {r: own[(FULL, r)]["b"] for r in REGIONS},
+                     "subsets": {r: own[(AVERAGE, r)]["b"] for r in REGIONS} if every else {},
+                     "vs_previous": {f"{s}/{r}": v for (s, r), v in versus_previous.items()},
+                     "vs_reference": {r: versus_plain[(FULL, r)] for r in REGIONS}})
+        previous, previous_every = mine, every
+    ref_means = effects(reference, reference)
+    print(f"Reference `{args.reference}` ({len(reference)} seeds, {steps(args.out, args.reference):.0f}"
+          " steps a fold), all four modalities: " + ", ".join(
+              f"{r} {ref_means[(FULL, r)]['b']:.3f}" for r in REGIONS) + "\n")
+    print("| row | steps a fold | all four: WT / TC / ET | vs the row above: WT / TC / ET "
+          "| vs reference: WT / TC / ET | 15-subset mean: WT / TC / ET "
+          "| 15-subset mean vs the row above: WT / TC / ET |")
+    print("|---|---|---|---|---|---|---|")
+    for row in rows:
+        above = row["vs_previous"]
+        print(f"| `{row['name']}` | {row['steps']:.0f} | "
+              + " / ".join(f"{row['full'][r]:.3f}" for r in REGIONS) + " | "
+              + " / ".join(fmt(above.get(f"{FULL}/{r}")) for r in REGIONS) + " | "
+              + " / ".join(fmt(row["vs_reference"][r]) for r in REGIONS) + " | "
+              + (" / ".join(f"{row['subsets'][r]:.3f}" for r in REGIONS)
+                 if row["subsets"] else "-") + " | "
+              + " / ".join(fmt(above.get(f"{AVERAGE}/{r}")) if row["subsets"] else "-"
+                           for r in REGIONS) + " |")
+    print("\nCommands:\n")
+    for row in rows:
+        print(f"- `{row['name']}`: `{row['command']}`")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2, default=float) + "\n")
+
+
+if __name__ == "__main__":
+    main()
