@@ -41,6 +41,14 @@ def shared_data() -> Path:
     return Path(os.environ.get("CONTRASEG_SHARED_DATA", HERE.parent.parent / "shared" / "data"))
 
 
+def commit() -> str:
+    """The checkout's commit, marked "+changes" when its files differ from it."""
+    def git(*words: str) -> str:
+        return subprocess.run(["git", "-C", str(HERE), *words], capture_output=True,
+                              text=True).stdout.strip()
+    return git("rev-parse", "HEAD") + ("+changes" if git("status", "--porcelain") else "")
+
+
 def run(command: list[str], log: Path) -> None:
     """Run one command with one thread, appending to `log`; a failure stops the seed."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -128,10 +136,13 @@ def main() -> None:
     record = args.out / args.name / "command.json"
     record.parent.mkdir(parents=True, exist_ok=True)
     settings = {"method": args.method, "minutes": args.minutes, "set": args.set,
-                "subsets": args.subsets, "command": " ".join(sys.argv)}
-    if record.is_file() and json.loads(record.read_text())["set"] != args.set:
-        sys.exit(f"{record}: {args.name} was started with other settings; choose another NAME")
-    record.write_text(json.dumps(settings, indent=2) + "\n")
+                "subsets": args.subsets, "command": " ".join(sys.argv), "commit": commit()}
+    if record.is_file():  # a resumed row keeps the record of its start (commit included)
+        if json.loads(record.read_text())["set"] != args.set:
+            sys.exit(f"{record}: {args.name} was started with other settings; choose another "
+                     "NAME")
+    else:
+        record.write_text(json.dumps(settings, indent=2) + "\n")
     with ThreadPoolExecutor(len(args.seeds)) as pool:
         for line in pool.map(lambda s: one_seed(args, s), args.seeds):
             print(line)

@@ -68,3 +68,21 @@ def test_soft_dice_from_probs_agrees_with_soft_dice_on_logits():
     target = torch.randint(0, 4, (2, 3, 3, 3), generator=gen)
     from_probs = soft_dice_loss_from_probs(torch.softmax(logits, 1), target)
     assert from_probs.item() == pytest.approx(soft_dice_loss(logits, target).item(), rel=1e-6)
+
+
+def test_per_sample_soft_dice_is_monais_dice_loss_and_differs_from_batch_dice():
+    """per_sample=True is MONAI's DiceLoss(softmax, one-hot targets, background included): one
+    Dice per patch and class. A patch with a small lesion beside one with a large lesion
+    weighs as much as it under per-sample Dice, not under batch Dice."""
+    from monai.losses import DiceLoss
+
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 4, 8, 8, 8, generator=generator)
+    target = torch.zeros(2, 8, 8, 8, dtype=torch.long)
+    target[0, 1:7, 1:7, 1:7] = 3  # large
+    target[1, 3:5, 3:5, 3:5] = 3  # small
+    target[1, 0, 0, :4] = 1
+    monai = DiceLoss(softmax=True, to_onehot_y=True)(logits, target[:, None])
+    assert soft_dice_loss(logits, target, per_sample=True).item() == pytest.approx(
+        monai.item(), rel=1e-6)
+    assert abs(soft_dice_loss(logits, target).item() - monai.item()) > 1e-3

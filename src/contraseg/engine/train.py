@@ -269,7 +269,7 @@ class Trainer:
         self.loss_module = self._wrap(LossModule(self.method))
         self.optimizer = make_optimizer(self.method.param_groups(config.optim.lr),
                                         config.optim)
-        self.scheduler = make_scheduler(self.optimizer, config.optim, config.total_steps)
+        self.scheduler = make_scheduler(self.optimizer, config.optim, self.total_steps)
         self.sampler = PatchSampler(self.data.train, config.data.patch_size,
                                     config.data.foreground_fraction, config.data.modality_dropout,
                                     build_augmentation(config.augment, self.method.spatial),
@@ -369,7 +369,7 @@ class Trainer:
                     self._fit_budget(step_seconds[3:], time.monotonic() - start)
                     stop_at = self._stop_at(max_steps)
                     bar.update(task, total=stop_at)
-                if self.step % self.config.iters_per_epoch == 0:
+                if self.step % self.config.iters_per_epoch == 0 or self.step == self.total_steps:
                     if self._refitting_budget():
                         self._refit_budget()
                         stop_at = self._stop_at(max_steps)
@@ -378,14 +378,20 @@ class Trainer:
                     epoch_terms = {}
                 if max_minutes is not None and time.monotonic() - start > 60 * max_minutes:
                     break
-        finished = self.step >= self.config.total_steps
-        if self.step % self.config.iters_per_epoch:  # stopped mid-epoch: keep what was done
+        finished = self.step >= self.total_steps
+        if self.step % self.config.iters_per_epoch and not finished:  # keep what was done
             self._save("last")
         status = "finished" if finished else "interrupted" if interrupt.requested else "stopped"
         return self._finish(status)
 
+    @property
+    def total_steps(self) -> int:
+        """The steps the run trains: a fitted budget's count (the last epoch may be partial),
+        else epochs x iters_per_epoch."""
+        return int(self.budget["total_steps"]) if self.budget else self.config.total_steps
+
     def _stop_at(self, max_steps: int | None) -> int:
-        total = self.config.total_steps
+        total = self.total_steps
         return min(total, max_steps) if max_steps is not None else total
 
     def _fitting_budget(self) -> bool:
@@ -393,28 +399,34 @@ class Trainer:
 
     def _refitting_budget(self) -> bool:
         """A fitted budget is checked again once an epoch has passed since the last fit."""
-        return (self.budget is not None and self.step < self.config.total_steps
+        return (self.budget is not None and self.step < self.total_steps
                 and self.step - self.budget_step >= self.config.iters_per_epoch)
 
     def _refit_budget(self) -> None:
-        """Move the end of the schedule (whole epochs, never before the current one) so that
-        training ends with the budget at the pace since the last fit, every cost counted
-        (checkpoints, logging, other work on the machine): the first 20 steps' median alone
-        misjudges a long run."""
+        """Move the end of the schedule (never before the current step) so that training ends
+        with the budget at the pace since the last fit, every cost counted (checkpoints,
+        logging, other work on the machine): the first 20 steps' median alone misjudges a long
+        run."""
         now = time.monotonic()
         pace = (now - self.budget_clock) / max(self.step - self.budget_step, 1)
         pace = max(distributed.gather_floats(self.ctx, pace))
         remaining = 60 * float(self.config.budget_minutes) - self._train_seconds()
-        steps = self.step + max(int(remaining / pace), 0)
-        iters = self.config.iters_per_epoch
-        epochs = max(steps // iters, -(-self.step // iters), 1)
+        total = self.step + max(int(remaining / pace), 0)
         self.budget_step, self.budget_clock = self.step, now
-        if epochs == self.config.epochs:
+        if total == self.total_steps:
             return
-        self.config = replace(self.config, epochs=epochs)
-        self.scheduler.set_total_steps(self.config.total_steps)
-        self.budget.update(epochs=epochs, total_steps=self.config.total_steps,
-                           step_seconds=pace, refits=self.budget.get("refits", 0) + 1)
+        self._set_budget_steps(total, step_seconds=pace, refits=self.budget.get("refits", 0) + 1)
+
+    def _set_budget_steps(self, total: int, **facts: Any) -> None:
+        """End training and the lr schedule after `total` steps (at least one): epochs is the
+        whole epochs they span, the last one partial where the budget ends inside it (so a
+        budget is never cut to a whole number of epochs)."""
+        total = max(total, 1)
+        iters = self.config.iters_per_epoch
+        self.config = replace(self.config, epochs=-(-total // iters))
+        self.budget = {**(self.budget or {}), **facts, "epochs": self.config.epochs,
+                       "total_steps": total}
+        self.scheduler.set_total_steps(total)
         if self.ctx.is_main:
             self._write_run_files(status="running")
 
@@ -423,21 +435,13 @@ class Trainer:
         of the steps so far (the slowest rank's under DDP), and stretch the lr schedule to it."""
         per_step = max(distributed.gather_floats(self.ctx, float(np.median(step_seconds))))
         remaining = 60 * float(self.config.budget_minutes) - elapsed
-        steps = self.step + max(int(remaining / (per_step * BUDGET_MARGIN)), 0)
-        iters = self.config.iters_per_epoch
-        epochs = max(steps // iters, -(-self.step // iters), 1)
-        self.config = replace(self.config, epochs=epochs)
-        self.scheduler.set_total_steps(self.config.total_steps)
-        self.budget = {"minutes": self.config.budget_minutes, "step_seconds": per_step,
-                       "timed_steps": len(step_seconds), "epochs": epochs,
-                       "total_steps": self.config.total_steps}
+        total = self.step + max(int(remaining / (per_step * BUDGET_MARGIN)), 0)
+        self._set_budget_steps(total, minutes=self.config.budget_minutes, step_seconds=per_step,
+                               timed_steps=len(step_seconds))
         self.budget_step, self.budget_clock = self.step, time.monotonic()
-        if self.ctx.is_main:
-            self._write_run_files(status="running")
-            if not self.console.is_terminal:
-                self.console.print(f"budget {self.config.budget_minutes:g} min: {per_step:.3f} s "
-                                   f"per step -> {epochs} epochs ({self.config.total_steps} "
-                                   "steps)", highlight=False)
+        if self.ctx.is_main and not self.console.is_terminal:
+            self.console.print(f"budget {self.config.budget_minutes:g} min: {per_step:.3f} s "
+                               f"per step -> {self.total_steps} steps", highlight=False)
 
     def _batches(self) -> Generator[dict[str, torch.Tensor], None, None]:
         """This rank's batches from the current step on (engine.loader: the same batches with
@@ -464,7 +468,7 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         self.step += 1
-        self.method.after_step(self.step / self.config.total_steps)
+        self.method.after_step(self.step / self.total_steps)
         values = {name: float(value.detach()) for name, value in terms.items()}
         values["total"] = float(total.detach())
         self._log_scalars({f"loss/{k}": v for k, v in values.items()}
@@ -473,7 +477,7 @@ class Trainer:
         return values
 
     def _end_epoch(self, epoch_terms: dict[str, list[float]]) -> None:
-        epoch = self.step // self.config.iters_per_epoch
+        epoch = -(-self.step // self.config.iters_per_epoch)  # a budget's last may be partial
         # every rank sees the same mean (ranks must keep one learning rate)
         ranks = distributed.gather_floats(self.ctx, float(np.mean(epoch_terms["total"])))
         record: dict[str, Any] = {
@@ -488,7 +492,7 @@ class Trainer:
             self.data_seconds = []
         every = self.config.val_every
         validating = bool(every and self.data.val and (
-            epoch % every == 0 or self.step >= self.config.total_steps))
+            epoch % every == 0 or self.step >= self.total_steps))
         if validating:
             if self.ctx.is_main:
                 record["val"] = (
@@ -503,7 +507,7 @@ class Trainer:
         self._schedule_epoch(float(np.mean(ranks)), record, validating)
         record["lr"] = self.scheduler.get_last_lr()[0]
         if self.ctx.is_main:
-            if epoch % self.config.checkpoint_every == 0 or self.step >= self.config.total_steps:
+            if epoch % self.config.checkpoint_every == 0 or self.step >= self.total_steps:
                 self._save("last")
             with open(self.out / "log.jsonl", "a") as log:
                 log.write(json.dumps(record) + "\n")

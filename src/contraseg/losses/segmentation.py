@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+MONAI_SMOOTH = 1e-5  # MONAI DiceLoss's smooth_nr = smooth_dr
+
 
 def one_hot(target: Tensor, num_classes: int) -> Tensor:
     """(B, *S) long -> (B, C, *S) float."""
@@ -13,24 +15,30 @@ def one_hot(target: Tensor, num_classes: int) -> Tensor:
 
 
 def soft_dice_loss(logits: Tensor, target: Tensor, eps: float = 1e-7,
-                   class_weights: Tensor | None = None) -> Tensor:
+                   class_weights: Tensor | None = None, per_sample: bool = False) -> Tensor:
     """1 - mean over classes (background included) of the soft Dice of softmax probabilities.
 
     Sums run over the whole batch and space per class (the "batch Dice" of RFNet's code and
-    nnU-Net), computed in float32 whatever the autocast dtype. `class_weights` (C,) turns the
-    mean into sum_c w_c (1 - Dice_c) / sum_c w_c (DCL-MANet weighs background 0.01, each tumour
-    class 0.33).
+    nnU-Net), computed in float32 whatever the autocast dtype. `per_sample`: sums over space
+    only, one Dice per sample and class, then the mean (MONAI's DiceLoss default, with its
+    1e-5 added to both sides, so an absent class predicted absent scores 1): each patch's
+    small lesion weighs as much as another's large one. `class_weights` (C,) turns the mean
+    over classes into sum_c w_c (1 - Dice_c) / sum_c w_c (DCL-MANet weighs background 0.01,
+    each tumour class 0.33).
     """
     probs = torch.softmax(logits.float(), dim=1)
     truth = one_hot(target, logits.shape[1])
-    dims = (0, *range(2, logits.ndim))
+    dims = tuple(range(2, logits.ndim)) if per_sample else (0, *range(2, logits.ndim))
     intersection = (probs * truth).sum(dims)
     denominator = probs.sum(dims) + truth.sum(dims)
-    dice = 2.0 * intersection / (denominator + eps)
+    if per_sample:
+        dice = (2.0 * intersection + MONAI_SMOOTH) / (denominator + MONAI_SMOOTH)
+    else:
+        dice = 2.0 * intersection / (denominator + eps)
     if class_weights is None:
         return 1.0 - dice.mean()
     weights = class_weights.to(dice)
-    return ((1.0 - dice) * weights).sum() / weights.sum()
+    return ((1.0 - dice) * weights).sum(-1).mean() / weights.sum()
 
 
 def weighted_cross_entropy(probs: Tensor, target: Tensor, min_prob: float = 0.005) -> Tensor:

@@ -38,7 +38,8 @@ class UNetConfig:
     `res_units` residual units per level, strided from the first layer). `regions`: None for one
     softmax over the classes, or nested regions as lists of canonical classes (outermost first,
     e.g. BraTS WT, TC, ET: [[1, 2, 3], [1, 3], [3]]) for one sigmoid per region
-    (models/regions.py)."""
+    (models/regions.py). `dice_per_sample`: the class Dice term per patch (MONAI's DiceLoss)
+    instead of over the batch (nnU-Net's)."""
 
     base_channels: int = 16
     depth: int = 5
@@ -47,6 +48,7 @@ class UNetConfig:
     network: str = "dynunet"
     res_units: int = 2
     regions: list[list[int]] | None = None
+    dice_per_sample: bool = False
 
     def __post_init__(self):
         if self.network not in NETWORKS:
@@ -98,6 +100,7 @@ class UNet(Method):
             masks = self.regions.target_masks(batch.target)
             return {"dice": region_dice_loss(logits, masks), "ce": region_bce_loss(logits, masks)}
         return {
-            "dice": soft_dice_loss(logits, batch.target),
+            "dice": soft_dice_loss(logits, batch.target,
+                                   per_sample=self.config.dice_per_sample),
             "ce": F.cross_entropy(logits.float(), batch.target),
         }
