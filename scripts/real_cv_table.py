@@ -9,13 +9,18 @@ the cases (contraseg's `compare_seeds`; raw p, no multiple-test correction, so a
 reads on the strict side).
 
 Usage: python scripts/real_cv_table.py OUT REFERENCE NAME [NAME ...] [--json FILE]
+           [--archive DEST]
   e.g. python scripts/real_cv_table.py runs/cv plain preset no-dropout no-dropout+fp32
+--archive copies the evidence of these rows (command.json, each seed's metrics.csv and
+summary.json, each fold's run.json and split.json: no image, no checkpoint) into DEST with the
+same layout, so the table can be rebuilt from DEST (results/real-cv in the repository).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 from pathlib import Path
 
@@ -66,13 +71,29 @@ def fmt(effect: dict | None) -> str:
     return f"{effect['diff']:+.3f} (p {effect['p']:.2g})"
 
 
+EVIDENCE = ("command.json", "seed-*/report*/metrics.csv", "seed-*/report*/summary.json",
+            "seed-*/fold-*/run.json", "seed-*/fold-*/split.json")
+
+
+def archive(out: Path, dest: Path, names: list[str]) -> None:
+    for name in names:
+        for pattern in EVIDENCE:
+            for source in sorted((out / name).glob(pattern)):
+                target = dest / source.relative_to(out)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, target)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path)
     parser.add_argument("reference")
     parser.add_argument("names", nargs="+")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--archive", type=Path, default=None, metavar="DEST")
     args = parser.parse_args()
+    if args.archive:
+        archive(args.out, args.archive, [args.reference, *args.names])
     reference = reports(args.out, args.reference)
     rows, previous, previous_every = [], None, None
     for name in args.names:
