@@ -60,14 +60,20 @@ def run(command: list[str], log: Path) -> None:
         raise RuntimeError(f"exit {code}: {' '.join(command)} (see {log})")
 
 
+def finished(run_folder: Path) -> bool:
+    info = run_folder / "run.json"
+    return info.is_file() and json.loads(info.read_text()).get("status") == "finished"
+
+
 def contraseg_seed(args, folder: Path, seed: int, log: Path) -> None:
     data = args.out / "data" / "all"
     settings = [f"seed={seed}", f"budget_minutes={args.minutes:g}",
                 f"data.cache_dir={args.out / 'cache'}", *args.set]
     resume = ["--resume"] if (folder / "fold-0" / "run.json").is_file() else []
-    run(["contraseg", "train", "--out", str(folder), "--method", args.method, "--preset", "cpu",
-         "--data", str(data), "--folds", str(FOLDS), *resume,
-         *[a for s in settings for a in ("--set", s)]], log)
+    if not all(finished(folder / f"fold-{k}") for k in range(FOLDS)):
+        run(["contraseg", "train", "--out", str(folder), "--method", args.method, "--preset",
+             "cpu", "--data", str(data), "--folds", str(FOLDS), *resume,
+             *[a for s in settings for a in ("--set", s)]], log)
     run(["contraseg", "evaluate", "--run", str(folder), "--data", str(data), "--out",
          str(report_folder(folder, args.subsets)), "--which", "last", "--overlays", "0",
          "--subsets", args.subsets], log)
