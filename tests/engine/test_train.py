@@ -678,8 +678,8 @@ def test_a_time_budget_fits_the_schedule_to_the_measured_step_time(tmp_path, pha
 
 def test_a_budget_holds_when_the_steps_slow_down_after_the_fit(tmp_path, phantom, monkeypatch):
     """The first steps' pace alone would overrun a budget when later steps cost more (other
-    work on the machine, checkpoints): the end of the schedule follows the pace, epoch by
-    epoch, so the run still ends with its budget, within one step. The trainer's clock is a
+    work on the machine, checkpoints): the end of the schedule follows the pace of the last
+    20 steps, so the run still ends with its budget, within one step. The trainer's clock is a
     fake one that each step advances by 0.01 s for the first 25 steps, then by 0.3 s (no
     dependence on the machine's speed or load)."""
     from types import SimpleNamespace

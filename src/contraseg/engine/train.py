@@ -71,6 +71,7 @@ from contraseg.utils.memory import peak_rss_mb
 # settings a resumed run may change (a section, or one key of it: workers change no batch)
 RESUMABLE_CHANGES = {"epochs", "val_every", "checkpoint_every", "device", "data.workers", "log"}
 BUDGET_CALIBRATION_STEPS = 20  # steps timed to fit a budget (the first 3 warm up, not counted)
+BUDGET_REFIT_STEPS = 20  # a fitted budget follows the pace of the last this many steps
 BUDGET_MARGIN = 1.03  # per-step time x this: epoch ends and checkpoints cost a little too
 
 
@@ -369,11 +370,11 @@ class Trainer:
                     self._fit_budget(step_seconds[3:], time.monotonic() - start)
                     stop_at = self._stop_at(max_steps)
                     bar.update(task, total=stop_at)
+                elif self._refitting_budget():
+                    self._refit_budget()
+                    stop_at = self._stop_at(max_steps)
+                    bar.update(task, total=stop_at)
                 if self.step % self.config.iters_per_epoch == 0 or self.step == self.total_steps:
-                    if self._refitting_budget():
-                        self._refit_budget()
-                        stop_at = self._stop_at(max_steps)
-                        bar.update(task, total=stop_at)
                     self._end_epoch(epoch_terms)
                     epoch_terms = {}
                 if max_minutes is not None and time.monotonic() - start > 60 * max_minutes:
@@ -398,9 +399,11 @@ class Trainer:
         return self.config.budget_minutes is not None and self.budget is None
 
     def _refitting_budget(self) -> bool:
-        """A fitted budget is checked again once an epoch has passed since the last fit."""
+        """A fitted budget is checked again every BUDGET_REFIT_STEPS steps (not once an epoch:
+        a machine that gets busier inside the last epoch would overrun the budget by up to
+        its length)."""
         return (self.budget is not None and self.step < self.total_steps
-                and self.step - self.budget_step >= self.config.iters_per_epoch)
+                and self.step - self.budget_step >= BUDGET_REFIT_STEPS)
 
     def _refit_budget(self) -> None:
         """Move the end of the schedule (never before the current step) so that training ends
