@@ -2,10 +2,10 @@
 
 Rows in the order given: each row's mean Dice over the 21 cases with all four modalities
 (each case averaged over the seeds first), its 15-subset mean where it was scored on every
-subset, the steps each fold trained, and the paired effect of the row against the row above
-it (its one changed factor) and against the REFERENCE row (the plain recipe): the difference
-of the seed-averaged case means (row - other) and the two-sided Wilcoxon signed-rank p over
-the cases (contraseg's `compare_seeds`; raw p, no multiple-test correction, so a "no loss"
+subset, its WT from FLAIR alone where that subset was scored, the steps each fold trained,
+and the paired effect of the row against the row above it (its one changed factor) and
+against the REFERENCE row (the plain recipe): the difference of the seed-averaged case means
+(row - other) and the two-sided Wilcoxon signed-rank p over the cases (contraseg's `compare_seeds`; raw p, no multiple-test correction, so a "no loss"
 reads on the strict side).
 
 Usage: python scripts/real_cv_table.py OUT REFERENCE NAME [NAME ...] [--json FILE]
@@ -19,6 +19,7 @@ same layout, so the table can be rebuilt from DEST (results/real-cv in the repos
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import shutil
 import statistics
@@ -32,16 +33,32 @@ AVERAGE = "average"
 
 
 def reports(out: Path, name: str, every_subset: bool = False) -> list[Path]:
-    """A row's reports, one per seed: scored on every subset (SEED/report), or else, unless
-    `every_subset`, on all four modalities only (SEED/report-full)."""
+    """A row's reports, one per seed, of the first kind every seed has: scored on every subset
+    (SEED/report), on all four modalities (SEED/report-full), or on chosen subsets
+    (SEED/report-<subsets>). `every_subset`: SEED/report only (empty when a seed lacks it)."""
     seeds = sorted((out / name).glob("seed-*"))
-    found = [s / "report" / "metrics.csv" for s in seeds]
-    if not every_subset and not all(f.is_file() for f in found):
-        found = [s / "report-full" / "metrics.csv" for s in seeds]
-    found = [f for f in found if f.is_file()]
-    if not found and not every_subset:
-        raise SystemExit(f"{out / name}: no scored seed (seed-*/report*/metrics.csv)")
-    return found
+    kinds = ["report"] if every_subset else ["report", "report-full", *sorted(
+        {p.name for s in seeds for p in s.glob("report-*")})]
+    for kind in kinds:
+        found = [s / kind / "metrics.csv" for s in seeds]
+        if found and all(f.is_file() for f in found):
+            return found
+    if every_subset:
+        return []
+    raise SystemExit(f"{out / name}: no report that every seed has (seed-*/report*/metrics.csv)")
+
+
+def flair_alone_wt(found: list[Path]) -> float | None:
+    """Mean WT Dice from FLAIR alone over the cases (each averaged over the seeds), if scored."""
+    per_case: dict[str, list[float]] = {}
+    for path in found:
+        with path.open() as handle:
+            for row in csv.DictReader(handle):
+                if row["subset"] == "flair" and row["region"] == "WT":
+                    per_case.setdefault(row["case"], []).append(float(row["dice"]))
+    if not per_case:
+        return None
+    return statistics.mean(statistics.mean(v) for v in per_case.values())
 
 
 def steps(out: Path, name: str) -> float:
@@ -112,6 +129,7 @@ def main() -> None:
                      "command": command,
                      "full": {r: own[(FULL, r)]["b"] for r in REGIONS},
                      "subsets": {r: own[(AVERAGE, r)]["b"] for r in REGIONS} if every else {},
+                     "flair_wt": flair_alone_wt(mine),
                      "vs_previous": {f"{s}/{r}": v for (s, r), v in versus_previous.items()},
                      "vs_reference": {r: versus_plain[(FULL, r)] for r in REGIONS}})
         previous, previous_every = mine, every
@@ -121,8 +139,8 @@ def main() -> None:
               f"{r} {ref_means[(FULL, r)]['b']:.3f}" for r in REGIONS) + "\n")
     print("| row | steps a fold | all four: WT / TC / ET | vs the row above: WT / TC / ET "
           "| vs reference: WT / TC / ET | 15-subset mean: WT / TC / ET "
-          "| 15-subset mean vs the row above: WT / TC / ET |")
-    print("|---|---|---|---|---|---|---|")
+          "| 15-subset mean vs the row above: WT / TC / ET | FLAIR alone: WT |")
+    print("|---|---|---|---|---|---|---|---|")
     for row in rows:
         above = row["vs_previous"]
         print(f"| `{row['name']}` | {row['steps']:.0f} | "
@@ -132,7 +150,8 @@ def main() -> None:
               + (" / ".join(f"{row['subsets'][r]:.3f}" for r in REGIONS)
                  if row["subsets"] else "-") + " | "
               + " / ".join(fmt(above.get(f"{AVERAGE}/{r}")) if row["subsets"] else "-"
-                           for r in REGIONS) + " |")
+                           for r in REGIONS) + " | "
+              + ("-" if row["flair_wt"] is None else f"{row['flair_wt']:.3f}") + " |")
     print("\nCommands:\n")
     for row in rows:
         print(f"- `{row['name']}`: `{row['command']}`")

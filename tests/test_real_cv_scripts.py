@@ -93,7 +93,7 @@ def test_the_factor_table_and_its_archive(tmp_path, capsys, monkeypatch):
     assert "Reference `plain` (1 seeds, 792 steps a fold), all four modalities: WT 0.800, " \
            "TC 0.600, ET 0.500" in printed
     assert ("| `preset` | 602 | 0.800 / 0.600 / 0.432 | - / - / - | +0.000 (p nan) / +0.000 "
-            "(p nan) / -0.068 (p 0.0078) | 0.613 / 0.413 / 0.246 | - / - / - |") in printed
+            "(p nan) / -0.068 (p 0.0078) | 0.613 / 0.413 / 0.246 | - / - / - | 0.600 |") in printed
     assert ("| `fixed` | 882 | 0.800 / 0.600 / 0.500 | +0.000 (p nan) / +0.000 (p nan) / "
             "+0.068 (p 0.0078) | +0.000 (p nan) / +0.000 (p nan) / +0.000 (p nan) | "
             "0.613 / 0.413 / 0.313 | +0.000 (p nan) / +0.000 (p nan) / +0.067 (p 0.0078) |"
