@@ -69,7 +69,8 @@ def random_patch(image: np.ndarray, label: np.ndarray, rng: np.random.Generator)
     tumour = np.argwhere(label > 0)
     if rng.random() < 0.5 and len(tumour):
         centre = tumour[rng.integers(len(tumour))]
-        start = [int(np.clip(c - PATCH // 2, 0, n - PATCH)) for c, n in zip(centre, GRID)]
+        start = [int(np.clip(c - PATCH // 2, 0, n - PATCH))
+                 for c, n in zip(centre, GRID, strict=True)]
     else:
         start = [int(rng.integers(0, n - PATCH + 1)) for n in GRID]
     box = tuple(slice(s, s + PATCH) for s in start)

@@ -19,8 +19,8 @@ Usage: python scripts/real_cv.py OUT NAME [--method unet|plain] [--minutes 25] [
        python scripts/real_cv.py runs/cv no-dropout --minutes 10 --set data.full_modality_prob=1
        python scripts/real_cv.py runs/cv plain --method plain --minutes 10
 Result: OUT/NAME/seed-S/report/metrics.csv per seed (report-full with --subsets full: the
-15-subset evaluation costs about 75 s a case on one thread, all four modalities 10). Data: $CONTRASEG_SHARED_DATA, else
-../shared/data beside the checkout.
+15-subset evaluation costs about 75 s a case on one thread, all four modalities 10).
+Data: $CONTRASEG_SHARED_DATA, else ../shared/data beside the checkout.
 """
 
 from __future__ import annotations

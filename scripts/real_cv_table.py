@@ -5,8 +5,8 @@ Rows in the order given: each row's mean Dice over the 21 cases with all four mo
 subset, its WT from FLAIR alone where that subset was scored, the steps each fold trained,
 and the paired effect of the row against the row above it (its one changed factor) and
 against the REFERENCE row (the plain recipe): the difference of the seed-averaged case means
-(row - other) and the two-sided Wilcoxon signed-rank p over the cases (contraseg's `compare_seeds`; raw p, no multiple-test correction, so a "no loss"
-reads on the strict side).
+(row - other) and the two-sided Wilcoxon signed-rank p over the cases (contraseg's
+`compare_seeds`; raw p, no multiple-test correction, so a "no loss" reads on the strict side).
 
 Usage: python scripts/real_cv_table.py OUT REFERENCE NAME [NAME ...] [--json FILE]
            [--archive DEST]
@@ -82,6 +82,10 @@ def effects(base: list[Path], row: list[Path]) -> dict:
     return out
 
 
+def full_only(found: dict) -> dict:
+    return {key: value for key, value in found.items() if key[0] == FULL}
+
+
 def fmt(effect: dict | None) -> str:
     if effect is None:
         return "-"
@@ -116,7 +120,6 @@ def main() -> None:
     for name in args.names:
         mine, every = reports(args.out, name), reports(args.out, name, every_subset=True)
         versus_plain = effects(reference, mine)
-        full_only = (lambda found: {k: v for k, v in found.items() if k[0] == FULL})
         versus_previous = full_only(effects(previous, mine)) if previous else {}
         own = full_only(effects(mine, mine))  # the row's own means (b) per group
         if every and previous_every:  # the 15-subset means, when both rows were scored so
@@ -134,8 +137,8 @@ def main() -> None:
                      "vs_reference": {r: versus_plain[(FULL, r)] for r in REGIONS}})
         previous, previous_every = mine, every
     ref_means = effects(reference, reference)
-    print(f"Reference `{args.reference}` ({len(reference)} seeds, {steps(args.out, args.reference):.0f}"
-          " steps a fold), all four modalities: " + ", ".join(
+    print(f"Reference `{args.reference}` ({len(reference)} seeds, "
+          f"{steps(args.out, args.reference):.0f} steps a fold), all four modalities: " + ", ".join(
               f"{r} {ref_means[(FULL, r)]['b']:.3f}" for r in REGIONS) + "\n")
     print("| row | steps a fold | all four: WT / TC / ET | vs the row above: WT / TC / ET "
           "| vs reference: WT / TC / ET | 15-subset mean: WT / TC / ET "
