@@ -221,6 +221,24 @@ def test_two_process_gloo_ddp_keeps_ranks_identical(tmp_path, phantom, method):
     assert single["rank_checksums"][0] != checksums[0]
 
 
+@pytest.mark.slow(reason="torchrun starts two ranks that train for a 15-second budget")
+@STARTS_PROCESSES
+def test_two_ranks_stop_a_budget_at_the_same_step(tmp_path, phantom):
+    """Each rank times its own clock; the fitted and refitted step counts are agreed on (the
+    smallest), or one rank would stop while the other waits for it forever."""
+    env = process_env(OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "contraseg", "train", "--method", "unet", "--data", str(phantom), "--out",
+           str(tmp_path / "ddp"), "--preset", "tiny", "--set", "val_every=0", "--set",
+           "device=cpu", "--set", "epochs=100000", "--set", "iters_per_epoch=7", "--set",
+           "budget_minutes=0.25"]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-6000:]
+    info = json.loads((tmp_path / "ddp" / "run.json").read_text())
+    assert info["status"] == "finished" and info["step"] == info["budget"]["total_steps"] > 20
+    assert info["budget"]["refits"] >= 1 and len(set(info["rank_checksums"])) == 1
+
+
 @pytest.mark.slow(reason="two torchrun runs of two ranks, one with loader workers (about 35 s)")
 @STARTS_PROCESSES
 def test_two_process_ddp_with_loader_workers_trains_as_without(tmp_path, phantom):

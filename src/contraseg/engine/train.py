@@ -414,11 +414,16 @@ class Trainer:
         pace = (now - self.budget_clock) / max(self.step - self.budget_step, 1)
         pace = max(distributed.gather_floats(self.ctx, pace))
         remaining = 60 * float(self.config.budget_minutes) - self._train_seconds()
-        total = self.step + max(int(remaining / pace), 0)
+        total = self._same_on_every_rank(self.step + max(int(remaining / pace), 0))
         self.budget_step, self.budget_clock = self.step, now
         if total == self.total_steps:
             return
         self._set_budget_steps(total, step_seconds=pace, refits=self.budget.get("refits", 0) + 1)
+
+    def _same_on_every_rank(self, total: int) -> int:
+        """The smallest rank's step count: each rank timed its own clock, and all must stop
+        at the same step (DDP)."""
+        return int(min(distributed.gather_floats(self.ctx, float(total))))
 
     def _set_budget_steps(self, total: int, **facts: Any) -> None:
         """End training and the lr schedule after `total` steps (at least one): epochs is the
@@ -438,7 +443,8 @@ class Trainer:
         of the steps so far (the slowest rank's under DDP), and stretch the lr schedule to it."""
         per_step = max(distributed.gather_floats(self.ctx, float(np.median(step_seconds))))
         remaining = 60 * float(self.config.budget_minutes) - elapsed
-        total = self.step + max(int(remaining / (per_step * BUDGET_MARGIN)), 0)
+        total = self._same_on_every_rank(
+            self.step + max(int(remaining / (per_step * BUDGET_MARGIN)), 0))
         self._set_budget_steps(total, minutes=self.config.budget_minutes, step_seconds=per_step,
                                timed_steps=len(step_seconds))
         self.budget_step, self.budget_clock = self.step, time.monotonic()
