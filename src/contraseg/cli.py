@@ -36,7 +36,8 @@ err_console = Console(stderr=True)
 
 # options that several verbs share, declared once
 WhichOption = Annotated[str, typer.Option(
-    help="auto (best when the run validated, else last), best or last checkpoint.")]
+    help="auto (best when the run validated, else last), best or last checkpoint, or "
+         "minute-M: the weights kept after M minutes of training (keep_every_minutes).")]
 DeviceOption = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
 # inference settings of predict and evaluate (None: the run's own, from its config)
 OverlapOption = Annotated[float | None, typer.Option(

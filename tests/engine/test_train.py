@@ -721,3 +721,39 @@ def test_a_budget_holds_when_the_steps_slow_down_after_the_fit(tmp_path, phantom
     assert info["step"] == budget["total_steps"] < 100
     assert budget["epochs"] == -(-info["step"] // 5)  # the last epoch partial where it ends so
     assert 15 - 0.31 < info["train_seconds"] <= 15 + 1e-6  # the budget, within one step
+
+
+def test_snapshots_every_n_minutes_of_training_form_a_learning_curve(tmp_path, phantom,
+                                                                     monkeypatch):
+    """keep_every_minutes=1 keeps the weights as checkpoints/minute-M.pt each time training
+    passes a whole minute, counting on across a resume; `--which minute-M` loads one. The
+    trainer's clock is a fake one that each step advances by 25 s."""
+    from types import SimpleNamespace
+
+    from contraseg.data.dataset import PatchSampler
+    from contraseg.engine.checkpoint import find_checkpoint
+
+    clock, sample = [0.0], PatchSampler.sample
+
+    def slow(self, rng, batch_size, out=None):
+        clock[0] += 25.0
+        return sample(self, rng, batch_size, out)
+
+    monkeypatch.setattr(PatchSampler, "sample", slow)
+    monkeypatch.setattr("contraseg.engine.train.time", SimpleNamespace(monotonic=lambda: clock[0]))
+    sets = ["val_every=0", "epochs=1", "iters_per_epoch=12", "keep_every_minutes=1"]
+    train(tmp_path / "run", phantom, sets, max_steps=5)  # 125 s: minutes 1 and 2
+    kept = tmp_path / "run" / "checkpoints"
+    assert sorted(p.stem for p in kept.glob("minute-*.pt")) == ["minute-1", "minute-2"]
+    assert load_checkpoint(kept / "minute-1.pt")["step"] == 3  # 75 s: the first past 60 s
+    train(tmp_path / "run", phantom, [], resume=True)  # to step 12, 300 s
+    assert sorted(p.stem for p in kept.glob("minute-*.pt")) == [
+        "minute-1", "minute-2", "minute-3", "minute-4", "minute-5"]
+    assert load_checkpoint(kept / "minute-5.pt")["step"] == 12
+    assert find_checkpoint(tmp_path / "run", "minute-4") == kept / "minute-4.pt"
+    with pytest.raises(InputError, match="no checkpoints/minute-9.pt .kept: minute-1, minute-2"):
+        find_checkpoint(tmp_path / "run", "minute-9")
+    with pytest.raises(ConfigError, match="minute-M"):
+        find_checkpoint(tmp_path / "run", "minutes-4")
+    with pytest.raises(ConfigError, match="keep_every_minutes 0.5"):
+        load_config("unet", "tiny", ["keep_every_minutes=0.5"])

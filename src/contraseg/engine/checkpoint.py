@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import pickle
 import platform
+import re
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 
 CHECKPOINT_CHOICES = ("auto", "best", "last")
+SNAPSHOT = re.compile(r"minute-\d+")  # the weights kept every keep_every_minutes of training
+
+
+def snapshot_name(minutes: float) -> str:
+    """The checkpoint name of the weights kept after `minutes` of training."""
+    return f"minute-{round(minutes)}"
 
 
 def find_checkpoint(run: str | Path, which: str = "auto") -> Path:
@@ -89,16 +96,25 @@ def find_checkpoint(run: str | Path, which: str = "auto") -> Path:
     `which` for a folder: "best" (chosen on validation; refused when the run never validated),
     "last" (the end of training, what the papers report), or "auto": best.pt when the run
     validated, else last.pt. A run without validation writes no best.pt, so "auto" never picks
-    weights that no validation chose.
+    weights that no validation chose. "minute-M": the weights kept after M minutes of training
+    (`keep_every_minutes`), a point of the run's learning curve.
     """
-    if which not in CHECKPOINT_CHOICES:
-        raise ConfigError(f"--which {which!r}: expected one of {', '.join(CHECKPOINT_CHOICES)}")
+    snapshot = SNAPSHOT.fullmatch(which) is not None
+    if which not in CHECKPOINT_CHOICES and not snapshot:
+        raise ConfigError(f"--which {which!r}: expected one of {', '.join(CHECKPOINT_CHOICES)} "
+                          "or minute-M")
     run = Path(run)
     if run.is_file():
         return run
     if not run.is_dir():
         raise InputError(run, "no such run folder or checkpoint file")
     folder = run / "checkpoints"
+    if snapshot:
+        if not (folder / f"{which}.pt").is_file():
+            kept = sorted(p.stem for p in folder.glob("minute-*.pt"))
+            raise InputError(run, f"has no checkpoints/{which}.pt (kept: "
+                                  f"{', '.join(kept) or 'none; see keep_every_minutes'})")
+        return folder / f"{which}.pt"
     best, last = folder / "best.pt", folder / "last.pt"
     if not best.is_file() and not last.is_file():
         raise InputError(run, "holds no checkpoint (checkpoints/best.pt or last.pt)")

@@ -131,6 +131,9 @@ class TrainConfig:
     budget_minutes: float | None = None
     val_every: int = 10  # epochs; 0 disables validation
     checkpoint_every: int = 1  # epochs
+    # also keep the weights every N minutes of training as checkpoints/minute-M.pt, the points
+    # of a learning curve (`evaluate --which minute-M`); None keeps none
+    keep_every_minutes: float | None = None
     # autocast: none, bf16, fp16 (CUDA), or auto (bf16 where the device runs it natively)
     amp: Literal["none", "bf16", "fp16", "auto"] = "none"
     seed: int = 0
@@ -141,6 +144,11 @@ class TrainConfig:
     normal_run: str | None = None
     # weights to start from (--init): a run, a contraseg checkpoint or a timm/torchvision file
     init: str | None = None
+
+    def __post_init__(self):
+        if self.keep_every_minutes is not None and not float(self.keep_every_minutes) >= 1:
+            raise ConfigError(f"keep_every_minutes {self.keep_every_minutes}: expected at least 1 "
+                              "(minutes between kept snapshots), or null")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -47,6 +47,7 @@ from contraseg.engine.checkpoint import (
     load_checkpoint,
     read_init_weights,
     save_checkpoint,
+    snapshot_name,
     versions,
 )
 from contraseg.engine.config import TrainConfig, config_from_dict
@@ -69,7 +70,8 @@ from contraseg.utils.fs import atomic_path
 from contraseg.utils.memory import peak_rss_mb
 
 # settings a resumed run may change (a section, or one key of it: workers change no batch)
-RESUMABLE_CHANGES = {"epochs", "val_every", "checkpoint_every", "device", "data.workers", "log"}
+RESUMABLE_CHANGES = {"epochs", "val_every", "checkpoint_every", "keep_every_minutes", "device",
+                     "data.workers", "log"}
 BUDGET_CALIBRATION_STEPS = 20  # steps timed to fit a budget (the first 3 warm up, not counted)
 BUDGET_REFIT_STEPS = 20  # a fitted budget follows the pace of the last this many steps
 BUDGET_MARGIN = 1.03  # per-step time x this: epoch ends and checkpoints cost a little too
@@ -281,6 +283,8 @@ class Trainer:
         self.seconds_before, self.started = 0.0, time.monotonic()  # training time of the run
         if resume:
             self._load_last()
+        every = config.keep_every_minutes
+        self.kept_mark = int(self.seconds_before // (60 * every)) if every else 0
         self.writer = None
 
     # --- set-up ----------------------------------------------------------------------------
@@ -377,6 +381,7 @@ class Trainer:
                 if self.step % self.config.iters_per_epoch == 0 or self.step == self.total_steps:
                     self._end_epoch(epoch_terms)
                     epoch_terms = {}
+                self._keep_snapshot()
                 if max_minutes is not None and time.monotonic() - start > 60 * max_minutes:
                     break
         finished = self.step >= self.total_steps
@@ -564,6 +569,17 @@ class Trainer:
             "epoch": self.step // self.config.iters_per_epoch, "step": self.step,
             "best": self.best, "model": self.method.state_dict(),
         }
+
+    def _keep_snapshot(self) -> None:
+        """Keep the weights as checkpoints/minute-M.pt when training time passes a multiple M
+        of keep_every_minutes (one snapshot per multiple, also across resumed sessions)."""
+        every = self.config.keep_every_minutes
+        if not every:
+            return
+        mark = int(self._train_seconds() // (60 * every))
+        if mark > self.kept_mark:
+            self.kept_mark = mark
+            self._save(snapshot_name(mark * every))
 
     def _save(self, which: str) -> None:
         if not self.ctx.is_main:
