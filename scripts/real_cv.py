@@ -13,11 +13,16 @@ Resumable: a finished seed is skipped, a stopped one resumes (--resume); run it 
 same arguments. The command is kept in OUT/NAME/command.json for the factor table
 (scripts/real_cv_table.py).
 
+An inference factor needs no training: --reuse ROW links ROW's trained folds into the new row
+and --evaluate-option passes settings to `contraseg evaluate` (e.g. --evaluate-option=--blend=constant).
+
 Usage: python scripts/real_cv.py OUT NAME [--method unet|plain] [--minutes 25] [--seeds 0 1]
-           [--subsets all] [--set KEY=VALUE ...]
+           [--subsets all] [--set KEY=VALUE ...] [--reuse ROW --evaluate-option OPTION ...]
   e.g. python scripts/real_cv.py runs/cv preset --minutes 10
        python scripts/real_cv.py runs/cv no-dropout --minutes 10 --set data.full_modality_prob=1
        python scripts/real_cv.py runs/cv plain --method plain --minutes 10
+       python scripts/real_cv.py runs/cv no-et-rule --reuse preset --minutes 10 \
+           --evaluate-option=--et-min-voxels=0
 Result: OUT/NAME/seed-S/report/metrics.csv per seed (report-full with --subsets full: the
 15-subset evaluation costs about 75 s a case on one thread, all four modalities 10).
 Data: $CONTRASEG_SHARED_DATA, else ../shared/data beside the checkout.
@@ -65,8 +70,23 @@ def finished(run_folder: Path) -> bool:
     return info.is_file() and json.loads(info.read_text()).get("status") == "finished"
 
 
+def link_folds(args, folder: Path, seed: int) -> None:
+    """The trained folds of row `args.reuse` in `folder` (symbolic links), all finished."""
+    source = args.out / args.reuse / f"seed-{seed}"
+    for k in range(FOLDS):
+        if not finished(source / f"fold-{k}"):
+            raise RuntimeError(f"{source / f'fold-{k}'}: not finished; run row {args.reuse} "
+                               "first")
+    for k in range(FOLDS):
+        link = folder / f"fold-{k}"
+        if not link.exists():
+            link.symlink_to(Path("..", "..", args.reuse, f"seed-{seed}", f"fold-{k}"))
+
+
 def contraseg_seed(args, folder: Path, seed: int, log: Path) -> None:
     data = args.out / "data" / "all"
+    if args.reuse:
+        link_folds(args, folder, seed)
     settings = [f"seed={seed}", f"budget_minutes={args.minutes:g}",
                 f"data.cache_dir={args.out / 'cache'}", *args.set]
     resume = ["--resume"] if (folder / "fold-0" / "run.json").is_file() else []
@@ -76,7 +96,7 @@ def contraseg_seed(args, folder: Path, seed: int, log: Path) -> None:
              *[a for s in settings for a in ("--set", s)]], log)
     run(["contraseg", "evaluate", "--run", str(folder), "--data", str(data), "--out",
          str(report_folder(folder, args.subsets)), "--which", "last", "--overlays", "0",
-         "--subsets", args.subsets], log)
+         "--subsets", args.subsets, *args.evaluate_option], log)
 
 
 def plain_seed(args, folder: Path, seed: int, log: Path) -> None:
@@ -135,16 +155,26 @@ def main() -> None:
                         help="contraseg evaluate --subsets (all: SEED/report; full: all four "
                              "modalities only, SEED/report-full)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--reuse", metavar="ROW",
+                        help="evaluate ROW's trained folds instead of training")
+    parser.add_argument("--evaluate-option", action="append", default=[], metavar="OPTION",
+                        help="passed to contraseg evaluate, e.g. --evaluate-option=--blend=constant")
     args = parser.parse_args()
+    if args.reuse and args.method == "plain":
+        parser.error("--reuse is for contraseg rows; the plain recipe's inference is fixed")
     args.out = args.out.resolve()
     subprocess.check_call([sys.executable, str(HERE / "real_benchmark" / "make_manifests.py"),
                            str(shared_data()), str(args.out / "data")])
     record = args.out / args.name / "command.json"
     record.parent.mkdir(parents=True, exist_ok=True)
     settings = {"method": args.method, "minutes": args.minutes, "set": args.set,
-                "subsets": args.subsets, "command": " ".join(sys.argv), "commit": commit()}
+                "subsets": args.subsets, "reuse": args.reuse,
+                "evaluate_options": args.evaluate_option, "command": " ".join(sys.argv),
+                "commit": commit()}
     if record.is_file():  # a resumed row keeps the record of its start (commit included)
-        if json.loads(record.read_text())["set"] != args.set:
+        kept = json.loads(record.read_text())
+        if (kept["set"], kept.get("reuse"), kept.get("evaluate_options", [])) != (
+                args.set, args.reuse, args.evaluate_option):
             sys.exit(f"{record}: {args.name} was started with other settings; choose another "
                      "NAME")
     else:

@@ -9,6 +9,7 @@ import sys
 
 import nibabel as nib
 import numpy as np
+import pytest
 
 from contraseg.evaluation.protocol import all_subsets, subset_name
 from contraseg.evaluation.report import write_report
@@ -102,3 +103,20 @@ def test_the_factor_table_and_its_archive(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["table", str(tmp_path / "kept"), *names])
     table.main()
     assert capsys.readouterr().out == printed  # the archive holds all the table needs
+
+
+def test_an_inference_row_reuses_another_rows_trained_folds(tmp_path):
+    cv = load_script(REPO / "scripts" / "real_cv.py")
+    source = tmp_path / "trained" / "seed-0"
+    for fold in range(cv.FOLDS):
+        (source / f"fold-{fold}").mkdir(parents=True)
+        (source / f"fold-{fold}" / "run.json").write_text(json.dumps({"status": "finished"}))
+    args = type("Args", (), {"out": tmp_path, "reuse": "trained"})
+    folder = tmp_path / "no-et-rule" / "seed-0"
+    folder.mkdir(parents=True)
+    cv.link_folds(args, folder, 0)
+    assert json.loads((folder / "fold-4" / "run.json").read_text()) == {"status": "finished"}
+    assert (folder / "fold-4").resolve() == (source / "fold-4").resolve()
+    (source / "fold-2" / "run.json").write_text(json.dumps({"status": "stopped"}))
+    with pytest.raises(RuntimeError, match="fold-2: not finished; run row trained first"):
+        cv.link_folds(args, tmp_path / "other" / "seed-0", 0)
