@@ -204,3 +204,13 @@ def test_every_cpu_preset_builds_its_network_for_its_patch(method):
     built = build_method(method, modalities, classes, config.model, config.loss_weights)
     built.check_patch(config.data.patch_size)
     assert config.budget_minutes is not None and config.data.val_fraction == 0
+
+
+def test_cases_keep_their_whole_field_of_view_without_the_brain_crop(phantom, tmp_path):
+    config = load_config("unet", "tiny", ["data.val_fraction=0"])
+    cropped = prepare_data(config, [phantom], tmp_path / "cache").train[0]
+    config = load_config("unet", "tiny", ["data.val_fraction=0", "data.crop_to_brain=false"])
+    data = prepare_data(config, [phantom], tmp_path / "cache")
+    assert data.preprocess.crop_to_brain is False
+    assert data.train[0].shape == (24, 24, 24)  # the phantom's grid, background included
+    assert np.prod(cropped.shape) < 24**3  # the crop keeps the head's bounding box only

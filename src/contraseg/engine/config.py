@@ -34,6 +34,9 @@ class DataConfig:
     resample_to: str | None = None  # modality whose grid the others are resampled onto
     target_spacing: list[float] | None = None  # mm; None keeps the input spacing
     orientation: str | None = "RAS"
+    # crop each case to its brain's bounding box before resampling (false: the whole field of
+    # view, so uniform patches also see the background around the head)
+    crop_to_brain: bool = True
     cache_dir: str | None = None  # None: <run>/cache
     whole_tumour: bool = False  # merge the tumour classes into one (CLFC's released code)
     workers: int = 0  # processes preparing batches (0: the training process); same batches

@@ -123,6 +123,7 @@ def fold_split(ids: list[str], fold: int, folds: int, val_fraction: float, seed:
 def preprocess_settings(config: TrainConfig) -> PreprocessSettings:
     spacing = config.data.target_spacing
     return PreprocessSettings(orientation=config.data.orientation,
+                              crop_to_brain=config.data.crop_to_brain,
                               target_spacing=tuple(spacing) if spacing else None)
 
 
