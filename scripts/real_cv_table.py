@@ -3,14 +3,15 @@
 Rows in the order given: each row's mean Dice over the 21 cases with all four modalities
 (each case averaged over the seeds first), its 15-subset mean where it was scored on every
 subset, its WT from FLAIR alone where that subset was scored, the steps each fold trained,
-and the paired effect of the row against the row above it (its one changed factor) and
-against the REFERENCE row (the plain recipe): the difference of the seed-averaged case means
+and the paired effect of the row against its base (the row above it, or BASE when the row is
+given as NAME@BASE: a factor tried off the main line) and against the REFERENCE row (the plain recipe): the difference of the seed-averaged case means
 (row - other) and the two-sided Wilcoxon signed-rank p over the cases (contraseg's
 `compare_seeds`; raw p, no multiple-test correction, so a "no loss" reads on the strict side).
 
-Usage: python scripts/real_cv_table.py OUT REFERENCE NAME [NAME ...] [--json FILE]
+Usage: python scripts/real_cv_table.py OUT REFERENCE NAME[@BASE] [NAME ...] [--json FILE]
            [--archive DEST]
-  e.g. python scripts/real_cv_table.py runs/cv plain preset no-dropout no-dropout+fp32
+  e.g. python scripts/real_cv_table.py runs/cv plain preset no-dropout no-dropout+fp32 \
+          regions@preset
 --archive copies the evidence of these rows (command.json, each seed's metrics.csv and
 summary.json, each fold's run.json and split.json: no image, no checkpoint) into DEST with the
 same layout, so the table can be rebuilt from DEST (results/real-cv in the repository).
@@ -114,10 +115,15 @@ def main() -> None:
     parser.add_argument("--archive", type=Path, default=None, metavar="DEST")
     args = parser.parse_args()
     if args.archive:
-        archive(args.out, args.archive, [args.reference, *args.names])
+        archive(args.out, args.archive, [args.reference, *{
+            part for given in args.names for part in given.split("@")}])
     reference = reports(args.out, args.reference)
     rows, previous, previous_every = [], None, None
-    for name in args.names:
+    for given in args.names:
+        name, _, base = given.partition("@")
+        if base:
+            previous = reports(args.out, base)
+            previous_every = reports(args.out, base, every_subset=True)
         mine, every = reports(args.out, name), reports(args.out, name, every_subset=True)
         versus_plain = effects(reference, mine)
         versus_previous = full_only(effects(previous, mine)) if previous else {}
@@ -128,7 +134,7 @@ def main() -> None:
         own |= {k: v for k, v in effects(every, every).items() if k[0] == AVERAGE} if every \
             else {}
         command = json.loads((args.out / name / "command.json").read_text())["command"]
-        rows.append({"name": name, "seeds": len(mine), "steps": steps(args.out, name),
+        rows.append({"name": name, "base": base or None, "seeds": len(mine), "steps": steps(args.out, name),
                      "command": command,
                      "full": {r: own[(FULL, r)]["b"] for r in REGIONS},
                      "subsets": {r: own[(AVERAGE, r)]["b"] for r in REGIONS} if every else {},
@@ -140,13 +146,14 @@ def main() -> None:
     print(f"Reference `{args.reference}` ({len(reference)} seeds, "
           f"{steps(args.out, args.reference):.0f} steps a fold), all four modalities: " + ", ".join(
               f"{r} {ref_means[(FULL, r)]['b']:.3f}" for r in REGIONS) + "\n")
-    print("| row | steps a fold | all four: WT / TC / ET | vs the row above: WT / TC / ET "
+    print("| row | steps a fold | all four: WT / TC / ET | vs its base: WT / TC / ET "
           "| vs reference: WT / TC / ET | 15-subset mean: WT / TC / ET "
-          "| 15-subset mean vs the row above: WT / TC / ET | FLAIR alone: WT |")
+          "| 15-subset mean vs its base: WT / TC / ET | FLAIR alone: WT |")
     print("|---|---|---|---|---|---|---|---|")
     for row in rows:
         above = row["vs_previous"]
-        print(f"| `{row['name']}` | {row['steps']:.0f} | "
+        base = f" (base `{row['base']}`)" if row["base"] else ""
+        print(f"| `{row['name']}`{base} | {row['steps']:.0f} | "
               + " / ".join(f"{row['full'][r]:.3f}" for r in REGIONS) + " | "
               + " / ".join(fmt(above.get(f"{FULL}/{r}")) for r in REGIONS) + " | "
               + " / ".join(fmt(row["vs_reference"][r]) for r in REGIONS) + " | "

@@ -83,8 +83,9 @@ def test_the_factor_table_and_its_archive(tmp_path, capsys, monkeypatch):
     fake_row(tmp_path / "cv", "plain", 0.0, [FULL], 790)
     fake_row(tmp_path / "cv", "preset", -0.05, every, 600)
     fake_row(tmp_path / "cv", "fixed", 0.0, every, 880)
+    fake_row(tmp_path / "cv", "aside", 0.0, [FULL], 880)
     table = load_script(REPO / "scripts" / "real_cv_table.py")
-    names = ["plain", "preset", "fixed"]
+    names = ["plain", "preset", "fixed", "aside@preset"]
     monkeypatch.setattr(sys, "argv", ["table", str(tmp_path / "cv"), *names, "--archive",
                                       str(tmp_path / "kept")])
     table.main()
@@ -99,6 +100,9 @@ def test_the_factor_table_and_its_archive(tmp_path, capsys, monkeypatch):
             "+0.068 (p 0.0078) | +0.000 (p nan) / +0.000 (p nan) / +0.000 (p nan) | "
             "0.613 / 0.413 / 0.313 | +0.000 (p nan) / +0.000 (p nan) / +0.067 (p 0.0078) |"
             ) in printed
+    # a row off the main line is compared with its base, not with the row above
+    assert ("| `aside` (base `preset`) | 882 | 0.800 / 0.600 / 0.500 | +0.000 (p nan) / "
+            "+0.000 (p nan) / +0.068 (p 0.0078) |") in printed
     assert "- `fixed`: `real_cv.py fixed`" in printed
     monkeypatch.setattr(sys, "argv", ["table", str(tmp_path / "kept"), *names])
     table.main()
