@@ -14,7 +14,8 @@ same arguments. The command is kept in OUT/NAME/command.json for the factor tabl
 (scripts/real_cv_table.py).
 
 An inference factor needs no training: --reuse ROW links ROW's trained folds into the new row
-and --evaluate-option passes settings to `contraseg evaluate` (e.g. --evaluate-option=--blend=constant).
+and --evaluate-option passes settings to `contraseg evaluate`
+(e.g. --evaluate-option=--blend=constant).
 
 Usage: python scripts/real_cv.py OUT NAME [--method unet|plain] [--minutes 25] [--seeds 0 1]
            [--subsets all] [--set KEY=VALUE ...] [--reuse ROW --evaluate-option OPTION ...]
@@ -158,7 +159,8 @@ def main() -> None:
     parser.add_argument("--reuse", metavar="ROW",
                         help="evaluate ROW's trained folds instead of training")
     parser.add_argument("--evaluate-option", action="append", default=[], metavar="OPTION",
-                        help="passed to contraseg evaluate, e.g. --evaluate-option=--blend=constant")
+                        help="passed to contraseg evaluate, e.g. "
+                             "--evaluate-option=--blend=constant")
     args = parser.parse_args()
     if args.reuse and args.method == "plain":
         parser.error("--reuse is for contraseg rows; the plain recipe's inference is fixed")

@@ -4,8 +4,8 @@ Rows in the order given: each row's mean Dice over the 21 cases with all four mo
 (each case averaged over the seeds first), its 15-subset mean where it was scored on every
 subset, its WT from FLAIR alone where that subset was scored, the steps each fold trained,
 and the paired effect of the row against its base (the row above it, or BASE when the row is
-given as NAME@BASE: a factor tried off the main line) and against the REFERENCE row (the plain recipe): the difference of the seed-averaged case means
-(row - other) and the two-sided Wilcoxon signed-rank p over the cases (contraseg's
+given as NAME@BASE: a factor tried off the main line) and against the REFERENCE row (the
+plain recipe): the difference of the seed-averaged case means (row - other) and the two-sided Wilcoxon signed-rank p over the cases (contraseg's
 `compare_seeds`; raw p, no multiple-test correction, so a "no loss" reads on the strict side).
 
 Usage: python scripts/real_cv_table.py OUT REFERENCE NAME[@BASE] [NAME ...] [--json FILE]
