@@ -5,8 +5,9 @@ Rows in the order given: each row's mean Dice over the 21 cases with all four mo
 subset, its WT from FLAIR alone where that subset was scored, the steps each fold trained,
 and the paired effect of the row against its base (the row above it, or BASE when the row is
 given as NAME@BASE: a factor tried off the main line) and against the REFERENCE row (the
-plain recipe): the difference of the seed-averaged case means (row - other) and the two-sided Wilcoxon signed-rank p over the cases (contraseg's
-`compare_seeds`; raw p, no multiple-test correction, so a "no loss" reads on the strict side).
+plain recipe): the difference of the seed-averaged case means (row - other) and the
+two-sided Wilcoxon signed-rank p over the cases (contraseg's `compare_seeds`; raw p, no
+multiple-test correction, so a "no loss" reads on the strict side).
 
 Usage: python scripts/real_cv_table.py OUT REFERENCE NAME[@BASE] [NAME ...] [--json FILE]
            [--archive DEST]
@@ -134,8 +135,8 @@ def main() -> None:
         own |= {k: v for k, v in effects(every, every).items() if k[0] == AVERAGE} if every \
             else {}
         command = json.loads((args.out / name / "command.json").read_text())["command"]
-        rows.append({"name": name, "base": base or None, "seeds": len(mine), "steps": steps(args.out, name),
-                     "command": command,
+        rows.append({"name": name, "base": base or None, "seeds": len(mine),
+                     "steps": steps(args.out, name), "command": command,
                      "full": {r: own[(FULL, r)]["b"] for r in REGIONS},
                      "subsets": {r: own[(AVERAGE, r)]["b"] for r in REGIONS} if every else {},
                      "flair_wt": flair_alone_wt(mine),
