@@ -16,6 +16,13 @@
 #   left out), then fine-tuning (35 min) from that encoder. No ImageNet weights: nothing is
 #   downloaded.
 #
+# The reference: the plain MONAI recipe (scripts/plain_monai_unet.py, 25 minutes, one thread)
+# on the same 16 cases, scored on the 5 test cases with all four modalities. Every segmentation
+# stage keeps its weights every 5 minutes (keep_every_minutes), and
+# scripts/real_benchmark/learning_curve.py scores them: the minimum useful budget of each
+# method (the first minute, and its step, at which its mean WT/TC/ET Dice reaches the plain
+# recipe's), in OUT/METHOD/curve.json and OUT/METHOD/curve.md.
+#
 # Resumable: a method whose report exists is skipped, a stopped stage resumes (--resume).
 # Usage: scripts/real_benchmark.sh OUT [METHODS...]
 #   (default METHODS: unet rfnet dc-seg dcl-manet clfc swin-moco; about 1 h 15 min each on
@@ -27,6 +34,15 @@ out=${1:?usage: $0 OUT [METHODS...]}; shift
 methods=${*:-unet rfnet dc-seg dcl-manet clfc swin-moco}
 shared=${CONTRASEG_SHARED_DATA:-$here/../../shared/data}
 python "$here/real_benchmark/make_manifests.py" "$shared" "$out/data"
+curve_every=5  # minutes between the kept weights of a segmentation stage
+
+if [ ! -f "$out/plain/report/metrics.csv" ]; then  # the reference: 25 minutes, one thread
+  python "$here/plain_monai_unet.py" --data "$shared/real/brats2018" \
+    --split "$here/real_benchmark/brats2018_split.json" --out "$out/plain/run" --minutes 25 \
+    --cache "$out/plain/cache" --resume
+  contraseg evaluate --pred "$out/plain/run/pred" --data "$out/data/test" \
+    --out "$out/plain/report" --overlays 0
+fi
 
 . "$here/real_benchmark/stages.sh"  # finished, stage
 
@@ -37,13 +53,15 @@ train() {  # METHOD RUN
       stage train "$dir/introvae" --method introvae --data "$out/data/normal" \
         --data "$out/data/train"
       stage train "$run" --method clfc --data "$out/data/train" \
-        --set "normal_run=$dir/introvae" ;;
+        --set "normal_run=$dir/introvae" --set keep_every_minutes=$curve_every ;;
     swin-moco)
       stage pretrain "$dir/pretrain" --method swin-moco --data "$out/data/train" \
         --data "$shared/real/brats2023-unlabeled" --data "$shared/real/tcga-gbm-pseudolabel"
-      stage train "$run" --method swin-moco --data "$out/data/train" --init "$dir/pretrain" ;;
+      stage train "$run" --method swin-moco --data "$out/data/train" --init "$dir/pretrain" \
+        --set keep_every_minutes=$curve_every ;;
     *)
-      stage train "$run" --method "$method" --data "$out/data/train" ;;
+      stage train "$run" --method "$method" --data "$out/data/train" \
+        --set keep_every_minutes=$curve_every ;;
   esac
 }
 
@@ -55,6 +73,12 @@ for method in $methods; do
   train "$method" "$run"
   contraseg evaluate --run "$run" --data "$out/data/test" --out "$report" --which last \
     --overlays 1
+done
+for method in $methods; do  # the learning curves (each point is scored once)
+  run="$out/$method/run"
+  [ -d "$run/checkpoints" ] || continue
+  python "$here/real_benchmark/learning_curve.py" "$run" "$out/data/test" "$out/plain/report" \
+    --json "$out/$method/curve.json" > "$out/$method/curve.md"
 done
 
 compare() {  # A B: B - A on every subset and on the 15-subset mean
