@@ -12,6 +12,7 @@ Usage: python scripts/real_benchmark/make_manifests.py SHARED_DATA OUT
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -37,7 +38,7 @@ def brats_split() -> dict[str, list[str]]:
 def write(folder: Path, data: dict) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / "contraseg.json"
-    tmp = target.with_suffix(".json.tmp")
+    tmp = target.with_suffix(f".json.{os.getpid()}.tmp")  # two scripts may write at once
     tmp.write_text(json.dumps(data, indent=2) + "\n")
     tmp.replace(target)
 
