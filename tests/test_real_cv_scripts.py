@@ -125,33 +125,3 @@ def test_an_inference_row_reuses_another_rows_trained_folds(tmp_path):
     with pytest.raises(RuntimeError, match="fold-2: not finished; run row trained first"):
         cv.link_folds(args, tmp_path / "other" / "seed-0", 0)
 
-
-def test_the_learning_curve_finds_the_first_snapshot_that_reaches_the_reference(
-        tmp_path, capsys, monkeypatch):
-    from contraseg.engine.checkpoint import META_KEYS, save_checkpoint
-
-    run = tmp_path / "dc-seg" / "run"
-    run.mkdir(parents=True)
-    (run / "run.json").write_text(json.dumps({"train_seconds": 1800.0}))
-    # minute-5, minute-10, minute-20 and last: mean Dice 0.50, 0.66, 0.70, 0.72 (WT+0.1, ET-0.1)
-    for which, step, dice in (("minute-10", 200, 0.66), ("minute-5", 100, 0.5),
-                              ("minute-20", 400, 0.7), ("last", 600, 0.72)):
-        save_checkpoint(run / "checkpoints" / f"{which}.pt",
-                        {key: None for key in META_KEYS} | {"step": step})
-        rows = [{"case": c, "subset": FULL, "region": r, "dice": dice + shift}
-                for c in CASES for r, shift in (("WT", 0.1), ("TC", 0.0), ("ET", -0.1))]
-        write_report(tmp_path / "dc-seg" / "curve" / which, rows, MODS, {}, metrics=("dice",))
-    reference = [{"case": c, "subset": FULL, "region": r, "dice": 0.68} for c in CASES
-                 for r in ("WT", "TC", "ET")]
-    write_report(tmp_path / "plain", reference, MODS, {}, metrics=("dice",))
-    curve = load_script(REPO / "scripts" / "real_benchmark" / "learning_curve.py")
-    monkeypatch.setattr(sys, "argv", ["curve", str(run), str(tmp_path / "data"),
-                                      str(tmp_path / "plain"), "--json", str(tmp_path / "c.json")])
-    curve.main()  # every point has its report already: nothing is evaluated
-    printed = capsys.readouterr().out
-    assert "| minute-5 | 5 | 100 | 0.600 | 0.500 | 0.400 | 0.500 |" in printed
-    assert "| last | 30 | 600 | 0.820 | 0.720 | 0.620 | 0.720 |" in printed
-    assert "reaches the reference after 20 minutes (400 steps)" in printed
-    kept = json.loads((tmp_path / "c.json").read_text())
-    assert [p["which"] for p in kept["curve"]] == ["minute-5", "minute-10", "minute-20", "last"]
-    assert kept["reference"]["score"] == pytest.approx(0.68)

@@ -1,8 +1,9 @@
 """Keep the evidence of a real-scan benchmark without its checkpoints or predictions.
 
 Copies, from the folder of scripts/real_benchmark.sh, what summarise.py and `contraseg
-compare` read: each finished method's report/summary.json and report/metrics.csv, the run.json
-of each of its training stages and the compare-*.json files, into DEST with the
+compare` read: each finished method's report/summary.json and report/metrics.csv, its
+learning curve (curve.json), the run.json of each of its training stages and the compare-*.json
+files, into DEST with the
 same layout (a few hundred kB: no image, no checkpoint). `summarise.py DEST` then rebuilds the
 README tables, and `contraseg compare DEST/A/report DEST/B/report` re-tests any pair.
 `--commit` records the commit the rows were trained on in DEST/<method>/provenance.json
@@ -41,6 +42,7 @@ def files_to_keep(out: Path, only: list[str] | None = None) -> list[Path]:
     keep = _compares(out, methods)  # summary.md: summarise.py rebuilds it
     for method in methods:
         keep += [method / "report" / name for name in REPORT_FILES]
+        keep += [curve] if (curve := method / "curve.json").is_file() else []
         keep += [run for stage in STAGES if (run := method / stage / "run.json").is_file()]
     return keep
 

@@ -603,17 +603,29 @@ def export(
 
 @app.command("methods")
 def methods() -> None:
-    """List the registered methods and their presets.
+    """List the registered methods, their presets and their measured minimum useful budget.
+
+    The budget: after how many minutes and steps of its `cpu` preset on 2 CPU cores a method
+    reaches the plain MONAI recipe's 25-minute Dice on real scans (the README's "Results on
+    real scans"); "-" where it was not measured.
 
     Example: `contraseg methods`
     """
+    from rich.table import Table
+
     from contraseg.engine.config import preset_names
+    from contraseg.models.budgets import load_budgets
     from contraseg.models.registry import get_entry, list_methods
 
+    budgets = load_budgets()
+    table = Table("method", "presets", "useful after (cpu, 2 cores)", "what it is",
+                  box=None, pad_edge=False)
     for name in list_methods():
         doc = (get_entry(name).cls.__doc__ or "").strip().splitlines()
-        console.print(f"{name:<12} presets: {', '.join(preset_names(name)):<20} "
-                      f"{doc[0] if doc else ''}", highlight=False)
+        budget = budgets.get(name)
+        table.add_row(name, ", ".join(preset_names(name)),
+                      budget.describe() if budget else "-", doc[0] if doc else "")
+    console.print(table, highlight=False)
 
 
 @app.command("normal")
