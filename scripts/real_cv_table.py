@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import shlex
 import shutil
 import statistics
 from pathlib import Path
@@ -98,6 +99,15 @@ EVIDENCE = ("command.json", "seed-*/report*/metrics.csv", "seed-*/report*/summar
             "seed-*/fold-*/run.json", "seed-*/fold-*/split.json")
 
 
+def portable(record: dict) -> tuple[str, str]:
+    """The row's command as anyone can run it (the repository's script, the folder as OUT)
+    and the commit it ran on (short; "+changes" kept)."""
+    words = record["command"].split()
+    commit = record.get("commit", "unrecorded")
+    short = commit[:7] + commit[40:] if len(commit) >= 40 else commit
+    return f"python scripts/real_cv.py OUT {shlex.join(words[2:])}", short
+
+
 def archive(out: Path, dest: Path, names: list[str]) -> None:
     for name in names:
         for pattern in EVIDENCE:
@@ -134,9 +144,9 @@ def main() -> None:
                                 if k[0] == AVERAGE}
         own |= {k: v for k, v in effects(every, every).items() if k[0] == AVERAGE} if every \
             else {}
-        command = json.loads((args.out / name / "command.json").read_text())["command"]
+        command, commit = portable(json.loads((args.out / name / "command.json").read_text()))
         rows.append({"name": name, "base": base or None, "seeds": len(mine),
-                     "steps": steps(args.out, name), "command": command,
+                     "steps": steps(args.out, name), "command": command, "commit": commit,
                      "full": {r: own[(FULL, r)]["b"] for r in REGIONS},
                      "subsets": {r: own[(AVERAGE, r)]["b"] for r in REGIONS} if every else {},
                      "flair_wt": flair_alone_wt(mine),
@@ -165,7 +175,7 @@ def main() -> None:
               + ("-" if row["flair_wt"] is None else f"{row['flair_wt']:.3f}") + " |")
     print("\nCommands:\n")
     for row in rows:
-        print(f"- `{row['name']}`: `{row['command']}`")
+        print(f"- `{row['name']}`: `{row['command']}` (commit `{row['commit']}`)")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2, default=float) + "\n")
 

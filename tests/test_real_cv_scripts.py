@@ -75,7 +75,8 @@ def fake_row(out, name, shift_et, subsets, steps):
     for fold in range(5):
         (seed / f"fold-{fold}").mkdir(parents=True)
         (seed / f"fold-{fold}" / "run.json").write_text(json.dumps({"step": steps + fold}))
-    (out / name / "command.json").write_text(json.dumps({"command": f"real_cv.py {name}"}))
+    (out / name / "command.json").write_text(json.dumps(
+        {"command": f"/somewhere/real_cv.py /tmp/cv {name} --seeds 0", "commit": "f" * 40}))
 
 
 def test_the_factor_table_and_its_archive(tmp_path, capsys, monkeypatch):
@@ -103,7 +104,8 @@ def test_the_factor_table_and_its_archive(tmp_path, capsys, monkeypatch):
     # a row off the main line is compared with its base, not with the row above
     assert ("| `aside` (base `preset`) | 882 | 0.800 / 0.600 / 0.500 | +0.000 (p nan) / "
             "+0.000 (p nan) / +0.068 (p 0.0078) |") in printed
-    assert "- `fixed`: `real_cv.py fixed`" in printed
+    assert ("- `fixed`: `python scripts/real_cv.py OUT fixed --seeds 0` (commit `fffffff`)"
+            in printed)
     monkeypatch.setattr(sys, "argv", ["table", str(tmp_path / "kept"), *names])
     table.main()
     assert capsys.readouterr().out == printed  # the archive holds all the table needs
