@@ -605,7 +605,7 @@ def export(
 def methods() -> None:
     """List the registered methods, their presets and their measured minimum useful budget.
 
-    The budget: after how many minutes and steps of its `cpu` preset on 2 CPU cores a method
+    The budget: after how many minutes and steps of its `cpu` preset on a CPU a method
     reaches the plain MONAI recipe's 25-minute Dice on real scans (the README's "Results on
     real scans"); "-" where it was not measured.
 
@@ -618,7 +618,7 @@ def methods() -> None:
     from contraseg.models.registry import get_entry, list_methods
 
     budgets = load_budgets()
-    table = Table("method", "presets", "useful after (cpu, 2 cores)", "what it is",
+    table = Table("method", "presets", "useful after (cpu preset)", "what it is",
                   box=None, pad_edge=False)
     for name in list_methods():
         doc = (get_entry(name).cls.__doc__ or "").strip().splitlines()
