@@ -19,8 +19,11 @@ $(VENV)/.core: $(BIN)/python pyproject.toml constraints.txt
 	$(PIP) -e .
 	touch $@
 
-$(VENV)/.test: $(VENV)/.core
+# the test extras, and the example plugin (examples/plugin-method: its contract tests and the
+# plugin round trip are part of the suite), installed offline beside contraseg
+$(VENV)/.test: $(VENV)/.core examples/plugin-method/pyproject.toml
 	$(PIP) -e '.[test]'
+	$(PIP) --no-deps --no-build-isolation -e examples/plugin-method
 	touch $@
 
 demo: $(VENV)/.core
@@ -40,7 +43,7 @@ coverage: $(VENV)/.test
 	$(PYTEST) --cov --cov-report=term --cov-report=json
 
 lint: $(VENV)/.test
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests examples
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .coverage coverage.json

@@ -30,8 +30,9 @@ import numpy as np
 
 from contraseg.data.phantom import write_phantom
 from contraseg.data.preprocess import compute_brain_mask, zscore
-from contraseg.engine.generator import pseudo_normal, reconstruction_scores
+from contraseg.engine.normal_run import pseudo_normal
 from contraseg.engine.runs import start_training
+from contraseg.engine.validate import reconstruction_scores
 
 
 def z(volume: np.ndarray, brain: np.ndarray) -> np.ndarray:

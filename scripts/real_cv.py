@@ -101,7 +101,7 @@ def contraseg_seed(args, folder: Path, seed: int, log: Path) -> None:
 
 
 def plain_seed(args, folder: Path, seed: int, log: Path) -> None:
-    from contraseg.engine.train import fold_of
+    from contraseg.engine.folds import fold_of
 
     brats = shared_data() / "real" / "brats2018"
     cases = json.loads((args.out / "data" / "all" / "contraseg.json").read_text())["cases"]

@@ -37,21 +37,22 @@ def cli(*args: str, cwd: Path | None = None, columns: int = COLUMNS) -> CliResul
     """`contraseg ARGS` in this process."""
     from typer.testing import CliRunner
 
-    from contraseg import cli as cli_module
+    from contraseg.cli import app
+    from contraseg.cli.app import console, err_console
 
     # the module's consoles may have fixed their width when first imported (from $COLUMNS):
     # give them the tests' width for this call, then put back what they had
-    consoles = (cli_module.console, cli_module.err_console)
+    consoles = (console, err_console)
     widths = [console._width for console in consoles]
-    for console in consoles:
-        console.width = columns
+    for each in consoles:
+        each.width = columns
     try:
         with contextlib.chdir(cwd) if cwd else contextlib.nullcontext():
-            result = CliRunner().invoke(cli_module.app, list(args),
+            result = CliRunner().invoke(app, list(args),
                                         env={"COLUMNS": str(columns)})
     finally:
-        for console, width in zip(consoles, widths, strict=True):
-            console._width = width
+        for each, width in zip(consoles, widths, strict=True):
+            each._width = width
     stderr = result.stderr
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         # what the interpreter prints for an uncaught exception

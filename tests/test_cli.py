@@ -323,7 +323,7 @@ def test_compare_seeds_with_vs(tmp_path):
     and SD over seeds, and the average rows, in the JSON; the two-report form still works."""
     from scipy import stats
 
-    from contraseg.evaluation.report import write_metrics_csv
+    from contraseg.evaluation.metrics_csv import write_metrics_csv
 
     base = np.array([0.50, 0.60, 0.70, 0.80, 0.90, 0.70])
     diff = np.array([0.07, -0.02, 0.03, -0.05, 0.04, -0.01])

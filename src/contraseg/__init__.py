@@ -4,7 +4,9 @@
 trained run (see contraseg.api); the command line is `contraseg --help`.
 """
 
-__version__ = "0.1.0"
+from contraseg._version import __version__
+
+__all__ = ["Segmenter", "__version__"]
 
 
 def __getattr__(name: str):

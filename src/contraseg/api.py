@@ -23,7 +23,8 @@ import numpy as np
 
 from contraseg.data.io import LoadedCase
 from contraseg.data.layouts import canonical_modality
-from contraseg.engine.infer import PredictionResult, Predictor
+from contraseg.engine.case_segmenter import PredictionResult
+from contraseg.engine.predictor import Predictor
 from contraseg.errors import InputError
 
 
@@ -33,8 +34,7 @@ class Segmenter:
 
     def __init__(self, run: str | Path, which: str = "auto", device: str = "auto",
                  **infer: object):
-        self.predictor = Predictor.from_run(run, which, device)
-        self.predictor.override(infer)
+        self.predictor = Predictor.from_run(run, which, device, overrides=infer)
 
     @property
     def modalities(self) -> tuple[str, ...]:

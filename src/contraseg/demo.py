@@ -21,7 +21,9 @@ from contraseg.engine.config import load_config
 from contraseg.engine.evaluate import evaluate_run
 from contraseg.engine.train import Trainer
 from contraseg.errors import ConfigError, ContrasegError
-from contraseg.evaluation.report import read_metrics_csv, summary_table
+from contraseg.evaluation.metrics_csv import read_metrics_csv
+from contraseg.evaluation.summary import summary_table
+from contraseg.models.base import MethodKind
 from contraseg.models.registry import get_entry, list_methods
 from contraseg.utils.progress import progress_bar
 
@@ -56,7 +58,7 @@ def run_demo(out: Path, *, cases: int, test_cases: int, size: int, seed: int,
              console: Console) -> Path:
     """Run every step into `out` (replacing an earlier demo there); returns the report path."""
     method = method or best_method()
-    if get_entry(method).cls.kind != "segmentation":
+    if get_entry(method).cls.kind is not MethodKind.SEGMENTATION:
         raise ConfigError(f"the demo trains a segmentation method; '{method}' is a "
                           f"{get_entry(method).cls.kind}")
     train_dir, test_dir, run = out / "phantom-train", out / "phantom-test", out / "run"

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from contraseg.data.cache import CaseCache
-from contraseg.data.dataset import PatchSampler, build_augmentation
 from contraseg.data.layouts import discover
+from contraseg.data.patches import PatchSampler, build_augmentation
 from contraseg.data.preprocess import PreprocessSettings
 from contraseg.data.train_case import (
     DiskCase,
@@ -21,7 +21,7 @@ from contraseg.data.train_case import (
     to_train_case,
 )
 from contraseg.engine.config import AugmentConfig
-from contraseg.engine.generator import add_case_inputs
+from contraseg.engine.prepare import add_case_inputs
 
 # the run's modality list holds one the cases lack: its channel must stay zero
 MODALITIES = ("t1", "t1c", "t2", "flair", "adc")

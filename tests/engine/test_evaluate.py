@@ -339,7 +339,7 @@ def test_predict_refuses_a_tampered_checkpoint(trained, tmp_path):
 
 def test_output_labels_follow_the_input_convention(trained, tmp_path):
     from contraseg.data.labels import custom_convention, get_convention
-    from contraseg.engine.infer import Predictor
+    from contraseg.engine.predictor import Predictor
 
     run, data = trained
     predictor = Predictor.from_run(run, device="cpu")

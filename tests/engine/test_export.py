@@ -17,7 +17,8 @@ from contraseg.data.io import load_case
 from contraseg.data.layouts import discover
 from contraseg.data.preprocess import preprocess
 from contraseg.engine.export import WindowModel, example_inputs, export_run, read_metadata
-from contraseg.engine.infer import Predictor, window_size, with_case_inputs
+from contraseg.engine.predictor import Predictor
+from contraseg.engine.sliding_window import window_size, with_case_inputs
 from contraseg.errors import ConfigError
 from contraseg.evaluation.protocol import availability
 from contraseg.evaluation.representations import central_crop

@@ -19,13 +19,11 @@ from contraseg.data.labels import get_convention
 from contraseg.data.preprocess import PreprocessSettings
 from contraseg.engine.checkpoint import save_checkpoint
 from contraseg.engine.config import InferConfig, load_config
-from contraseg.engine.infer import (
-    Predictor,
-    et_rule_threshold,
+from contraseg.engine.et_rule import et_rule_threshold, has_enhancing_class, postprocess_et
+from contraseg.engine.predictor import Predictor
+from contraseg.engine.sliding_window import (
     flip_combinations,
-    has_enhancing_class,
-    postprocess_et,
-    sliding_window_logits,
+    sliding_window_outputs,
     sliding_window_probabilities,
     window_size,
 )
@@ -95,7 +93,7 @@ def test_stitched_windows_equal_the_whole_image(overlap: float, blend: str) -> N
     image = torch.randn(1, 4, 15, 11, 19)
     rows = ALL_SUBSETS[[0, 6, 14]]
     cfg = _cfg(overlap=overlap, blend=blend, sw_batch_size=3, subset_chunk=2)
-    out = sliding_window_logits(method, image, rows, cfg, (8, 8, 8))
+    out = sliding_window_outputs(method, image, rows, cfg, (8, 8, 8))
     assert out.shape == (3, 3, 15, 11, 19)
     with torch.no_grad():
         whole = torch.cat([method(image, row[None]) for row in rows])
@@ -136,7 +134,7 @@ def test_image_smaller_than_roi_and_size_divisor() -> None:
     method = Pointwise(size_divisor=4)
     assert window_size(method, (6, 9, 8)) == (8, 12, 8)
     image = torch.randn(1, 4, 5, 13, 7)
-    out = sliding_window_logits(method, image, ALL_SUBSETS[-1:], _cfg(), (6, 9, 8))
+    out = sliding_window_outputs(method, image, ALL_SUBSETS[-1:], _cfg(), (6, 9, 8))
     with torch.no_grad():
         whole = method(image, ALL_SUBSETS[-1:])
     torch.testing.assert_close(out, whole, atol=1e-5, rtol=1e-5)
@@ -147,7 +145,7 @@ def test_unet_padding_and_fifteen_subsets_match_single_runs() -> None:
     decoded in one batch equal 15 separate runs of the network on the padded image."""
     method = _tiny_unet().eval()
     image = torch.randn(1, 4, 13, 10, 7)
-    out = sliding_window_logits(method, image, ALL_SUBSETS, _cfg(subset_chunk=15), (16, 16, 16))
+    out = sliding_window_outputs(method, image, ALL_SUBSETS, _cfg(subset_chunk=15), (16, 16, 16))
     assert out.shape == (15, 4, 13, 10, 7)
     pads = [(d // 2, d - d // 2) for d in (16 - 7, 16 - 10, 16 - 13)]
     padded = F.pad(image, [p for pair in pads for p in pair])
@@ -159,7 +157,7 @@ def test_unet_padding_and_fifteen_subsets_match_single_runs() -> None:
 
 def test_training_mode_is_restored() -> None:
     method = _tiny_unet().train()
-    sliding_window_logits(method, torch.randn(1, 4, 8, 8, 8), ALL_SUBSETS[:1], _cfg(), (8, 8, 8))
+    sliding_window_outputs(method, torch.randn(1, 4, 8, 8, 8), ALL_SUBSETS[:1], _cfg(), (8, 8, 8))
     assert method.training
 
 
@@ -170,7 +168,7 @@ def test_encode_once_per_window_whatever_the_subsets(chunk, sw_batch, rows_per_c
     method = Pointwise()
     image = torch.randn(1, 4, 32, 32, 32)
     cfg = _cfg(overlap=0.5, subset_chunk=chunk, sw_batch_size=sw_batch)
-    sliding_window_logits(method, image, ALL_SUBSETS, cfg, (16, 16, 16))
+    sliding_window_outputs(method, image, ALL_SUBSETS, cfg, (16, 16, 16))
     windows = 3**3  # starts 0, 8, 16 per axis
     batches = math.ceil(windows / sw_batch)
     assert method.encode_calls == batches
@@ -218,8 +216,8 @@ def test_tta_averages_the_flipped_back_probabilities() -> None:
 def test_bf16_autocast_runs_close_to_float32() -> None:
     method = _tiny_unet()
     image = torch.randn(1, 4, 16, 16, 16)
-    full = sliding_window_logits(method, image, ALL_SUBSETS[-1:], _cfg(), (16, 16, 16))
-    half = sliding_window_logits(method, image, ALL_SUBSETS[-1:], _cfg(), (16, 16, 16),
+    full = sliding_window_outputs(method, image, ALL_SUBSETS[-1:], _cfg(), (16, 16, 16))
+    half = sliding_window_outputs(method, image, ALL_SUBSETS[-1:], _cfg(), (16, 16, 16),
                                  bf16=True)
     assert half.dtype == torch.float32
     assert (half - full).abs().max() < 0.1 * full.abs().max()

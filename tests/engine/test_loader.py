@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from contraseg.data.dataset import PatchSampler, build_augmentation
+from contraseg.data.patches import PatchSampler, build_augmentation
 from contraseg.data.train_case import TrainCase
 from contraseg.engine import loader
 from contraseg.engine.config import AugmentConfig

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from contraseg.cli import app
 from contraseg.data.layouts import discover
-from contraseg.engine.infer import Predictor
+from contraseg.engine.predictor import Predictor
 from tests.conftest import REPO
 
 runner = CliRunner()

@@ -73,7 +73,8 @@ def test_inputs_unlike_the_training_scans_are_warned_about(tmp_path, phantom, ti
     import warnings
 
     from contraseg.api import as_loaded_case
-    from contraseg.engine.infer import Predictor, warn_if_not_skull_stripped
+    from contraseg.engine.input_checks import warn_if_not_skull_stripped
+    from contraseg.engine.predictor import Predictor
     from contraseg.errors import ContrasegWarning
 
     predictor = Predictor.from_run(tiny_run("unet", phantom), device="cpu")

@@ -20,10 +20,11 @@ import numpy as np
 import pytest
 import yaml
 
-from contraseg.data.dataset import PatchSampler
+from contraseg.data.patches import PatchSampler
 from contraseg.data.train_case import TrainCase
 from contraseg.engine.config import load_config
-from contraseg.engine.train import prepare_data, split_cases
+from contraseg.engine.folds import split_cases
+from contraseg.engine.prepare import prepare_data
 from contraseg.models.registry import build_method, get_entry
 
 PAPER_METHODS = ["unet", "rfnet", "dc-seg", "dcl-manet", "clfc", "swin-moco",

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from contraseg.data.layouts import discover
-from contraseg.engine.infer import Predictor
+from contraseg.engine.predictor import Predictor
 from contraseg.engine.runs import start_training
 from tests.conftest import QUIET
 
@@ -63,7 +63,7 @@ def test_real_scans_mixed_modalities_train_and_predict_on_the_input_grid(tmp_pat
 def test_introvae_on_ixi_then_a_pseudo_normal_on_a_tcga_grid(tmp_path, shared_data):
     """The CLFC generator's path on real scans: an IntroVAE on the healthy IXI T1 (tiny, to
     prove the path), then the pseudo-normal T1 of a TCGA case written in that case's grid."""
-    from contraseg.engine.generator import pseudo_normal
+    from contraseg.engine.normal_run import pseudo_normal
 
     info = train_ixi_introvae(tmp_path / "vae", shared_data)
     assert info["status"] == "finished" and info["modalities"] == ["t1"]

@@ -17,7 +17,7 @@ import torch
 
 from contraseg.engine.checkpoint import load_checkpoint, load_method, save_checkpoint
 from contraseg.engine.config import load_config
-from contraseg.engine.infer import Predictor
+from contraseg.engine.predictor import Predictor
 from contraseg.engine.runs import start_training
 from contraseg.errors import ConfigError, InputError
 from tests.conftest import QUIET, STARTS_PROCESSES
@@ -542,7 +542,7 @@ def test_normal_run_refusals(tmp_path, phantom):
 
 
 def test_folds_are_deterministic_balanced_and_disjoint():
-    from contraseg.engine.train import fold_of, fold_split
+    from contraseg.engine.folds import fold_of, fold_split
 
     ids = [f"d/c{i:02d}" for i in range(11)]
     assignment = fold_of(ids, 5, seed=0)
@@ -702,7 +702,7 @@ def test_a_budget_holds_when_the_steps_slow_down_after_the_fit(tmp_path, phantom
     dependence on the machine's speed or load)."""
     from types import SimpleNamespace
 
-    from contraseg.data.dataset import PatchSampler
+    from contraseg.data.patches import PatchSampler
 
     clock, calls, sample = [0.0], [], PatchSampler.sample
 
@@ -712,7 +712,9 @@ def test_a_budget_holds_when_the_steps_slow_down_after_the_fit(tmp_path, phantom
         return sample(self, rng, batch_size, out)
 
     monkeypatch.setattr(PatchSampler, "sample", slower)
-    monkeypatch.setattr("contraseg.engine.train.time", SimpleNamespace(monotonic=lambda: clock[0]))
+    fake = SimpleNamespace(monotonic=lambda: clock[0])
+    monkeypatch.setattr("contraseg.engine.train.time", fake)
+    monkeypatch.setattr("contraseg.engine.budget.time", fake)  # the budget's pace
     sets = ["val_every=0", "epochs=1000", "iters_per_epoch=5", "budget_minutes=0.25"]
     info = train(tmp_path / "run", phantom, sets)
     budget = info["budget"]
@@ -730,7 +732,7 @@ def test_snapshots_every_n_minutes_of_training_form_a_learning_curve(tmp_path, p
     trainer's clock is a fake one that each step advances by 25 s."""
     from types import SimpleNamespace
 
-    from contraseg.data.dataset import PatchSampler
+    from contraseg.data.patches import PatchSampler
     from contraseg.engine.checkpoint import find_checkpoint
 
     clock, sample = [0.0], PatchSampler.sample

@@ -17,14 +17,13 @@ from contraseg.evaluation.metrics import (
     MetricSettings,
     binary_metrics,
     confusion_counts,
-    confusion_matrix,
     get_empty_policy,
     mask_surface,
-    multiclass_metrics,
     region_metrics,
     score_label_maps,
     surface_distances,
 )
+from contraseg.evaluation.multiclass import confusion_matrix, multiclass_metrics
 
 # 1D pair: pred covers 1..3, ref covers 2..5 (8 voxels).
 PRED_1D = np.array([0, 1, 1, 1, 0, 0, 0, 0], dtype=bool)

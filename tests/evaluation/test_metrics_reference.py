@@ -6,11 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from contraseg.evaluation.metrics import (
-    binary_metrics,
-    confusion_counts,
-    surface_distances,
-)
+from contraseg.evaluation.metrics import binary_metrics, confusion_counts, surface_distances
 
 CASES = [  # (seed, shape, spacing, touch_border)
     (0, (48, 40, 32), (0.86, 0.86, 1.5), False),

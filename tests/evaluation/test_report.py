@@ -12,16 +12,10 @@ import pytest
 
 from contraseg.errors import ConfigError, InputError
 from contraseg.evaluation.metrics import MetricSettings
+from contraseg.evaluation.metrics_csv import read_metrics_csv, write_metrics_csv
 from contraseg.evaluation.overlays import case_overlay
-from contraseg.evaluation.report import (
-    AGGREGATION,
-    format_value,
-    metric_label,
-    read_metrics_csv,
-    summary_table,
-    write_metrics_csv,
-    write_report,
-)
+from contraseg.evaluation.report import write_report
+from contraseg.evaluation.summary import AGGREGATION, format_value, metric_label, summary_table
 
 MODS = ("flair", "t1", "t1c", "t2")
 BRAIN = ("background", "necrosis", "edema", "enhancing")

@@ -12,7 +12,8 @@ from rich.console import Console
 from scipy import stats
 
 from contraseg.errors import InputError
-from contraseg.evaluation.report import write_metrics_csv
+from contraseg.evaluation.comparison_table import print_comparison
+from contraseg.evaluation.metrics_csv import write_metrics_csv
 from contraseg.evaluation.stats import (
     MIN_NONZERO,
     compare_reports,
@@ -20,7 +21,6 @@ from contraseg.evaluation.stats import (
     describe_seeds,
     holm,
     load_seeds,
-    print_comparison,
 )
 
 CASES = [f"c{i}" for i in range(8)]

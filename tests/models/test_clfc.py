@@ -236,7 +236,7 @@ def test_an_untrained_generator_is_recognised_for_the_training_warning():
     Baseline-1 (no normal network), does not."""
     from dataclasses import replace
 
-    from contraseg.engine.generator import untrained_generator
+    from contraseg.engine.normal_run import untrained_generator
 
     tiny = load_config("clfc", "tiny")
     assert untrained_generator(tiny)

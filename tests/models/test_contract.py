@@ -1,105 +1,38 @@
-"""The method contract, run over every registered method (ARCHITECTURE.md).
-
-- any modality subset gives finite logits of the right shape;
-- values in missing channels (noise, NaN) do not change the output, nor the training loss;
-- every trainable parameter receives a finite, non-zero gradient from the weighted loss.
-Methods are built from their `tiny` preset so the whole contract runs in seconds.
-"""
+"""The method contract (contraseg.testing.MethodContract, the class a plugin's suite
+subclasses) run over every built-in method, and what only some built-in methods promise."""
 
 from __future__ import annotations
-
-import itertools
 
 import pytest
 import torch
 
 from contraseg.models.base import Batch
-from contraseg.models.registry import list_methods
+from contraseg.models.registry import get_entry, list_methods
+from contraseg.testing import MethodContract
 from tests.models.tiny_methods import MODALITIES, NUM_CLASSES, build_tiny
 from tests.models.tiny_methods import random_inputs as inputs
 
+BUILTIN = [name for name in list_methods() if get_entry(name).source.builtin]
 
-def all_subsets(m: int) -> torch.Tensor:
-    rows = [bits for bits in itertools.product([False, True], repeat=m) if any(bits)]
-    return torch.tensor(rows)
+
+def _contract_class(name: str) -> type:
+    title = "".join(part.capitalize() for part in name.replace("-", "_").split("_"))
+    return type(f"TestContract{title}", (MethodContract,), {"method": name})
+
+
+for _name in BUILTIN:  # one test class per built-in method: TestContractUnet, ...
+    _cls = _contract_class(_name)
+    globals()[_cls.__name__] = _cls
+
+
+def test_registry_lists_the_builtin_methods():
+    assert set(BUILTIN) == {"unet", "rfnet", "dc-seg", "dcl-manet", "introvae", "clfc",
+                            "swin-moco", "swin-moco-pretrain"}
 
 
 @pytest.fixture(params=list_methods(kind="segmentation"))
 def method_and_shape(request):
     return build_tiny(request.param)
-
-
-def test_registry_lists_the_baselines():
-    assert {"unet"} <= set(list_methods())
-
-
-def test_every_subset_gives_finite_logits_of_the_right_shape(method_and_shape):
-    method, shape = method_and_shape
-    method.eval()
-    subsets = all_subsets(len(MODALITIES))
-    assert len(subsets) == 15
-    images, _ = inputs(shape, len(subsets))
-    with torch.no_grad():
-        logits = method(images, subsets)
-    assert logits.shape == (len(subsets), NUM_CLASSES, *shape)
-    assert torch.isfinite(logits).all()
-
-
-@pytest.mark.parametrize("filler", ["noise", "nan", "huge"])
-def test_missing_channels_are_never_read(method_and_shape, filler):
-    method, shape = method_and_shape
-    method.eval()
-    subsets = all_subsets(len(MODALITIES))[:-1]  # every subset that misses something
-    images, _ = inputs(shape, len(subsets))
-    zeroed = images * subsets[:, :, None, None, None]
-    fill = {"noise": torch.randn_like(images) * 5, "nan": torch.full_like(images, float("nan")),
-            "huge": torch.full_like(images, 1e30)}[filler]
-    filled = torch.where(subsets[:, :, None, None, None], images, fill)
-    with torch.no_grad():
-        assert torch.equal(method(zeroed, subsets), method(filled, subsets))
-        encoded = method.encode(filled)
-        assert torch.equal(method.decode(encoded, subsets), method(zeroed, subsets))
-
-
-def test_training_loss_ignores_missing_channels(method_and_shape):
-    method, shape = method_and_shape
-    method.train()
-    available = torch.tensor([[True, False, True, False], [False, True, False, False]])
-    images, target = inputs(shape, 2)
-    filled = torch.where(available[:, :, None, None, None], images, torch.nan)
-    zeroed = images * available[:, :, None, None, None]
-    losses = []
-    for x in (zeroed, filled):
-        torch.manual_seed(1)
-        total, terms = method.total_loss(
-            Batch(x, available, target, present=available, epoch=10_000))
-        assert torch.isfinite(total)
-        losses.append(total.item())
-    assert losses[0] == losses[1]
-
-
-def test_every_parameter_gets_a_gradient(method_and_shape):
-    """After one optimiser step: a zero-initialised head (DC-Seg's reconstruction) passes no
-    gradient to the layers before it at step 0, by design, and does from the next step on."""
-    method, shape = method_and_shape
-    method.train()
-    images, target = inputs(shape, 2)
-    available = torch.ones(2, len(MODALITIES), dtype=torch.bool)
-    # a late epoch, so that terms switched on after a warm-up (RFNet's fusion loss) count
-    batch = Batch(images, available, target, epoch=10_000)
-    optimiser = torch.optim.SGD(method.parameters(), lr=0.01)
-    for step in range(2):
-        optimiser.zero_grad()
-        total, terms = method.total_loss(batch)
-        total.backward()
-        if step == 0:
-            optimiser.step()
-    assert set(terms) == set(method.loss_weights)
-    for name, param in method.named_parameters():
-        if param.requires_grad:
-            assert param.grad is not None, f"{name} gets no gradient"
-            assert torch.isfinite(param.grad).all(), f"{name} has a non-finite gradient"
-            assert param.grad.abs().sum() > 0, f"{name} has an all-zero gradient"
 
 
 def test_the_unet_offers_monais_unet_strided_from_the_first_layer():

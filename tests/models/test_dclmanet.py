@@ -13,14 +13,14 @@ from contraseg.errors import ConfigError
 from contraseg.losses.contrastive import dense_info_nce, item_labels, same_label
 from contraseg.losses.segmentation import one_hot, soft_dice_loss
 from contraseg.models.base import Batch
-from contraseg.models.dclmanet import (
-    DCLMANet,
+from contraseg.models.dclmanet import DCLMANet
+from contraseg.models.registry import build_method
+from contraseg.models.rfb import (
     MPABlock,
     PairwiseModalityAttention,
     RecalibrationBlock,
     ReleasedRecalibrationBlock,
 )
-from contraseg.models.registry import build_method
 from tests.models.tiny_methods import build_tiny, mask
 from tests.models.tiny_methods import random_inputs as inputs
 

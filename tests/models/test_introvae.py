@@ -204,7 +204,7 @@ def test_the_training_slice_is_recorded_and_used_at_inference():
     with torch.no_grad():
         out = method.pseudo_normal(t1)
         canvas = torch.zeros(1, 1, 32, 32, 2)
-        canvas[:, :, 6:26, 4:28] = t1  # centred as data.dataset.crop_patch pads
+        canvas[:, :, 6:26, 4:28] = t1  # centred as data.patches.crop_patch pads
         expected = method.reconstruct(canvas)[:, :, 6:26, 4:28]
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
     state = {k: v for k, v in method.state_dict().items() if k != "trained_slice"}

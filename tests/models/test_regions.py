@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from contraseg.engine.config import InferConfig
-from contraseg.engine.infer import sliding_window_probabilities
+from contraseg.engine.sliding_window import sliding_window_probabilities
 from contraseg.errors import ConfigError
 from contraseg.losses.segmentation import region_bce_loss, region_dice_loss
 from contraseg.models.base import Batch

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from contraseg.engine.infer import window_size
+from contraseg.engine.sliding_window import window_size
 from contraseg.models.slices import (
     batch_as_slices,
     centre_slices,

@@ -13,14 +13,8 @@ from contraseg.errors import ConfigError
 from contraseg.models.base import Batch
 from contraseg.models.registry import build_method
 from contraseg.models.swin import SwinEncoder2d
-from contraseg.models.swinmoco import (
-    ViewSettings,
-    _random_blur,
-    _torchvision_key,
-    random_views,
-    swin_encoder_state,
-    view_theta,
-)
+from contraseg.models.swin_transfer import _torchvision_key, swin_encoder_state
+from contraseg.models.swinmoco import ViewSettings, _random_blur, random_views, view_theta
 from tests.models.tiny_methods import MODALITIES, build_tiny, mask
 
 SWIN_T = {"embed_dim": 96, "depths": [2, 2, 2, 2], "heads": [3, 6, 12, 24], "window": 7,

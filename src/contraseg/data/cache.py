@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from contraseg import __version__
+from contraseg._version import __version__
 from contraseg.data.cases import CaseSpec
 from contraseg.data.io import load_case
 from contraseg.data.preprocess import GridRecord, Preprocessed, PreprocessSettings, preprocess

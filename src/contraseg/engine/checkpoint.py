@@ -21,7 +21,7 @@ from typing import Any
 import monai
 import torch
 
-from contraseg import __version__
+from contraseg._version import __version__
 from contraseg.errors import ConfigError, InputError
 from contraseg.utils.fs import atomic_path
 
@@ -131,17 +131,6 @@ def describe_checkpoint(meta: dict[str, Any]) -> str:
     return f"{meta.get('path', '?')} (step {meta.get('step', '?')})"
 
 
-def check_modalities(meta: dict[str, Any], given: list[str] | tuple[str, ...], source: str) -> None:
-    """Refuse modality names the run was not trained with (inputs are matched by name)."""
-    known = list(meta["modalities"])
-    unknown = [m for m in given if m not in known]
-    if unknown:
-        raise InputError(source, f"modalities {unknown} are not among the run's "
-                                 f"{', '.join(known)} (method {meta['method']})")
-    if not given:
-        raise InputError(source, f"no input modality; the run uses {', '.join(known)}")
-
-
 def load_method(run: str | Path, which: str = "auto", device: str | torch.device = "cpu"):
     """Rebuild the method of a run (or checkpoint file) with its weights, in eval mode.
 
@@ -149,13 +138,14 @@ def load_method(run: str | Path, which: str = "auto", device: str | torch.device
     """
     from contraseg.data.labels import LabelConvention
     from contraseg.models.base import memory_format
-    from contraseg.models.registry import build_method
+    from contraseg.models.registry import build_method, get_entry
 
     path = find_checkpoint(run, which)
     data = load_checkpoint(path)
     labels = data["label_convention"]  # None for a generator
     num_classes = LabelConvention.from_dict(labels).num_classes if labels else 1
     config = data["config"]
+    get_entry(data["method"], (data.get("method_source") or {}).get("module"))
     method = build_method(data["method"], tuple(data["modalities"]), num_classes,
                           config.get("model"), config.get("loss_weights"))
     try:
@@ -193,3 +183,20 @@ def read_init_weights(source: str | Path) -> dict[str, torch.Tensor]:
             isinstance(v, torch.Tensor) for v in data.values()):
         raise InputError(path, "--init: holds no state dict of tensors")
     return {k.removeprefix("module."): v for k, v in data.items()}
+
+
+def load_init(method, init: str | Path, console=None) -> dict:
+    """Start `method` from the weights of `init` (transfer learning: a run, a checkpoint or a
+    timm / torchvision file; `Method.load_init` copies what fits); returns the summary for
+    run.json, refused when nothing fits. `console`: where to say what was loaded."""
+    report = method.load_init(read_init_weights(init))
+    summary = {"source": str(Path(init).resolve()),
+               "loaded": len(report["loaded"]), "skipped": report["skipped"],
+               **{k: v for k, v in report.items() if k not in ("loaded", "skipped")}}
+    if not report["loaded"]:
+        raise InputError(init, "--init: no tensor fits the model "
+                               f"({len(report['skipped'])} skipped)")
+    if console is not None:
+        console.print(f"init: {summary['loaded']} tensors from {init}, "
+                      f"{len(summary['skipped'])} skipped")
+    return summary

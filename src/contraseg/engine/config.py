@@ -1,7 +1,9 @@
 """Typed run configuration: defaults <- a method's preset (YAML) <- `--set key=value` overrides.
 
-Presets live in `contraseg/configs/<method>.yaml`, one mapping per preset name (`paper`: the
-publication's settings; `fast`: a CPU-sized run; `tiny`: tests and smoke runs). The resolved
+Presets live in a YAML file per method, one mapping per preset name (`paper`: the
+publication's settings; `cpu`: real scans on a CPU; `fast`: a phantom-sized run; `tiny`: tests
+and smoke runs): `contraseg/configs/<method>.yaml` for the built-in methods, the file a plugin
+names in `register(..., presets=...)` for others. The resolved
 config is saved with every run and inside every checkpoint.
 """
 
@@ -12,14 +14,12 @@ import dataclasses
 import types
 import typing
 from dataclasses import asdict, dataclass, field
-from importlib import resources
 from typing import Any, Literal
 
 import yaml
 
 from contraseg.data.cache import IMAGE_DTYPES
 from contraseg.errors import ConfigError
-from contraseg.utils.text import did_you_mean
 
 
 @dataclass
@@ -119,7 +119,7 @@ class LogConfig:
 @dataclass
 class TrainConfig:
     method: str
-    preset: str = "paper"
+    preset: str = "fast"  # as `contraseg train` without --preset
     model: dict[str, Any] = field(default_factory=dict)
     loss_weights: dict[str, float] = field(default_factory=dict)
     data: DataConfig = field(default_factory=DataConfig)
@@ -166,24 +166,34 @@ def preset_names(method: str) -> list[str]:
 
 
 def _presets(method: str) -> dict[str, dict]:
-    name = f"{method}.yaml"
-    source = resources.files("contraseg.configs").joinpath(name)
-    if not source.is_file():
-        from contraseg.models.registry import list_methods
+    """The method's presets by name ({} when it ships none); an unknown method is refused."""
+    from contraseg.models.registry import get_entry
 
-        methods = list_methods()
-        raise ConfigError(f"unknown method '{method}' (methods: {', '.join(methods)})"
-                          + did_you_mean(method, methods))
-    return yaml.safe_load(source.read_text()) or {}
+    source = get_entry(method).presets
+    if source is None:
+        return {}
+    if not source.is_file():
+        raise ConfigError(f"method '{method}': its preset file {source} does not exist")
+    try:
+        presets = yaml.safe_load(source.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(presets, dict):
+        raise ConfigError(f"{source}: expected one mapping per preset name")
+    return presets
 
 
 def load_config(method: str, preset: str = "fast", overrides: list[str] | None = None
                 ) -> TrainConfig:
-    """The resolved config of `method` under `preset`, with `key=value` overrides applied."""
+    """The resolved config of `method` (a registered name or `package.module:Class`) under
+    `preset`, with `key=value` overrides applied."""
+    from contraseg.models.registry import canonical_name
+
+    method = canonical_name(method)
     presets = _presets(method)
     if preset not in presets:
         raise ConfigError(f"method '{method}' has no preset '{preset}' "
-                          f"(presets: {', '.join(sorted(presets))})")
+                          f"(presets: {', '.join(sorted(presets)) or 'none shipped'})")
     values: dict[str, Any] = copy.deepcopy(presets[preset] or {})
     values.update(method=method, preset=preset)
     return apply_overrides(values, overrides or [])

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from contraseg.evaluation.report import save_png
+from contraseg.utils.figures import save_png
 
 REDRAW_SECONDS = 60.0  # while training: at most one redraw a minute (a few hundred ms each)
 

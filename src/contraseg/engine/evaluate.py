@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,19 +21,14 @@ from contraseg.data.cases import CaseSpec, DatasetSpec
 from contraseg.data.io import load_case
 from contraseg.data.labels import LabelConvention, is_whole_tumour, label_values
 from contraseg.data.layouts import discover
-from contraseg.data.preprocess import GridRecord, invert_labels, invert_probabilities, preprocess
-from contraseg.engine.infer import (
-    BRATS_FIELD_OF_VIEW_MM,
-    Predictor,
-    et_rule_threshold,
-    has_enhancing_class,
-    method_device,
-    postprocess_et,
-    sliding_window_probabilities,
-    window_size,
-)
+from contraseg.data.preprocess import preprocess
+from contraseg.engine.et_rule import BRATS_FIELD_OF_VIEW_MM, et_rule_threshold, postprocess_et
+from contraseg.engine.folds import cross_validation_plan
+from contraseg.engine.predictor import Predictor, labels_on_input_grid
+from contraseg.engine.sliding_window import method_device, sliding_window_probabilities, window_size
 from contraseg.errors import InputError
-from contraseg.evaluation.metrics import MetricSettings, multiclass_metrics, region_metrics
+from contraseg.evaluation.metrics import MetricSettings, region_metrics
+from contraseg.evaluation.multiclass import multiclass_metrics
 from contraseg.evaluation.overlays import case_overlay
 from contraseg.evaluation.protocol import availability, parse_subsets, subset_name
 from contraseg.evaluation.report import write_report
@@ -46,13 +40,6 @@ from contraseg.evaluation.representations import (
 from contraseg.utils.progress import progress_bar
 
 PEERS_ET_MIN_VOXELS = 500  # the post-processing RFNet, mmFormer and DC-Seg report ET with
-
-
-def _to_input_grid(prob: np.ndarray, record: GridRecord) -> np.ndarray:
-    """Canonical labels on the input grid from (C, ...) probabilities on the preprocessed grid."""
-    if record.resampled:  # linear resampling of probabilities beats nearest on labels
-        return invert_probabilities(prob, record).argmax(0).astype(np.uint8)
-    return invert_labels(prob.argmax(0).astype(np.uint8), record)
 
 
 def evaluate_case(predictor: Predictor, case: CaseSpec, convention: LabelConvention,
@@ -81,14 +68,14 @@ def evaluate_case(predictor: Predictor, case: CaseSpec, convention: LabelConvent
     prob = sliding_window_probabilities(predictor.method, image, rows_avail, predictor.infer,
                                         predictor.roi_size, bf16=predictor.bf16)
     prob = prob.cpu().numpy()
-    brain = has_enhancing_class(predictor.convention)
-    threshold = et_rule_threshold(et_min_voxels, loaded.shape, loaded.spacing) if brain else 0
+    threshold = et_rule_threshold(et_min_voxels, loaded.shape, loaded.spacing,
+                                  predictor.convention)
     rows, pictures = [], {"input": (image, present)}
     full = next((s for s in feasible if len(s) == len(pre.modalities)), None)
     shown = pictured_subsets(feasible, full) if full else []
     preds = {}
     for k, subset in enumerate(feasible):
-        pred = _to_input_grid(prob[k], pre.record)
+        pred = labels_on_input_grid(prob[k], pre.record)
         rows += score_prediction(case.case_id, subset_name(subset), pred, reference,
                                  predictor.convention, settings, threshold)
         if subset in shown:
@@ -165,9 +152,7 @@ def evaluate_run(run: Path, data: Path, out: Path, *, subsets: str = "all", whic
         raise InputError(data, f"holds none of the cases held out by the folds of {run}")
 
     def load(fold_run: Path) -> Predictor:
-        predictor = Predictor.from_run(fold_run, which, device)
-        predictor.override(infer or {})
-        return predictor
+        return Predictor.from_run(fold_run, which, device, overrides=infer)
 
     predictor = load(plan[0][0])
     chosen = parse_subsets(subsets, predictor.modalities)
@@ -177,7 +162,7 @@ def evaluate_run(run: Path, data: Path, out: Path, *, subsets: str = "all", whic
     with tempfile.TemporaryDirectory(prefix=".contraseg-pictures-") as scratch:
         pictures_dir = Path(scratch)
         rows, overlay_paths, sources = [], [], []
-        reps = _representation_set(predictor, figures, console)
+        reps = RepresentationSet(predictor.modalities) if figures else None
         with progress_bar(console=console) as bar:
             task = bar.add_task("evaluate", total=sum(len(c) for _, c in plan))
             for index, (fold_run, fold_cases) in enumerate(plan):
@@ -188,8 +173,9 @@ def evaluate_run(run: Path, data: Path, out: Path, *, subsets: str = "all", whic
                     case_rows, pictures = evaluate_case(predictor, case, spec.convention, chosen,
                                                         units, hd95, et_min)
                     rows += case_rows
-                    if reps is not None:
-                        _add_representations(reps, predictor, case.case_id, *pictures["input"])
+                    if reps is not None and not _add_representations(
+                            reps, predictor, case.case_id, *pictures["input"]):
+                        reps = _no_representations(predictor, console)
                     if "preds" in pictures and len(overlay_paths) < overlays:
                         overlay_paths.append(overlay_picture(
                             pictures_dir, case.case_id, pictures, predictor.convention))
@@ -276,72 +262,24 @@ def et_rule_note(et_min: int, rows: list[dict]) -> str:
     return note
 
 
-@dataclass
-class CrossValidationPlan:
-    """[(run, cases)] to score, and why some folds or cases are left out ("" when none)."""
-
-    plan: list[tuple[Path, list[CaseSpec]]]
-    incomplete: str = ""
-
-
-def cross_validation_plan(run: Path, data_name: str, cases: list[CaseSpec]
-                          ) -> CrossValidationPlan:
-    """A plain run scores every case; a folder of folds (`fold-K/run.json`) gives each FINISHED
-    fold the cases of its held-out split (ids are `<data folder name>/<case>`). Folds that are
-    missing or not finished are left out and named with the cases nobody scored, so a
-    half-trained cross-validation is never reported as complete."""
-    if not run.is_dir() or (run / "run.json").is_file():
-        return CrossValidationPlan([(run, cases)])
-    folds = sorted(run.glob("fold-*/run.json"), key=lambda p: int(p.parent.name.split("-")[1]))
-    if not folds:
-        return CrossValidationPlan([(run, cases)])  # Predictor.from_run says what is missing
-    plan, problems, expected = [], [], 0
-    for info_path in folds:
-        info = json.loads(info_path.read_text())
-        held_out = set(info["split"].get("test", []))
-        if not held_out:
-            raise InputError(info_path, "is not a cross-validation fold (no split['test'])")
-        expected = max(expected, int(info.get("fold", {}).get("folds", 0)))
-        if info.get("status") != "finished":
-            problems.append(f"{info_path.parent.name} {info.get('status', 'unknown')} at step "
-                            f"{info.get('step', '?')}")
-            continue
-        plan.append((info_path.parent,
-                     [c for c in cases if f"{data_name}/{c.case_id}" in held_out]))
-    started = {int(p.parent.name.split("-")[1]) for p in folds}
-    problems += [f"fold-{k} not started" for k in range(expected) if k not in started]
-    if not plan:
-        raise InputError(run, "no finished cross-validation fold to evaluate (" +
-                         "; ".join(problems) + ")")
-    if not problems:
-        return CrossValidationPlan(plan)
-    scored = {c.case_id for _, fold_cases in plan for c in fold_cases}
-    unscored = sorted(c.case_id for c in cases if c.case_id not in scored)
-    return CrossValidationPlan(plan, (
-        f"{len(plan)} of {max(expected, len(folds))} folds finished; left out: " +
-        "; ".join(problems) + f"; {len(unscored)} case(s) not scored: " +
-        (", ".join(unscored) or "none")))
-
-
 def _add_representations(reps: RepresentationSet, predictor: Predictor, case_id: str,
-                         image: torch.Tensor, present: torch.Tensor) -> None:
-    """image (1, M, *S), present (1, M): the case's central training-sized crop."""
+                         image: torch.Tensor, present: torch.Tensor) -> bool:
+    """image (1, M, *S), present (1, M): the case's central training-sized crop. False when
+    the method has no representations to draw."""
     device = method_device(predictor.method)
     crop = central_crop(image[0], window_size(predictor.method, predictor.roi_size))[None]
-    reps.add(case_id, predictor.method.representations(crop.to(device), present.to(device)),
-             present[0])
+    found = predictor.method.representations(crop.to(device), present.to(device))
+    if found is None:
+        return False
+    reps.add(case_id, found, present[0])
+    return True
 
 
-def _representation_set(predictor: Predictor, figures: bool, console: Console | None
-                        ) -> RepresentationSet | None:
-    if not figures:
-        return None
-    if not hasattr(predictor.method, "representations"):
-        if console is not None:
-            console.print(f"--figures: {predictor.method_name} has no disentangled "
-                          "representations to draw; skipped")
-        return None
-    return RepresentationSet(predictor.modalities)
+def _no_representations(predictor: Predictor, console: Console | None) -> None:
+    if console is not None:
+        console.print(f"--figures: {predictor.method_name} has no disentangled "
+                      "representations to draw; skipped")
+    return None
 
 
 def overlay_picture(out: Path, case_id: str, pictures: dict, convention: LabelConvention) -> Path:

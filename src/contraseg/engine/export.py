@@ -33,9 +33,10 @@ from torch import Tensor, nn
 
 from contraseg.engine.checkpoint import find_checkpoint, load_method
 from contraseg.engine.config import config_from_dict
-from contraseg.engine.infer import window_size
+from contraseg.engine.sliding_window import window_size
 from contraseg.errors import ConfigError, InputError
 from contraseg.evaluation.protocol import all_subsets, availability
+from contraseg.models.base import MethodKind
 from contraseg.utils.fs import atomic_path
 
 FORMATS = ("torchscript", "onnx")
@@ -80,7 +81,7 @@ def export_run(run: Path, out: Path, fmt: str = "torchscript", which: str = "aut
         raise ConfigError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
     find_checkpoint(run, which)  # a clear error before anything is built
     method, meta = load_method(run, which, "cpu")
-    if method.kind != "segmentation":
+    if method.kind is not MethodKind.SEGMENTATION:
         raise InputError(meta["path"], f"is a {method.kind} run, not a segmenter")
     method = method.float().to(memory_format=torch.contiguous_format)
     config = config_from_dict(meta["config"])

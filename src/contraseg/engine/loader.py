@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from contraseg.data.dataset import PatchSampler
+from contraseg.data.patches import PatchSampler
 
 # batches in flight per worker: a batch with rotations costs 2-3 times one without, so with the
 # DataLoader's 2 a worker often idled behind the other one's slow batch

@@ -9,6 +9,7 @@ from collections.abc import Iterable
 import torch
 
 from contraseg.engine.config import OptimConfig
+from contraseg.engine.distributed import autocast, gather_floats
 from contraseg.errors import ConfigError
 
 
@@ -110,6 +111,19 @@ class PlateauSchedule:
         self.plateau.load_state_dict(state)
 
 
+def check_plateau_key(key: str | None, validates: bool, reported: list[str]) -> None:
+    """A plateau on validation (`plateau_validation_key`) watches a value that validation
+    reports, on validation cases; None (no such plateau) passes."""
+    if key is None:
+        return
+    if not validates:  # also pre-training, which validates nothing
+        raise ConfigError(f"optim.plateau_metric=val:{key}: no validation case (raise "
+                          "data.val_fraction, or watch the loss)")
+    if key not in reported:
+        raise ConfigError(f"optim.plateau_metric=val:{key}: validation reports "
+                          f"{', '.join(reported)}")
+
+
 def make_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, total_steps: int
                    ) -> StepSchedule | PlateauSchedule:
     """The schedule: `step()` after every optimiser step, `end_epoch(loss)` after each epoch."""
@@ -118,3 +132,36 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, total_ste
             raise ConfigError("optim.schedule=plateau has no warm-up: set optim.warmup_steps=0")
         return PlateauSchedule(optimizer, cfg)
     return StepSchedule(optimizer, cfg, total_steps)
+
+
+def optimiser_step(loss_module: torch.nn.Module, method: torch.nn.Module, batch,
+                   optimizer: torch.optim.Optimizer, scheduler, *, amp: str,
+                   device: torch.device, grad_clip: float | None,
+                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One step of training, as the trainer runs it and `contraseg bench` times it: the
+    weighted loss under autocast, backward, gradient clipping (`grad_clip`, when set), the
+    optimiser step and the per-step lr schedule (`scheduler`, None: none). Returns the total
+    and the loss terms; the caller then calls the method's `after_step`. `loss_module` is the
+    method, or its DDP wrapper (`LossModule`), whose forward gives (total, terms)."""
+    with autocast(amp, device):
+        total, terms = loss_module(batch)
+    optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(method.parameters(), grad_clip)
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    return total, terms
+
+
+def end_schedule_epoch(scheduler, ctx, value: float, *, watches_validation: bool,
+                       validated: bool) -> None:
+    """End the schedule's epoch with the value it watches: the training loss (the same mean on
+    every rank), or, for a plateau on validation, the main rank's validation value, shared
+    with every rank (`value` is NaN elsewhere); epochs without validation leave such a plateau
+    alone."""
+    if not watches_validation:
+        scheduler.end_epoch(value)
+    elif validated:
+        scheduler.end_epoch(gather_floats(ctx, value)[0])

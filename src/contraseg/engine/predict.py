@@ -12,12 +12,14 @@ from rich.console import Console
 from contraseg.data.labels import get_convention
 from contraseg.data.layouts import (
     MODALITY_SYNONYMS,
+    NIFTI_SUFFIXES,
     canonical_modality,
     discover,
     strip_nifti_suffix,
     without_modality_token,
 )
-from contraseg.engine.infer import Predictor
+from contraseg.engine.case_segmenter import CaseSegmenter
+from contraseg.engine.predictor import Predictor
 from contraseg.errors import ConfigError, ContrasegError, InputError
 from contraseg.utils.text import did_you_mean
 
@@ -35,7 +37,6 @@ def _named_inputs(inputs: list[str], named: dict[str, Path | None]) -> dict[str,
     return files
 
 
-LABEL_SUFFIXES = (".nii.gz", ".nii")
 SEPARATORS = "-_."
 
 
@@ -52,7 +53,7 @@ def case_output(out: Path, case_id: str, raw: str | None = None) -> Path:
         return out / f"{case_id}.nii.gz"
     if out.exists() and not out.is_file():
         raise InputError(out, "exists and is not a file or a folder")
-    if not out.name.endswith(LABEL_SUFFIXES):
+    if not out.name.endswith(NIFTI_SUFFIXES):
         raise InputError(out, "the output must be a .nii.gz or .nii file, or a folder (give it "
                               "with a trailing '/')")
     _check_parent(out)
@@ -61,7 +62,7 @@ def case_output(out: Path, case_id: str, raw: str | None = None) -> Path:
 
 def batch_output(out: Path) -> Path:
     """The folder of batch mode (`--data`): one `<case>.nii.gz` per case."""
-    if out.name.endswith(LABEL_SUFFIXES) or out.is_file():
+    if out.name.endswith(NIFTI_SUFFIXES) or out.is_file():
         raise InputError(out, "batch mode (--data) writes one <case>.nii.gz per case: give a "
                               "folder, not a file")
     _check_parent(out)
@@ -110,7 +111,7 @@ def run_predict(run: Path, out: Path | str, *, inputs: list[str],
         if inputs or any(named.values()):
             raise ConfigError("--data (batch mode) takes no other inputs")
         out = batch_output(out)
-        predictor = _predictor(run, which, device, overrides)
+        predictor = Predictor.from_run(run, which, device, overrides=overrides)
         chosen = chosen_modalities(modalities, predictor)
         failures = predictor.predict_folder(data, out, resample_to=resample_to, labels=labels,
                                             save_probabilities=save_probabilities,
@@ -129,7 +130,7 @@ def run_predict(run: Path, out: Path | str, *, inputs: list[str],
             raise InputError(folder, f"holds {len(spec.cases)} cases; use --data for batch mode")
         case = spec.cases[0]
         out = case_output(out, case.case_id, raw)
-        predictor = _predictor(run, which, device, overrides)
+        predictor = Predictor.from_run(run, which, device, overrides=overrides)
         chosen = chosen_modalities(modalities, predictor) or predictor.modalities
         used = [m for m in predictor.modalities if m in case.images and m in chosen]
         with _working(console, case.case_id, used, predictor):
@@ -141,7 +142,7 @@ def run_predict(run: Path, out: Path | str, *, inputs: list[str],
     files = _named_inputs(inputs, named)
     case_id = case_id_from_files(list(files.values()))
     out = case_output(out, case_id, raw)
-    predictor = _predictor(run, which, device, overrides)
+    predictor = Predictor.from_run(run, which, device, overrides=overrides)
     convention = predictor.output_convention(get_convention(labels)) if labels else None
     given = {canonical_modality(name) for name in files}
     used = [m for m in predictor.modalities if m in given]
@@ -152,12 +153,12 @@ def run_predict(run: Path, out: Path | str, *, inputs: list[str],
     return written, _from(used, predictor)
 
 
-def _from(used: list[str], predictor: Predictor) -> str:
+def _from(used: list[str], predictor: CaseSegmenter) -> str:
     """'t1c, flair and run/checkpoints/last.pt (step 2)': what made a prediction."""
     return f"{', '.join(used) or 'no known modality'} and {predictor.source}"
 
 
-def _working(console: Console, case_id: str, used: list[str], predictor: Predictor):
+def _working(console: Console, case_id: str, used: list[str], predictor: CaseSegmenter):
     """A spinner on a terminal, one line elsewhere, while one case is segmented."""
     flips = " with 8 flips" if predictor.infer.tta_flips else ""
     text = f"segmenting {case_id} from {', '.join(used)}{flips}"
@@ -167,7 +168,7 @@ def _working(console: Console, case_id: str, used: list[str], predictor: Predict
     return nullcontext()
 
 
-def chosen_modalities(spelled: str | None, predictor: Predictor) -> tuple[str, ...] | None:
+def chosen_modalities(spelled: str | None, predictor: CaseSegmenter) -> tuple[str, ...] | None:
     """--modalities flair,t1c as the run's canonical names (None: every one a case has)."""
     if spelled is None:
         return None
@@ -182,9 +183,3 @@ def chosen_modalities(spelled: str | None, predictor: Predictor) -> tuple[str, .
     if not chosen:
         raise ConfigError("--modalities is empty (give names like flair,t1c)")
     return tuple(chosen)
-
-
-def _predictor(run: Path, which: str, device: str, overrides: dict) -> Predictor:
-    predictor = Predictor.from_run(run, which, device)
-    predictor.override(overrides)
-    return predictor

@@ -9,6 +9,7 @@ from rich.console import Console
 
 from contraseg.engine.config import apply_overrides, load_config
 from contraseg.errors import ConfigError, InputError
+from contraseg.models.registry import canonical_name, get_entry
 
 
 def start_training(out: Path, *, method: str | None, data: list[Path], preset: str,
@@ -50,7 +51,8 @@ def _start_one(out: Path, method: str | None, data: list[Path], preset: str,
         if not info_path.is_file():
             raise InputError(out, "nothing to resume (no run.json)")
         info = json.loads(info_path.read_text())
-        if method is not None and method != info["method"]:
+        get_entry(info["method"], (info.get("method_source") or {}).get("module"))
+        if method is not None and canonical_name(method) != info["method"]:
             raise ConfigError(f"--method {method}: the run in {out} trains {info['method']}")
         saved_fold = info.get("fold")
         if fold is not None and saved_fold != {"index": fold[0], "folds": fold[1]}:

@@ -19,7 +19,8 @@ from rich.console import Console
 from contraseg.data.cases import CaseSpec
 from contraseg.data.io import grid_difference, load_case, read_label
 from contraseg.data.labels import get_convention
-from contraseg.data.layouts import order_modalities
+from contraseg.data.layouts import NIFTI_SUFFIXES, order_modalities
+from contraseg.engine.et_rule import et_rule_threshold, has_enhancing_class
 from contraseg.engine.evaluate import (
     PEERS_ET_MIN_VOXELS,
     canonical_labels,
@@ -28,14 +29,11 @@ from contraseg.engine.evaluate import (
     overlay_picture,
     score_prediction,
 )
-from contraseg.engine.infer import et_rule_threshold, has_enhancing_class
 from contraseg.errors import InputError
 from contraseg.evaluation.metrics import MetricSettings
 from contraseg.evaluation.protocol import subset_name
 from contraseg.evaluation.report import write_report
 from contraseg.utils.progress import progress_bar
-
-PREDICTION_SUFFIXES = (".nii.gz", ".nii")
 
 
 def prediction_files(pred_dir: Path, cases: list[CaseSpec]) -> dict[str, Path]:
@@ -45,7 +43,7 @@ def prediction_files(pred_dir: Path, cases: list[CaseSpec]) -> dict[str, Path]:
         raise InputError(pred_dir, "no such folder of predictions")
     found = {}
     for case in cases:
-        path = next((p for s in PREDICTION_SUFFIXES if (p := pred_dir / f"{case.case_id}{s}")
+        path = next((p for s in NIFTI_SUFFIXES if (p := pred_dir / f"{case.case_id}{s}")
                      .is_file()), None)
         if path is not None:
             found[case.case_id] = path

@@ -23,7 +23,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from contraseg.evaluation.report import save_png
+from contraseg.utils.figures import save_png
 
 # background, then brain-tumour classes (BraTS colours: necrosis red, edema green, ET yellow)
 CLASS_COLOURS = ("#00000000", "#e41a1c", "#4daf4a", "#ffd92f", "#377eb8", "#984ea3", "#ff7f00")

@@ -19,7 +19,7 @@ import torch
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from contraseg.evaluation.report import save_png
+from contraseg.utils.figures import save_png
 
 MARKERS = "osD^vP*X"
 

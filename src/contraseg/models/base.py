@@ -1,4 +1,4 @@
-"""The method contract every segmentation method implements (see ARCHITECTURE.md).
+"""The method contract every method implements (docs/architecture.md, docs/extending.md).
 
 A method is an `nn.Module` built from a typed config. It sees images (B, M, *S) whose missing
 channels are zeroed, and `available` (B, M) bool; it must never read a missing channel's values
@@ -9,6 +9,7 @@ terms; each has a weight in the config, so every ablation row of a paper is a co
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import ClassVar, Literal
 
 import torch
@@ -18,6 +19,14 @@ from contraseg.errors import ConfigError
 from contraseg.models.regions import RegionHierarchy
 
 Spatial = Literal["3d", "2.5d", "2d"]
+
+
+class MethodKind(StrEnum):
+    """What a method's `forward` gives, and so which verbs can use its runs."""
+
+    SEGMENTATION = "segmentation"  # class (or region) logits: train, predict, evaluate, export
+    GENERATOR = "generator"  # images (`pseudo_normal`): CLFC's normal-appearance network
+    PRETRAINING = "pretraining"  # a self-supervised stage whose encoder `--init` takes
 
 
 @dataclass
@@ -70,11 +79,17 @@ class Method(nn.Module):
     the method (it still appears in the weights, so the ablation is visible in the config).
     """
 
+    # set by `register`: the name runs, presets and the command line know the method by
+    method_name: ClassVar[str]
     spatial: ClassVar[Spatial] = "3d"
-    # "segmentation": forward gives class logits (the contract test's subject); "generator":
-    # forward gives images (CLFC's normal-appearance network)
-    kind: ClassVar[str] = "segmentation"
+    kind: ClassVar[MethodKind] = MethodKind.SEGMENTATION
     loss_terms: ClassVar[tuple[str, ...]] = ("seg",)
+    # the registered PRETRAINING method (`contraseg pretrain --method <this>`) whose run this
+    # method's `--init` takes; None: no pre-training stage
+    pretraining_stage: ClassVar[str | None] = None
+    # whether the method compares with a pseudo-normal brain from a generator run
+    # (`normal_run`, copied into `normal_generator()` by the engine)
+    takes_normal_run: ClassVar[bool] = False
     # region-based outputs (one sigmoid per nested region, models/regions.py) or None: one
     # softmax over the classes
     regions: RegionHierarchy | None = None
@@ -99,6 +114,17 @@ class Method(nn.Module):
         return len(self.modalities)
 
     @property
+    def size_divisor(self) -> int:
+        """Patch and window sizes must be multiples of this (in-plane for 2D / 2.5D methods):
+        the network's total downsampling. Default 1."""
+        return 1
+
+    @property
+    def name(self) -> str:
+        """The registered name (the class name for an unregistered subclass)."""
+        return getattr(type(self), "method_name", type(self).__name__)
+
+    @property
     def out_channels(self) -> int:
         """Channels of the network's output: one per region, or one per class."""
         return len(self.regions) if self.regions is not None else self.num_classes
@@ -121,7 +147,7 @@ class Method(nn.Module):
         trainer calls this before reading data, `total_loss` on every batch)."""
         needed = cls.batch_size_needed(loss_weights)
         if batch_size < needed:
-            raise ConfigError(f"{getattr(cls, 'method_name', cls.__name__)} needs "
+            raise ConfigError(f"{_name_of(cls)} needs "
                               f"data.batch_size >= {needed} (per process) with these loss "
                               f"weights, got {batch_size}")
 
@@ -149,7 +175,7 @@ class Method(nn.Module):
         needed = cls.batch_size_needed(loss_weights)
         fix = (f"set data.batch_size <= {cases} or add training cases" if cases >= needed
                else f"add training cases (at least {needed})")
-        raise ConfigError(f"{getattr(cls, 'method_name', cls.__name__)} compares the subjects "
+        raise ConfigError(f"{_name_of(cls)} compares the subjects "
                           f"of a batch, but data.batch_size {batch_size} is larger than the "
                           f"{cases} training cases: {fix}")
 
@@ -160,18 +186,18 @@ class Method(nn.Module):
     def check_patch(self, patch: list[int]) -> None:
         """Refuse a training patch the network cannot take: sizes must be multiples of
         `size_divisor` (in-plane only for 2D / 2.5D methods, whose depth is a slice stack)."""
-        divisor = int(getattr(self, "size_divisor", 1) or 1)
+        divisor = int(self.size_divisor)
         sizes = list(patch) if self.spatial == "3d" else list(patch)[:2]
         if any(int(n) % divisor for n in sizes):
             where = "" if self.spatial == "3d" else " in-plane"
             raise ConfigError(f"data.patch_size {list(patch)}: "
-                              f"{getattr(self, 'method_name', type(self).__name__)} needs "
+                              f"{self.name} needs "
                               f"multiples of {divisor}{where}")
 
     def load_init(self, state: dict[str, Tensor]) -> dict:
         """Start from other weights (`--init`): copy what fits, return {"loaded": [names],
         "skipped": ["name: reason"], ...}. Methods without transfer learning refuse."""
-        raise ConfigError(f"{getattr(self, 'method_name', type(self).__name__)} does not "
+        raise ConfigError(f"{self.name} does not "
                           "take --init weights")
 
     def after_step(self, progress: float) -> None:
@@ -230,6 +256,27 @@ class Method(nn.Module):
     def decode(self, encoded: object, available: Tensor) -> Tensor:
         """Logits for one availability pattern from `encode`'s output."""
         return self(encoded, available)
+
+    # Optional hooks (the engine checks what they return, never whether they exist).
+    def representations(self, images: Tensor, present: Tensor) -> dict[str, Tensor] | None:
+        """Disentangled representations to draw (`evaluate --figures`): `anatomical` (B, M, C,
+        *S) maps and optionally `modality` (B, M, D) codes; None (default): nothing to draw."""
+        return None
+
+    def normal_generator(self) -> Method | None:
+        """The frozen generator a `takes_normal_run` method holds (the engine copies the
+        normal_run's weights into it); None when it has none (default, or left out by the
+        settings)."""
+        return None
+
+    def pseudo_normal(self, images: Tensor) -> Tensor:
+        """GENERATOR methods: (B, 1, H, W) normal-appearance reconstructions of (B, 1, H, W)
+        z-scored slices."""
+        raise NotImplementedError(f"{self.name} is a {self.kind} method, not a generator")
+
+
+def _name_of(cls: type) -> str:
+    return getattr(cls, "method_name", cls.__name__)
 
 
 def memory_format(method: Method, channels_last: bool = True) -> torch.memory_format:

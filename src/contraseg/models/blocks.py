@@ -45,6 +45,12 @@ class ConvNormAct(nn.Sequential):
         )
 
 
+def conv_relu(in_channels: int, out_channels: int, kernel_size: int = 3) -> ConvNormAct:
+    """conv3^3 (zero padding) + InstanceNorm + ReLU: DCL-MANet's authors' unit."""
+    return ConvNormAct(in_channels, out_channels, kernel_size, padding_mode="zeros",
+                       negative_slope=0.0)
+
+
 class ResidualStage(nn.Module):
     """One encoder stage: an entry conv (stride 1 or 2), then x + conv(conv(x))."""
 

@@ -57,7 +57,7 @@ from torch import Tensor, nn
 from contraseg.errors import ConfigError
 from contraseg.losses.contrastive import simsiam_loss
 from contraseg.losses.segmentation import soft_dice_loss
-from contraseg.models.base import Batch, Method, mask_missing
+from contraseg.models.base import Batch, Method, MethodKind, mask_missing
 from contraseg.models.registry import build_method, register
 from contraseg.models.slices import batch_as_slices, centre_slices, neighbour_stack
 
@@ -198,6 +198,7 @@ class CLFC(Method):
 
     spatial: ClassVar[str] = "2.5d"
     loss_terms = ("dice", "ce", "simsiam")
+    takes_normal_run = True
 
     def __init__(self, modalities, num_classes, config: CLFCConfig, loss_weights=None):
         super().__init__(modalities, num_classes, loss_weights)
@@ -225,6 +226,9 @@ class CLFC(Method):
     @property
     def size_divisor(self) -> int:
         return 2 ** len(self.config.channels)
+
+    def normal_generator(self) -> Method | None:
+        return self.generator
 
     def check_patch(self, patch: list[int]) -> None:
         super().check_patch(patch)
@@ -369,7 +373,7 @@ def build_generator(spec: dict[str, Any]) -> Method:
     come with the segmenter's checkpoint)."""
     name = spec.get("method", "introvae")
     generator = build_method(name, ("t1",), 1, spec.get("model"))
-    if not hasattr(generator, "pseudo_normal"):
+    if generator.kind != MethodKind.GENERATOR:
         raise ConfigError(f"model.generator: {name} is not a generator with a pseudo_normal")
     return generator.requires_grad_(False).eval()
 

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from contraseg.errors import ConfigError
-from contraseg.models.base import Batch, Method
+from contraseg.models.base import Batch, Method, MethodKind
 from contraseg.models.registry import register
 from contraseg.models.slices import batch_as_slices, slices_as_batch, whole_slices
 
@@ -159,7 +159,7 @@ class IntroVAE(Method):
     """
 
     spatial: ClassVar[str] = "2d"
-    kind: ClassVar[str] = "generator"
+    kind = MethodKind.GENERATOR
     loss_terms = ("kl", "margin", "adversarial", "reconstruction")
 
     def __init__(self, modalities, num_classes, config: IntroVAEConfig, loss_weights=None):

@@ -5,8 +5,8 @@ or 2.5D method treats the last axis (axial slices after RAS orientation) as a st
 is segmented from itself (2D) or from itself and its K neighbours on each side (2.5D, 2K + 1
 slices per modality stacked as channels). So patches, augmentation, sliding windows, modality
 subsets and evaluation stay the engine's, and a 2.5D prediction equals slice-by-slice
-inference as long as each window spans the whole depth (`engine.infer.window_size` does that
-for `spatial == "2.5d"`). Neighbours beyond the stack repeat its first / last slice.
+inference as long as each window spans the whole depth (`engine.sliding_window.window_size`
+does that for `spatial == "2.5d"`). Neighbours beyond the stack repeat its first / last slice.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def whole_slices(network: Callable[[Tensor], Tensor], volume: Tensor, divisor: i
 
     With `size` (the in-plane training patch), each slice is centred with zeros in a canvas of
     at least that size (and a multiple of `divisor`), as the training sampler centres a slice
-    smaller than its patch (`data.dataset.crop_patch`): the network sees the context and the
+    smaller than its patch (`data.patches.crop_patch`): the network sees the context and the
     instance-norm statistics it was trained on. Without it (runs that did not record their
     patch), the sizes are padded with edge values at the end up to a multiple of `divisor`."""
     x, y = volume.shape[2:4]

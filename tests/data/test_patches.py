@@ -13,13 +13,13 @@ import torch
 from monai.inferers import sliding_window_inference
 from scipy.stats import chisquare
 
-from contraseg.data.dataset import (
+from contraseg.data.labels import get_convention
+from contraseg.data.patches import (
     PatchSampler,
     build_augmentation,
     plain_tensors,
     sample_subset,
 )
-from contraseg.data.labels import get_convention
 from contraseg.data.phantom import write_phantom
 from contraseg.data.train_case import TrainCase, crop_patch
 from contraseg.engine.config import AugmentConfig, DataConfig

@@ -1,0 +1,1 @@
+"""An example contraseg plugin: the `example-fcn` method (contraseg_example.method)."""

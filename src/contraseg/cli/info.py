@@ -1,0 +1,159 @@
+"""Verbs about the toolkit itself: `methods`, `demo`, `bench`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from contraseg.cli.app import app, console, user_errors
+from contraseg.utils.jsonio import dumps
+
+
+@app.command("methods")
+def methods() -> None:
+    """List the registered methods (built in and from plugins), their presets, where they
+    come from and their measured minimum useful budget.
+
+    The budget: after how many minutes and steps of its `cpu` preset on a CPU a method
+    reaches the plain MONAI recipe's 25-minute Dice on real scans (the README's "Results on
+    real scans"); "-" where it was not measured. Plugins are packages with an entry point in
+    the group `contraseg.methods` (docs/extending.md).
+
+    Example: `contraseg methods`
+    """
+    from rich.table import Table
+
+    from contraseg.engine.config import preset_names
+    from contraseg.errors import ContrasegError
+    from contraseg.models.budgets import load_budgets
+    from contraseg.models.registry import get_entry, list_methods
+
+    budgets = load_budgets()
+    table = Table("method", "kind", "presets", "from", "useful after (cpu preset)",
+                  "what it is", box=None, pad_edge=False)
+    for name in list_methods():
+        entry = get_entry(name)
+        doc = (entry.cls.__doc__ or "").strip().splitlines()
+        try:
+            presets = ", ".join(preset_names(name)) or "-"
+        except ContrasegError as exc:  # a plugin's broken preset file: said, not fatal
+            presets = f"unreadable ({exc})"
+        budget = budgets.get(name)
+        table.add_row(name, str(entry.cls.kind), presets, entry.source.describe(),
+                      budget.describe() if budget else "-", doc[0] if doc else "")
+    console.print(table, highlight=False)
+
+
+@app.command("demo")
+@user_errors
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Folder for everything the demo writes.")] = (
+        Path("demo-out")
+    ),
+    cases: Annotated[int, typer.Option(min=2, help="Training phantoms.")] = 12,
+    test_cases: Annotated[int, typer.Option(min=1, help="Held-out test phantoms.")] = 4,
+    size: Annotated[int, typer.Option(min=32, help="Phantom volume edge, voxels.")] = 64,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    method: Annotated[
+        str | None, typer.Option(help="Method to train (default: the best available).")
+    ] = None,
+    max_minutes: Annotated[
+        float | None, typer.Option(min=0, help="Cap the training time.")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a setting: key=value (repeat).")
+    ] = None,
+) -> None:
+    """The whole loop on the synthetic phantom: generate, check, train the fast preset of the
+    best method that fits the CPU budget (unet), evaluate all 15 modality subsets on held-out
+    phantoms, write an HTML report. About 4.5 minutes on 2 CPU cores.
+
+    Example: `contraseg demo --out demo-out`
+    """
+    from contraseg.demo import run_demo
+
+    run_demo(out, cases=cases, test_cases=test_cases, size=size, seed=seed, method=method,
+             max_minutes=max_minutes, overrides=set_ or [], console=console)
+
+
+@app.command("bench")
+@user_errors
+def bench(
+    method: Annotated[
+        str | None, typer.Option(help="Time this method: training step and inference.")
+    ] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto (with --method).")] = "cpu",
+    patch: Annotated[int | None, typer.Option(help="Cubic patch edge (default: preset).")] = None,
+    batch: Annotated[int | None, typer.Option(help="Batch size (default: preset).")] = None,
+    amp: Annotated[str, typer.Option(help="none or bf16 (fp16 on CUDA).")] = "none",
+    preset: Annotated[str, typer.Option(help="Preset the method is built from.")] = "fast",
+    subsets: Annotated[
+        bool, typer.Option(help="Also time all 15 subsets in one pass (slow on a CPU).")
+    ] = True,
+    infer: Annotated[
+        bool, typer.Option(help="Time inference on one case (--no-infer: training only).")
+    ] = True,
+    target: Annotated[
+        list[str] | None,
+        typer.Option("--target", help="metrics, phantom, preprocess or loader (repeat; "
+                     "default: the first three). loader: the data pipeline of --method's "
+                     "--preset (default unet) with 0, 1, 2 workers."),
+    ] = None,
+    repeats: Annotated[int, typer.Option(min=1, help="Runs per timing; the median is kept.")] = 3,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a setting of the preset: key=value (repeat)."),
+    ] = None,
+    model_step_ms: Annotated[
+        float | None,
+        typer.Option(min=0, help="loader: also how long a step waits for its batch when the "
+                     "model takes this many ms per step off the CPU (as on a GPU)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Timings as JSON. With `--method`: training step time and voxels/s, inference on one
+    240x240x155 case (all modalities, and all 15 subsets in one pass), peak memory, parameter
+    count. Without: the foundation pieces (metrics, phantom, preprocessing). `--target loader`:
+    patches per second of the training data pipeline alone (cache reads, augmentation) for
+    --method's --preset with 0, 1 and 2 workers, beside as many plain processes making the same
+    batches (the machine's ceiling), and peak memory.
+
+    Example: `contraseg bench --method rfnet --device cpu --patch 64 --batch 2 --json`;
+    `contraseg bench --method dc-seg --preset paper --set model.checkpointing=true --no-infer`;
+    `contraseg bench --target loader --method unet --preset fast --json`
+    """
+    from contraseg.bench import DEFAULT_TARGETS, run_bench, run_method_bench
+
+    if method is not None and not target:
+        result = run_method_bench(method, device=device, patch=patch, batch=batch, amp=amp,
+                                  preset=preset, steps=repeats, subsets=subsets,
+                                  infer=infer, overrides=list(overrides or []))
+    else:
+        result = run_bench(list(target or DEFAULT_TARGETS), repeats, method=method or "unet",
+                           preset=preset, overrides=list(overrides or []),
+                           model_step_ms=model_step_ms)
+    if as_json:
+        print(dumps(result))
+    else:
+        _print_bench(result["results"] if not (method and not target)
+                     else {method: result["results"]})
+
+
+def _print_bench(results: dict) -> None:
+    """One line per timing (its median) and per loader worker count."""
+    for name, figures in results.items():
+        for key, value in figures.items():
+            if isinstance(value, dict) and "median_s" in value:
+                console.print(f"{name:<11} {key:<26} median {value['median_s']:.4f} s "
+                              f"({len(value['runs_s'])} runs)")
+        for count, loader in figures.get("workers", {}).items():
+            pss = loader.get("peak_tree_pss_mb")
+            ceiling = loader.get("side_by_side")
+            console.print(f"{name:<11} {count} workers {loader['patches_per_s']:>8.1f} patches/s "
+                          f"(x{loader['speedup_vs_0']:.2f})"
+                          + (f", {ceiling['patches_per_s']:.1f} side by side"
+                             if ceiling else "")
+                          + (f", a step waits {loader['wait_per_step_ms']['mean']:.1f} ms"
+                             if "wait_per_step_ms" in loader else "")
+                          + (f", peak {pss:.0f} MiB (PSS)" if pss is not None else ""))
