@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 SETTINGS = ["epochs=2", "iters_per_epoch=3", "val_every=0", "log.curves=false",
-            "log.tensorboard=false", "data.num_workers=0"]
+            "log.tensorboard=false", "data.workers=0"]
 METHODS = ["unet", "rfnet", "dc-seg", "dcl-manet", "clfc", "swin-moco", "introvae",
            "swin-moco-pretrain"]
 
