@@ -35,8 +35,10 @@ def test_the_example_plugin_is_found_by_its_entry_point():
     assert not entry.source.builtin
     listed = cli("methods")
     assert listed.returncode == 0
-    row = next(line for line in listed.stdout.splitlines() if line.startswith("example-fcn"))
-    assert "tiny" in row and "contraseg-example-plugin 0.1.0" in row
+    row, described = [line for line in listed.stdout.splitlines()
+                       if line.startswith("example-fcn")]
+    assert row.split() == ["example-fcn", "segmentation", "fast,", "tiny", "-"]
+    assert described.startswith("example-fcn [contraseg-example-plugin 0.1.0]: A small FCN")
 
 
 @STARTS_PROCESSES

@@ -11,6 +11,7 @@ import pytest
 from scipy import ndimage
 from scipy.spatial import ConvexHull
 
+from contraseg.data import parotid_anatomy as A
 from contraseg.data import parotid_phantom as P
 from contraseg.data.check import check_dataset
 from contraseg.data.layouts import discover
@@ -38,8 +39,8 @@ def _means(subject: P.ParotidSubject, modality: str) -> dict[str, float]:
     volume with a neighbour, across the thick slices too)."""
     image, label, tissue = subject.images[modality], subject.label, subject.tissue
     regions = {name: (tissue == code) & (label == 0) for code, name in
-               ((P.FAT, "fat"), (P.MUSCLE, "muscle"), (P.PAROTID, "parotid"), (P.CSF, "csf"),
-                (P.AIR, "air"))}
+               ((A.FAT, "fat"), (A.MUSCLE, "muscle"), (A.PAROTID, "parotid"), (A.CSF, "csf"),
+                (A.AIR, "air"))}
     regions["tumour"] = label == P.TUMOUR
     eroded = {name: ndimage.binary_erosion(mask) if name != "tumour" else mask
               for name, mask in regions.items()}
@@ -90,14 +91,14 @@ def test_bone_vessels_and_air_are_dark_everywhere_and_fluid_bright_on_t2(subject
         means = _means(subject, modality)
         assert means["air"] < 0.3 * means["muscle"]
         image, healthy = subject.images[modality], subject.label == 0
-        for thin in (P.BONE, P.VESSEL):  # 1.5-9 mm across: not eroded, partial volume included
+        for thin in (A.BONE, A.VESSEL):  # 1.5-9 mm across: not eroded, partial volume included
             assert image[healthy & (subject.tissue == thin)].mean() < 0.7 * means["muscle"]
     t1, t2 = _means(subject, "t1"), _means(subject, "t2")
     assert t2["csf"] > t2["parotid"] and t1["csf"] < t1["muscle"]
 
 
 def test_air_outside_the_neck_holds_noise_not_zeros(subject):
-    air = subject.images["t2"][subject.tissue == P.AIR]
+    air = subject.images["t2"][subject.tissue == A.AIR]
     assert air.std() > 0 and np.median(air) < 0.1 * subject.images["t2"].max()
 
 
@@ -108,8 +109,8 @@ def test_the_tumour_grows_from_one_parotid_gland(subject):
     x = np.nonzero(label)[0]  # array axis 0 runs right -> left
     on_the_right = x.mean() < SIZE[0] / 2
     assert on_the_right == (subject.side == "right")
-    assert (tissue[label] == P.PAROTID).mean() > 0.2
-    assert not np.isin(tissue[label], [P.AIR, P.AIRWAY]).any()
+    assert (tissue[label] == A.PAROTID).mean() > 0.2
+    assert not np.isin(tissue[label], [A.AIR, A.AIRWAY]).any()
 
 
 def _solidity(subject: P.ParotidSubject) -> float:

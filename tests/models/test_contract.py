@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from contraseg.models.base import Batch
+from contraseg.models.base import Batch, MethodKind
 from contraseg.models.registry import get_entry, list_methods
 from contraseg.testing import MethodContract
 from tests.models.tiny_methods import MODALITIES, NUM_CLASSES, build_tiny
@@ -17,7 +17,10 @@ BUILTIN = [name for name in list_methods() if get_entry(name).source.builtin]
 
 def _contract_class(name: str) -> type:
     title = "".join(part.capitalize() for part in name.replace("-", "_").split("_"))
-    return type(f"TestContract{title}", (MethodContract,), {"method": name})
+    settings = {"method": name}
+    if get_entry(name).cls.kind is MethodKind.GENERATOR:  # IntroVAE models healthy T1 alone
+        settings |= {"modalities": ("t1",), "num_classes": 1}
+    return type(f"TestContract{title}", (MethodContract,), settings)
 
 
 for _name in BUILTIN:  # one test class per built-in method: TestContractUnet, ...

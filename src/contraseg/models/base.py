@@ -87,6 +87,9 @@ class Method(nn.Module):
     # the registered PRETRAINING method (`contraseg pretrain --method <this>`) whose run this
     # method's `--init` takes; None: no pre-training stage
     pretraining_stage: ClassVar[str | None] = None
+    # patch and window sizes must be multiples of this (in-plane for 2D / 2.5D methods): the
+    # network's total downsampling; methods whose depth varies define it as a property
+    size_divisor: int = 1
     # whether the method compares with a pseudo-normal brain from a generator run
     # (`normal_run`, copied into `normal_generator()` by the engine)
     takes_normal_run: ClassVar[bool] = False
@@ -112,12 +115,6 @@ class Method(nn.Module):
     @property
     def num_modalities(self) -> int:
         return len(self.modalities)
-
-    @property
-    def size_divisor(self) -> int:
-        """Patch and window sizes must be multiples of this (in-plane for 2D / 2.5D methods):
-        the network's total downsampling. Default 1."""
-        return 1
 
     @property
     def name(self) -> str:
