@@ -588,6 +588,19 @@ def test_cross_validation_trains_every_fold_and_evaluates_each_case_once(tmp_pat
         train(tmp_path / "x", phantom, TINY, fold=1)
 
 
+def test_resuming_folds_restarts_one_killed_before_its_first_checkpoint(tmp_path, phantom):
+    """A cross-validation killed while a fold was starting (run.json written, no checkpoint
+    yet) resumes by starting that fold again, and trains it as a fresh run would."""
+    train(tmp_path / "cv", phantom, ["epochs=1", "val_every=0"], folds=2, fold=0)
+    (tmp_path / "cv" / "fold-1").mkdir()
+    (tmp_path / "cv" / "fold-1" / "run.json").write_text('{"status": "running"}')
+    info = train(tmp_path / "cv", phantom, ["epochs=1", "val_every=0"], folds=2, resume=True)
+    assert info["status"] == "finished" and info["fold"] == {"index": 1, "folds": 2}
+    fresh = train(tmp_path / "fresh", phantom, ["epochs=1", "val_every=0"], folds=2, fold=1)
+    assert fresh["step"] == info["step"]
+    assert_same_weights(tmp_path / "cv" / "fold-1", tmp_path / "fresh" / "fold-1")
+
+
 def test_whole_tumour_only_training_and_evaluation(tmp_path, phantom):
     import csv
 

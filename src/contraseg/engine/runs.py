@@ -34,7 +34,8 @@ def start_training(out: Path, *, method: str | None, data: list[Path], preset: s
     info: dict = {}
     for k in [fold] if fold is not None else range(folds):
         folder = Path(out) / f"fold-{k}"
-        started = (folder / "run.json").is_file()
+        # a fold stopped before its first checkpoint has nothing to resume: it starts again
+        started = (folder / "checkpoints" / "last.pt").is_file()
         info = _start_one(folder, method, data, preset, overrides, resume and started,
                           max_steps, max_minutes, console, (k, folds))
     return info
