@@ -13,9 +13,9 @@ from contraseg.errors import ConfigError, InputError
 
 
 def shipped(name: str) -> dict:
-    from contraseg.data.splits import _files
+    from contraseg.data.splits import split_files
 
-    return read_split_file(_files()[name])
+    return read_split_file(split_files()[name])
 
 
 PUBLISHED = ["rfnet-brats2018", "rfnet-brats2020", "imfuse-brats2023", "brats2023-5fold"]
@@ -108,3 +108,41 @@ def test_matching_a_split_to_the_cases_found():
     with pytest.raises(InputError, match=r"names 3 case\(s\) the data lacks \(366 of its 369 "
                                          r"found\): BraTS20_Training_00[123]"):
         keyed_split(split, keys[3:], "data")
+
+
+def test_train_on_a_split_file_and_evaluate_its_test_cases(tmp_path, make_phantom):
+    """`train --split FILE.json:2` trains on that fold's parts (its test cases held out),
+    `evaluate --split` scores only its test cases, and a split naming cases the data lacks is
+    refused in one line."""
+    import csv
+
+    from tests.runners import cli
+
+    data = make_phantom(cases=4, size=32, seed=3)
+    split = tmp_path / "mine.json"
+    ids = [f"Phantom-{i:05d}" for i in range(4)]
+    split.write_text(json.dumps({"name": "mine", "folds": [
+        {"train": ids[:2], "val": [], "test": ids[2:]},
+        {"train": ids[1:3], "val": [ids[0]], "test": ids[3:]}]}))
+    run = tmp_path / "run"
+    done = cli("train", "--method", "unet", "--preset", "tiny", "--data", str(data), "--out",
+               str(run), "--split", f"{split}:2", "--set", "epochs=1", "--set", "val_every=0",
+               "--set", "log.curves=false", "--set", "log.tensorboard=false")
+    assert done.returncode == 0, done.stderr
+    info = json.loads((run / "run.json").read_text())
+    assert info["config"]["split"] == f"{split}:2"
+    assert info["split"] == {"train": ["ph/Phantom-00001", "ph/Phantom-00002"],
+                             "val": ["ph/Phantom-00000"], "test": ["ph/Phantom-00003"]}
+    scored = cli("evaluate", "--run", str(run), "--data", str(data), "--out",
+                 str(tmp_path / "report"), "--subsets", "full", "--overlays", "0",
+                 "--split", f"{split}:2")
+    assert scored.returncode == 0, scored.stderr
+    with open(tmp_path / "report" / "metrics.csv") as handle:
+        assert {row["case"] for row in csv.DictReader(handle)} == {"Phantom-00003"}
+    refused = cli("train", "--method", "unet", "--preset", "tiny", "--data", str(data),
+                  "--out", str(tmp_path / "no"), "--split", "rfnet-brats2020")
+    assert refused.returncode == 1 and len(refused.stderr.strip().splitlines()) == 1
+    assert "names 369 case(s) the data lacks (0 of its 369 found)" in refused.stderr
+    both = cli("train", "--method", "unet", "--preset", "tiny", "--data", str(data),
+               "--out", str(tmp_path / "cv"), "--split", "rfnet-brats2020", "--folds", "2")
+    assert both.returncode == 1 and "--split and --folds" in both.stderr

@@ -50,6 +50,9 @@ def evaluate(
     overlays: Annotated[int, typer.Option(min=0, help="Cases with overlay pictures.")] = 2,
     figures: Annotated[bool, typer.Option(
         "--figures", help="Also draw the PCA of disentangled representations (dc-seg).")] = False,
+    split: Annotated[str | None, typer.Option(
+        help="Score only the test cases of this split: NAME[:k] (`contraseg splits`) or "
+             "FILE.json[:k].")] = None,
 ) -> None:
     """Score a run on every modality subset: metrics.csv (case, subset, region, metrics), a
     summary in the layout of DC-Seg's Table 1 (Markdown and HTML with a heatmap) and overlays.
@@ -73,7 +76,8 @@ def evaluate(
         run_only = {"--subsets": subsets != "all", "--which": which != "auto",
                     "--device": device != "auto", "--overlap": overlap is not None,
                     "--tta": tta is not None, "--blend": blend is not None,
-                    "--blend-space": blend_space is not None, "--figures": figures}
+                    "--blend-space": blend_space is not None, "--figures": figures,
+                    "--split": split is not None}
         if given := [name for name, used in run_only.items() if used]:
             raise ConfigError(f"{', '.join(given)}: for --run only (--pred scores the files "
                               "as they are)")
@@ -90,7 +94,7 @@ def evaluate(
 
     report = evaluate_run(run, data, out, subsets=subsets, which=which, device=device,
                           labels=labels, units=units, hd95=hd95, overlays=overlays,
-                          figures=figures, console=err_console,
+                          figures=figures, console=err_console, split=split,
                           infer=infer_overrides(overlap, tta, et_min_voxels, blend,
                                                  blend_space))
     console.print(f"report: {report}")

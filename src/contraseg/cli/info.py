@@ -54,6 +54,40 @@ def methods() -> None:
         console.print(line, highlight=False, markup=False, no_wrap=True, overflow="ellipsis")
 
 
+@app.command("splits")
+def splits() -> None:
+    """List the published patient-wise splits shipped with contraseg: each one's folds and
+    part sizes (train / val / test), and its source; papers that published no list are named
+    with what they say instead.
+
+    Example: `contraseg splits`; then `contraseg train --split rfnet-brats2018:3 ...`
+    """
+    from rich.table import Table
+
+    from contraseg.data.splits import read_split_file, split_files
+
+    table = Table(box=None, pad_edge=False)
+    for header in ("split", "folds", "train / val / test"):
+        table.add_column(header, no_wrap=True)
+    described = []
+    for name, path in sorted(split_files().items()):
+        data = read_split_file(path)
+        folds = data["folds"]
+        sizes = [tuple(len(f.get(p, [])) for p in ("train", "val", "test")) for f in folds]
+        shown = (" / ".join(map(str, sizes[0])) + (" (fold 1; the folds differ)"
+                                                    if len(set(sizes)) > 1 else "")
+                 if folds else "no list published")
+        table.add_row(name, str(len(folds)) if folds else "-", shown)
+        where = data.get("source", {})
+        origin = " ".join(x for x in (where.get("repository", ""),
+                                      where.get("commit", "")[:8]) if x)
+        described.append(f"{name}: {data.get('dataset', '')}"
+                         + (f"; {origin}" if origin else "") + f"; {where.get('note', '')}")
+    console.print(table, highlight=False)
+    for line in described:
+        console.print(line, highlight=False, markup=False, no_wrap=True, overflow="ellipsis")
+
+
 @app.command("demo")
 @user_errors
 def demo(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -40,6 +41,9 @@ def train(
         min=2, help="Patient-wise cross-validation: train every fold into OUT/fold-K.")] = None,
     fold: Annotated[int | None, typer.Option(
         min=0, help="With --folds: train only this fold (0-based).")] = None,
+    split: Annotated[str | None, typer.Option(
+        help="A published split, NAME[:k] (`contraseg splits`), or a split file FILE.json[:k]: "
+             "train and validate on its parts, its test cases held out.")] = None,
     init: InitOption = None,
 ) -> None:
     """Train a method on one or more datasets; `--resume` continues a stopped or killed run.
@@ -49,11 +53,15 @@ def train(
     for one fold); the splits are deterministic for the seed and saved in each fold's run.json;
     `contraseg evaluate --run OUT` then scores every case with the fold that held it out.
     Several GPUs or CPU processes: `torchrun --nproc_per_node=2 -m contraseg train ...`.
+    A paper's split: `--split rfnet-brats2018:3` (RFNet's third BraTS 2018 split), then
+    `contraseg evaluate --split rfnet-brats2018:3` scores its test cases.
     """
     from contraseg.engine.runs import start_training
 
+    chosen = [] if split is None else [f"split={json.dumps(split)}"]
     info = start_training(out, method=method, data=data or [], preset=preset,
-                          overrides=[*(set_ or []), *init_override(init)], resume=resume,
+                          overrides=[*(set_ or []), *init_override(init), *chosen],
+                          resume=resume,
                           max_steps=max_steps, max_minutes=max_minutes, console=err_console,
                           folds=folds, fold=fold)
     if info and info["status"] == "interrupted":

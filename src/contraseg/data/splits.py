@@ -46,7 +46,8 @@ class PatientSplit:
         return [case for part in PARTS for case in getattr(self, part)]
 
 
-def _files() -> dict[str, Path]:
+def split_files() -> dict[str, Path]:
+    """The shipped split files by name."""
     folder = resources.files("contraseg.data").joinpath("split_lists")
     return {Path(str(f)).stem: Path(str(f)) for f in folder.iterdir()
             if str(f).endswith(".json")}
@@ -54,7 +55,7 @@ def _files() -> dict[str, Path]:
 
 def split_names() -> list[str]:
     """The published splits shipped with contraseg (those without a list included)."""
-    return sorted(_files())
+    return sorted(split_files())
 
 
 def read_split_file(path: Path) -> dict:
@@ -75,7 +76,7 @@ def read_split_file(path: Path) -> dict:
 def load_split(spec: str) -> PatientSplit:
     """`NAME`, `NAME:k` or a JSON file (`FILE.json`, `FILE.json:k`) -> its k-th fold."""
     base, _, k = spec.rpartition(":") if re.search(r":\d+$", spec) else (spec, "", "")
-    files = _files()
+    files = split_files()
     if base in files:
         path = files[base]
     elif base.endswith(".json") or Path(base).is_file():

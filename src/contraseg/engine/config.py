@@ -147,6 +147,9 @@ class TrainConfig:
     normal_run: str | None = None
     # weights to start from (--init): a run, a contraseg checkpoint or a timm/torchvision file
     init: str | None = None
+    # a published split (`NAME[:k]`, `contraseg splits`) or a split file (`FILE.json[:k]`):
+    # its train / val / test parts instead of a seeded split; the test part is held out
+    split: str | None = None
 
     def __post_init__(self):
         if self.keep_every_minutes is not None and not float(self.keep_every_minutes) >= 1:

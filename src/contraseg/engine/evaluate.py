@@ -116,6 +116,15 @@ def score_prediction(case_id: str, subset: str, pred: np.ndarray, reference: np.
              "et_rule_voxels": et_rule_voxels} for region, values in scores.items()]
 
 
+def split_test_cases(split: str, cases: list[CaseSpec], data: Path) -> list[CaseSpec]:
+    """The cases of the split's test part (every one must be in `data`, refused otherwise)."""
+    from contraseg.data.splits import keyed_split, load_split
+
+    chosen = load_split(split)
+    test = set(keyed_split(chosen, [c.case_id for c in cases], data)["test"])
+    return [c for c in cases if c.case_id in test]
+
+
 def labelled_cases(data: Path, labels: str | None) -> tuple[DatasetSpec, list[CaseSpec]]:
     """The dataset and its labelled cases; refused without a label convention or a label."""
     spec = discover(data, labels=labels)
@@ -130,8 +139,10 @@ def labelled_cases(data: Path, labels: str | None) -> tuple[DatasetSpec, list[Ca
 def evaluate_run(run: Path, data: Path, out: Path, *, subsets: str = "all", which: str = "auto",
                  device: str = "auto", labels: str | None = None, units: str = "voxel",
                  hd95: str = "brats", overlays: int = 2, figures: bool = False,
-                 console: Console | None = None, infer: dict | None = None) -> Path:
-    """Evaluate `run` on every labelled case of `data`; returns the report's HTML path.
+                 console: Console | None = None, infer: dict | None = None,
+                 split: str | None = None) -> Path:
+    """Evaluate `run` on every labelled case of `data` (with `split`, a published split
+    NAME[:k] or a split file: only its test cases); returns the report's HTML path.
 
     A cross-validation folder (`contraseg train --folds`) is evaluated fold by fold: each case
     of `data` is scored by the fold that held it out (its run.json's split["test"]), so the
@@ -144,6 +155,8 @@ def evaluate_run(run: Path, data: Path, out: Path, *, subsets: str = "all", whic
     Figure 3) from the central training-sized crop of every case, when the method has them.
     """
     spec, cases = labelled_cases(data, labels)
+    if split is not None:
+        cases = split_test_cases(split, cases, data)
     cv = cross_validation_plan(Path(run), spec.root.name, cases)
     if cv.incomplete and console is not None:
         console.print(f"[yellow]incomplete cross-validation:[/] {cv.incomplete}", highlight=False)

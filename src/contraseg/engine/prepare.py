@@ -26,6 +26,7 @@ from contraseg.data.labels import LabelConvention, whole_tumour
 from contraseg.data.layouts import discover, order_modalities
 from contraseg.data.patches import Case
 from contraseg.data.preprocess import PreprocessSettings, reoriented_spacing
+from contraseg.data.splits import keyed_split, load_split
 from contraseg.data.train_case import common_convention, to_train_case
 from contraseg.engine.config import TrainConfig
 from contraseg.engine.folds import fold_split, split_cases
@@ -74,7 +75,8 @@ def prepare_data(config: TrainConfig, data_dirs: list[Path], cache_dir: Path,
     """Discover, split and preprocess (cached) every labelled case of every data folder; for a
     "generator" `kind`, every case's healthy T1 instead (`normal_t1_case`);
     for "pretraining", every case, labelled or not, all for training. `fold` (k, n):
-    cross-validation fold k of n, whose cases are held out (split["test"])."""
+    cross-validation fold k of n, whose cases are held out (split["test"]); `config.split`: a
+    published split's parts, matched to the cases by case ID (its test part held out)."""
     specs = [discover(d, labels=config.data.labels) for d in data_dirs]
     if kind is MethodKind.PRETRAINING:
         convention = None
@@ -100,7 +102,9 @@ def prepare_data(config: TrainConfig, data_dirs: list[Path], cache_dir: Path,
                  if c.label is not None}
         if not keyed:
             raise InputError(data_dirs[0], "no labelled case to train on")
-    if split is None and fold is not None:
+    if split is None and config.split is not None:
+        split = keyed_split(load_split(config.split), keyed, data_dirs[0])
+    elif split is None and fold is not None:
         split = fold_split(sorted(keyed), *fold, config.data.val_fraction, config.seed)
     elif split is None:
         train_ids, val_ids = split_cases(sorted(keyed), config.data.val_fraction, config.seed)

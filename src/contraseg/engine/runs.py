@@ -29,6 +29,9 @@ def start_training(out: Path, *, method: str | None, data: list[Path], preset: s
                           max_minutes, console, None)
     if folds < 2:
         raise ConfigError(f"--folds {folds}: at least 2")
+    if any(item.split("=", 1)[0].strip() == "split" for item in overrides):
+        raise ConfigError("--split and --folds: give one (a published split, or folds dealt "
+                          "by contraseg)")
     if fold is not None and not 0 <= fold < folds:
         raise ConfigError(f"--fold {fold}: must be in 0..{folds - 1}")
     info: dict = {}
