@@ -57,6 +57,8 @@ def dcseg_brats2020(text: str) -> dict:
                      "BraTS 2020 split (219 / 50 / 100), regions Complete (WT), Core (TC), "
                      "Enhancing (ET); the other methods' figures are taken from their papers "
                      "('directly reference the results'); post-processing not stated"),
+        "kind": "subsets",
+        "own_method": "DC-Seg",
         "methods": cells,
         "average": {method: dict(zip(REGIONS, average[m::5], strict=True))
                     for m, method in enumerate(methods)},
@@ -81,7 +83,7 @@ def dcseg_wmh(text: str) -> dict:
             "table": "Table 3", "dataset": "SAHZU-WMH (private: 60 training, 20 test scans)",
             "split": None, "metric": "dice", "unit": "percent",
             "protocol": "Dice of white-matter hyperintensities from FLAIR and T1 subsets",
-            "methods": cells, "notes": []}
+            "kind": "subsets", "own_method": "DC-Seg", "methods": cells, "notes": []}
 
 
 def clfc_table1(text: str) -> dict:
@@ -102,7 +104,7 @@ def clfc_table1(text: str) -> dict:
             "unit": "percent (Dice, sensitivity), mm (HD95)",
             "protocol": ("five-fold patient-wise cross-validation, the tumour as one region "
                          "(mean ± SD over patients); every modality"),
-            "methods": cells, "notes": ["Baseline-1: no normal appearance network; Baseline-2: "
+            "kind": "overall", "own_method": "Ours", "methods": cells, "notes": ["Baseline-1: no normal appearance network; Baseline-2: "
                                         "no contrastive learning"]}
 
 

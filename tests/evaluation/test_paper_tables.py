@@ -36,3 +36,43 @@ def test_clfc_table1_as_printed():
     table = load_paper_table("clfc")
     assert table["methods"]["Ours"]["brats2019"]["dice"] == {"mean": 91.86, "sd": 4.63}
     assert set(table["methods"]) == {"nnU-Net", "Baseline-1", "Baseline-2", "Ours"}
+
+
+def _report(folder, method: str, split: str | None, value: float = 0.9):
+    import json
+
+    from contraseg.evaluation.metrics_csv import write_metrics_csv
+
+    subsets = [subset_name(s) for s in all_subsets(("t1", "t1c", "t2", "flair"))]
+    rows = [{"case": f"c{k}", "subset": s, "region": r, "dice": value}
+            for k in range(3) for s in subsets for r in ("WT", "TC", "ET")]
+    folder.mkdir()
+    write_metrics_csv(rows, folder / "metrics.csv")
+    notes = {"method": method, **({"split": split} if split else {})}
+    (folder / "summary.json").write_text(json.dumps({"notes": notes}))
+    return folder
+
+
+def test_a_report_beside_the_paper_with_its_protocol_differences(tmp_path):
+    from tests.runners import cli
+
+    report = _report(tmp_path / "dcseg", "dc-seg", "rfnet-brats2020:1")
+    done = cli("compare", str(report), "--paper", "dc-seg-brats2020", "--json")
+    assert done.returncode == 0, done.stderr
+    import json
+
+    result = json.loads(done.stdout)
+    assert result["method"] == "DC-Seg" and len(result["rows"]) == 45
+    full = next(r for r in result["rows"] if r["subset"] == "t1+t1c+t2+flair"
+                and r["region"] == "WT")
+    assert full["ours"] == pytest.approx(90.0) and full["difference"] == pytest.approx(-0.95)
+    assert not any(d.startswith("split") for d in result["protocol_differences"])
+    other = _report(tmp_path / "rfnet", "rfnet", None)
+    beside = json.loads(cli("compare", str(other), "--paper", "dc-seg-brats2020",
+                            "--json").stdout)
+    assert beside["method"] == "RFNet"
+    assert beside["protocol_differences"][0].startswith("split: the paper's is rfnet-brats2020")
+    shown = cli("compare", str(other), "--paper", "dc-seg-brats2020")
+    assert shown.returncode == 0 and "post-processing" in shown.stdout
+    refused = cli("compare", str(report), str(other), "--paper", "dc-seg-brats2020")
+    assert refused.returncode == 1 and "give one REPORT" in refused.stderr

@@ -133,6 +133,13 @@ def compare(
         show_default=False)] = None,
     metric: Annotated[str, typer.Option(help="Metric column to compare.")] = "dice",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    paper: Annotated[str | None, typer.Option(
+        help="Set one report beside a paper's printed table (dc-seg-brats2020, dc-seg-wmh, "
+             "clfc): each cell, the paper's figure, the difference, and the protocol's "
+             "differences.")] = None,
+    paper_method: Annotated[str | None, typer.Option(
+        help="With --paper: the paper's column to set beside the report (default: the one "
+             "named like the run's method, else the paper's own).")] = None,
 ) -> None:
     """Paired Wilcoxon signed-rank tests of method B against method A (B - A), per subset and
     region and on each case's mean over the subsets (the `average` rows), with Holm-corrected
@@ -145,10 +152,17 @@ def compare(
     Example: `contraseg compare reports/unet reports/rfnet --metric dice`
 
     Example (seeds): `contraseg compare unet-s0 unet-s1 unet-s2 --vs rfnet-s0 rfnet-s1 rfnet-s2`
+
+    Example (a paper): `contraseg compare reports/dc-seg --paper dc-seg-brats2020`
     """
     from contraseg.evaluation.comparison_table import print_comparison
     from contraseg.evaluation.stats import compare_seeds
 
+    if paper is not None:
+        _beside_paper(reports, vs, paper, paper_method, metric, as_json)
+        return
+    if paper_method is not None:
+        raise ConfigError("--paper-method: with --paper only")
     if vs:
         reports_a, reports_b = reports, vs
     elif len(reports) == 2:
@@ -161,3 +175,16 @@ def compare(
         print(dumps(result.to_dict()))
     else:
         print_comparison(result, console)
+
+
+def _beside_paper(reports: list[Path], vs: list[Path] | None, paper: str,
+                  paper_method: str | None, metric: str, as_json: bool) -> None:
+    from contraseg.evaluation.paper_compare import compare_with_paper, print_paper_comparison
+
+    if vs or len(reports) != 1:
+        raise ConfigError("--paper sets one report beside the paper's table: give one REPORT")
+    result = compare_with_paper(reports[0], paper, paper_method, metric)
+    if as_json:
+        print(dumps(result.to_dict()))
+    else:
+        print_paper_comparison(result, console)

@@ -204,7 +204,8 @@ def evaluate_run(run: Path, data: Path, out: Path, *, subsets: str = "all", whic
                                         "region's row)"}
         notes = {"method": predictor.method_name, "checkpoint": ", ".join(sources),
                  **run_facts(plan[0][0]), "data": str(data), "cases": str(len(cases)),
-                 "subsets": ", ".join(subset_name(s) for s in chosen)}
+                 "subsets": ", ".join(subset_name(s) for s in chosen),
+                 **({"split": split} if split else {})}
         if cv.incomplete:
             notes["cross-validation"] = cv.incomplete
         curves = _run_folder(plan[0][0]) / "progress.png"  # one run's curves (not folds')
