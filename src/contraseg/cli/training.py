@@ -104,3 +104,41 @@ def pretrain(
                           console=err_console)
     if info:
         console.print(f"pre-training {info['status']} at step {info['step']}: {out}")
+
+
+@app.command("reproduce")
+@user_errors
+def reproduce(
+    method: Annotated[str, typer.Argument(help="Method name (see `contraseg methods`).")],
+    data: Annotated[Path, typer.Option("--data", help="The labelled dataset of the split.")],
+    split: Annotated[str, typer.Option(
+        help="A published split (`contraseg splits`): every fold of NAME, or NAME:k alone; or a "
+             "split file.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder of the folds' runs and reports.")],
+    preset: PresetOption = "paper",
+    set_: SetOption = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Print every step's command and an estimate of its time and memory "
+                          "here (one training step is measured); run nothing.")] = False,
+) -> None:
+    """A paper's protocol in one command: for each fold of the split, train the preset on its
+    parts and score its test cases on every modality subset; then OUT/paper.md sets the mean
+    over the folds beside every paper table printed on that split (the paper's figure, the
+    difference, and how the protocols differ). Run it again to resume where it stopped.
+
+    Example: `contraseg reproduce dc-seg --data /data/BraTS2020 --split rfnet-brats2020
+    --out runs/dcseg-repro`; `--dry-run` first to see the steps and their cost.
+    """
+    from contraseg.reproduce import dry_run as plan_only
+    from contraseg.reproduce import reproduce as run_protocol
+
+    if dry_run:
+        for line in plan_only(method, data, split, out, preset=preset,
+                              overrides=list(set_ or []),
+                              device="cpu" if device == "auto" else device):
+            console.print(line, highlight=False, markup=False, soft_wrap=True)
+        return
+    written = run_protocol(method, data, split, out, preset=preset, overrides=list(set_ or []),
+                           device=device, console=err_console)
+    console.print(f"wrote {written}", highlight=False, soft_wrap=True)

@@ -31,6 +31,7 @@ class PaperComparison:
 
 
 def _report_means(report: Path, metric: str) -> dict[tuple[str, str], float]:
+    """Each (subset, region) cell of a report: the mean over its cases, in percent."""
     path = report / "metrics.csv" if report.is_dir() else report
     if not path.is_file():
         raise InputError(report, "no metrics.csv: give a report folder of contraseg evaluate")
@@ -40,6 +41,13 @@ def _report_means(report: Path, metric: str) -> dict[tuple[str, str], float]:
         if value == value:  # NaN skipped, as the report's tables do
             cells.setdefault((str(row["subset"]), str(row["region"])), []).append(value)
     return {key: 100 * statistics.fmean(values) for key, values in cells.items()}
+
+
+def _mean_over_reports(reports: list[Path], metric: str) -> dict[tuple[str, str], float]:
+    """The mean over the reports (the folds or draws of a split) of each cell's mean."""
+    each = [_report_means(Path(r), metric) for r in reports]
+    keys = set.intersection(*(set(cells) for cells in each))
+    return {key: statistics.fmean(cells[key] for cells in each) for key in keys}
 
 
 def _notes(report: Path) -> dict:
@@ -57,13 +65,15 @@ def _paper_method(table: dict, asked: str | None, run_method: str | None) -> str
     return squash.get((run_method or "").lower().replace("-", ""), table["own_method"])
 
 
-def compare_with_paper(report: Path, name: str, method: str | None = None,
+def compare_with_paper(report: Path | list[Path], name: str, method: str | None = None,
                        metric: str = "dice") -> PaperComparison:
-    """The report's cells beside `name`'s table (its `method` column; by default the one named
-    like the run's method, else the paper's own)."""
+    """The report's cells (several reports: the mean over them, as papers average their
+    splits) beside `name`'s table (its `method` column; by default the one named like the
+    run's method, else the paper's own)."""
+    reports = [Path(r) for r in (report if isinstance(report, list) else [report])]
     table = load_paper_table(name)
-    ours = _report_means(Path(report), metric)
-    notes = _notes(Path(report))
+    ours = _mean_over_reports(reports, metric)
+    notes = _notes(reports[0])
     chosen = _paper_method(table, method, notes.get("method"))
     result = PaperComparison(name, chosen)
     printed = table["methods"][chosen]
