@@ -6,7 +6,11 @@ the protocol the paper states, and every figure as printed (percent for Dice). T
 garbles (DC-Seg's Table 2 loses which component each ablation row removes) are left out and
 named in the file's notes. DCL-MANet's and Swin-MoCo's texts here are abstracts: no table.
 
-Usage: python scripts/paper_tables.py PAPERS [--out src/contraseg/evaluation/paper_tables]
+RFNet's averages come from its authors' README (dyh127/RFNet at a fixed commit, a fetched
+mirror: MIRRORS/dyh127+RFNet/repo): the paper itself was not available here, and the README
+gives the 15-subset averages only.
+
+Usage: python scripts/paper_tables.py PAPERS MIRRORS [--out src/contraseg/evaluation/paper_tables]
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import subprocess
 from pathlib import Path
 
 DCSEG_TEXT = "002_e2a1c6fef9f31f80.txt"
@@ -104,13 +109,41 @@ def clfc_table1(text: str) -> dict:
             "unit": "percent (Dice, sensitivity), mm (HD95)",
             "protocol": ("five-fold patient-wise cross-validation, the tumour as one region "
                          "(mean ± SD over patients); every modality"),
-            "kind": "overall", "own_method": "Ours", "methods": cells, "notes": ["Baseline-1: no normal appearance network; Baseline-2: "
-                                        "no contrastive learning"]}
+            "kind": "overall", "own_method": "Ours", "methods": cells,
+            "notes": ["Baseline-1: no normal appearance network; Baseline-2: no contrastive "
+                      "learning"]}
+
+
+RFNET = ("dyh127/RFNet", "1e475fa5de4ac3f41f8de3d3102bb8b28383c2c4")
+
+
+def rfnet_brats2018(mirrors: Path) -> dict:
+    """The BraTS 2018 averages of RFNet's README (the mean over its three splits)."""
+    readme = subprocess.run(["git", "-C", str(mirrors / "dyh127+RFNet" / "repo"), "show",
+                             f"{RFNET[1]}:README.md"], capture_output=True, text=True,
+                            check=True).stdout
+    section = readme[readme.index("### Brats2018"):readme.index("### Brats2015")]
+    averages = {}
+    for row in section.splitlines():
+        cells = [c.strip() for c in row.strip().strip("|").split("|")]
+        if len(cells) == 4 and re.fullmatch(r"\d+\.\d+", cells[1]):
+            name = cells[0].replace(" (Ours)", "")
+            averages[name] = dict(zip(REGIONS, (float(c) for c in cells[1:]), strict=True))
+    return {"name": "rfnet-brats2018", "paper": "RFNet (Ding, Yu, Yang, ICCV 2021)",
+            "table": "the authors' README (averages; the paper's tables give every subset)",
+            "source": f"https://github.com/{RFNET[0]}/blob/{RFNET[1]}/README.md",
+            "dataset": "BraTS 2018", "split": "rfnet-brats2018", "metric": "dice",
+            "unit": "percent",
+            "protocol": ("the mean over the 15 modality subsets, averaged over RFNet's three "
+                         "splits (199 / 29 / 57 each); Complete (WT), Core (TC), Enhancing (ET)"),
+            "kind": "average", "own_method": "RFNet", "methods": averages,
+            "notes": ["The per-subset figures of the paper could not be read here."]}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("papers", type=Path)
+    parser.add_argument("mirrors", type=Path)
     here = Path(__file__).resolve().parents[1]
     parser.add_argument("--out", type=Path,
                         default=here / "src/contraseg/evaluation/paper_tables")
@@ -118,7 +151,8 @@ def main() -> None:
     dcseg = (args.papers / DCSEG_TEXT).read_text()
     clfc = (args.papers / CLFC_TEXT).read_text()
     args.out.mkdir(parents=True, exist_ok=True)
-    for table in (dcseg_brats2020(dcseg), dcseg_wmh(dcseg), clfc_table1(clfc)):
+    for table in (dcseg_brats2020(dcseg), dcseg_wmh(dcseg), clfc_table1(clfc),
+                  rfnet_brats2018(args.mirrors)):
         path = args.out / f"{table['name']}.json"
         path.write_text(json.dumps(table, indent=1) + "\n")
         print(f"{path}: {', '.join(table['methods'])}")

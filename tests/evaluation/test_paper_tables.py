@@ -12,7 +12,8 @@ from contraseg.evaluation.protocol import all_subsets, subset_name
 
 
 def test_the_shipped_tables():
-    assert sorted(paper_table_files()) == ["clfc", "dc-seg-brats2020", "dc-seg-wmh"]
+    assert sorted(paper_table_files()) == ["clfc", "dc-seg-brats2020", "dc-seg-wmh",
+                                           "rfnet-brats2018"]
     with pytest.raises(ConfigError, match="did you mean 'dc-seg-brats2020'"):
         load_paper_table("dc-seg-brats2021")
 
@@ -76,3 +77,16 @@ def test_a_report_beside_the_paper_with_its_protocol_differences(tmp_path):
     assert shown.returncode == 0 and "post-processing" in shown.stdout
     refused = cli("compare", str(report), str(other), "--paper", "dc-seg-brats2020")
     assert refused.returncode == 1 and "give one REPORT" in refused.stderr
+
+
+def test_rfnet_brats2018_averages_beside_a_report(tmp_path):
+    from contraseg.evaluation.paper_compare import compare_with_paper
+
+    table = load_paper_table("rfnet-brats2018")
+    assert table["methods"]["RFNet"] == {"WT": 85.67, "TC": 76.53, "ET": 57.12}
+    report = _report(tmp_path / "r", "rfnet", "rfnet-brats2018:2", value=0.8)
+    result = compare_with_paper([report, report], "rfnet-brats2018")
+    assert result.method == "RFNet"
+    assert [(r["subset"], r["region"]) for r in result.rows] == [
+        ("average", "WT"), ("average", "TC"), ("average", "ET")]
+    assert result.rows[0]["difference"] == pytest.approx(80.0 - 85.67)

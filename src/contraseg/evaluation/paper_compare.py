@@ -84,6 +84,13 @@ def compare_with_paper(report: Path | list[Path], name: str, method: str | None 
                 result.rows.append({"subset": subset, "region": region, "ours": mine,
                                     "paper": figure,
                                     "difference": None if mine is None else mine - figure})
+    elif table["kind"] == "average":  # the mean over the subsets only (RFNet's README)
+        for region, figure in printed.items():
+            values = [v for (subset, r), v in ours.items() if r == region]
+            mine = statistics.fmean(values) if values else None
+            result.rows.append({"subset": "average", "region": region, "ours": mine,
+                                "paper": figure,
+                                "difference": None if mine is None else mine - figure})
     else:  # one figure over the whole tumour with every modality (CLFC)
         full = max((s for s, _ in ours), key=lambda s: s.count("+"), default=None)
         mine = ours.get((full, "WT")) if full else None
