@@ -25,29 +25,50 @@ def phantom_named(out: Path, ids: list[str], size: int = 16) -> Path:
     return out
 
 
-@pytest.mark.slow(reason="writes a 369-case phantom and runs the tiny preset's training and "
-                         "15-subset evaluation on it (about a minute)")
-def test_reproduce_runs_the_split_and_sets_the_paper_beside_it(tmp_path):
-    split = load_split("rfnet-brats2020")
-    data = phantom_named(tmp_path / "BraTS2020", sorted(split.cases))
+@pytest.mark.slow(reason="writes a 285-case phantom and runs the tiny preset's training and "
+                         "15-subset evaluation on each of the split's three draws (about two "
+                         "minutes)")
+def test_reproduce_runs_every_fold_of_the_split_and_sets_the_paper_beside_it(tmp_path):
+    """The stand-in of a BraTS 2018 reproduction: the phantom under the 285 case IDs of RFNet's
+    split, `reproduce --preset tiny` through its three draws, and paper.md holding RFNet's
+    printed averages beside the mean over the three."""
+    draws = [load_split(f"rfnet-brats2018:{k}") for k in (1, 2, 3)]
+    data = phantom_named(tmp_path / "BraTS2018", sorted(draws[0].cases))
     out = tmp_path / "repro"
     sets = [w for q in [*QUIET, "epochs=1", "iters_per_epoch=2"] for w in ("--set", q)]
-    done = cli("reproduce", "unet", "--data", str(data), "--split", "rfnet-brats2020",
-               "--out", str(out), "--preset", "tiny", *sets)
+    args = ["reproduce", "rfnet", "--data", str(data), "--split", "rfnet-brats2018", "--out",
+            str(out), "--preset", "tiny", *sets]
+    done = cli(*args)
     assert done.returncode == 0, done.stderr
-    info = json.loads((out / "fold-1" / "run.json").read_text())
-    assert info["status"] == "finished" and len(info["split"]["train"]) == 219
-    assert len(info["split"]["test"]) == 100
+    for k, draw in enumerate(draws, start=1):
+        info = json.loads((out / f"fold-{k}" / "run.json").read_text())
+        assert info["status"] == "finished" and info["config"]["split"] == f"rfnet-brats2018:{k}"
+        assert sorted(c.split("/")[-1] for c in info["split"]["test"]) == sorted(draw.test)
+        assert (out / f"fold-{k}" / "report" / "metrics.csv").is_file()
     paper = json.loads((out / "paper.json").read_text())
-    table = paper["tables"][0]
-    assert table["paper"] == "dc-seg-brats2020" and table["method"] == "DC-Seg"
-    full = next(r for r in table["rows"] if r["subset"] == "t1+t1c+t2+flair"
-                and r["region"] == "WT")
-    assert full["paper"] == 90.95 and full["ours"] is not None
-    assert "| t1+t1c+t2+flair | WT |" in (out / "paper.md").read_text()
-    again = cli("reproduce", "unet", "--data", str(data), "--split", "rfnet-brats2020",
-                "--out", str(out), "--preset", "tiny", *sets)
-    assert again.returncode == 0  # everything done: nothing runs again
+    (table,) = paper["tables"]
+    assert table["paper"] == "rfnet-brats2018" and table["method"] == "RFNet"
+    assert [row["paper"] for row in table["rows"]] == [85.67, 76.53, 57.12]
+    assert all(row["ours"] is not None for row in table["rows"])
+    assert "| average | ET |" in (out / "paper.md").read_text()
+    stamp = (out / "fold-1" / "run.json").stat().st_mtime
+    again = cli(*args)
+    assert again.returncode == 0
+    assert (out / "fold-1" / "run.json").stat().st_mtime == stamp  # done: nothing ran again
+
+
+def test_a_dry_run_prints_every_step_and_an_estimate(tmp_path):
+    done = cli("reproduce", "unet", "--data", str(tmp_path / "BraTS2018"), "--split",
+               "rfnet-brats2018", "--out", str(tmp_path / "o"), "--preset", "tiny", "--dry-run")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    trains = [line for line in lines if line.startswith("contraseg train")]
+    evaluates = [line for line in lines if line.startswith("contraseg evaluate")]
+    assert len(trains) == len(evaluates) == 3
+    assert "--split rfnet-brats2018:2" in trains[1]
+    assert any(line.startswith("estimate") and "not a promise" in line for line in lines)
+    assert any("training: " in line and "MiB" in line for line in lines)
+    assert not (tmp_path / "o").exists()  # nothing ran
 
 
 def test_reproduce_refuses_what_would_disable_an_objective(tmp_path):
