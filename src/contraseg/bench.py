@@ -170,9 +170,10 @@ def bench_method(name: str, *, device: str = "cpu", patch: int | None = None,
     if infer:
         result |= {"infer_case_shape": list(case_shape), "infer_overlap": config.infer.overlap,
                    "infer_case_all_modalities": _timed(run_inference(rows), 1)}
-    if infer and subsets:
+    if subsets:  # counting a window's FLOPs is one forward pass: also without --infer
         every = torch.tensor([availability(s, modalities) for s in all_subsets(modalities)])
-        result["infer_case_15_subsets"] = _timed(run_inference(every), 1)
+        if infer:
+            result["infer_case_15_subsets"] = _timed(run_inference(every), 1)
         result["window_flops"] = _window_flops(method, example.images[:1], len(every))
     result["peak_rss_mb"] = peak_rss_mb()
     if dev.type == "cuda":
