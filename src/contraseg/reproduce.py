@@ -18,7 +18,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from contraseg.data.splits import load_split, read_split_file, split_files
+from contraseg.data.splits import load_split, parse_split, read_split_file, split_files
 from contraseg.engine.config import load_config
 from contraseg.evaluation.paper_compare import compare_with_paper
 from contraseg.evaluation.paper_tables import load_paper_table, paper_table_files
@@ -45,12 +45,12 @@ class Fold:
 
 def plan(split: str, out: Path) -> list[Fold]:
     """The folds of `split` (NAME or a split file; every fold of it, or NAME:k alone)."""
-    base, _, k = split.rpartition(":") if split.rsplit(":", 1)[-1].isdigit() else (split, "", "")
+    base, k = parse_split(split)
     path = split_files().get(base, Path(base))
     count = len(read_split_file(path)["folds"]) if path.is_file() else 0
     if count == 0:
         load_split(base)  # says why (no list published, or no such split)
-    chosen = [int(k)] if k else list(range(1, count + 1))
+    chosen = list(range(1, count + 1)) if k is None else [k]
     return [Fold(f"{base}:{i}", out / f"fold-{i}", out / f"fold-{i}" / "report")
             for i in chosen]
 

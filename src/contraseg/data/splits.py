@@ -73,9 +73,15 @@ def read_split_file(path: Path) -> dict:
     return data
 
 
+def parse_split(spec: str) -> tuple[str, int | None]:
+    """`NAME:k` or `FILE.json:k` -> (NAME or FILE.json, k); without `:k`, k is None."""
+    base, _, k = spec.rpartition(":") if re.search(r":\d+$", spec) else (spec, "", "")
+    return base, int(k) if k else None
+
+
 def load_split(spec: str) -> PatientSplit:
     """`NAME`, `NAME:k` or a JSON file (`FILE.json`, `FILE.json:k`) -> its k-th fold."""
-    base, _, k = spec.rpartition(":") if re.search(r":\d+$", spec) else (spec, "", "")
+    base, k = parse_split(spec)
     files = split_files()
     if base in files:
         path = files[base]
@@ -89,7 +95,7 @@ def load_split(spec: str) -> PatientSplit:
     if not data["folds"]:
         note = data.get("source", {}).get("note", "")
         raise ConfigError(f"--split {spec}: {name} publishes no patient list. {note}".strip())
-    index = int(k) if k else 1
+    index = 1 if k is None else k
     if not 1 <= index <= len(data["folds"]):
         raise ConfigError(f"--split {spec}: {name} has folds 1 to {len(data['folds'])}")
     fold = data["folds"][index - 1]
