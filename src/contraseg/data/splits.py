@@ -17,10 +17,10 @@ import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 from contraseg.errors import ConfigError, InputError
+from contraseg.utils.resources import json_files
 from contraseg.utils.text import did_you_mean
 
 PARTS = ("train", "val", "test")
@@ -48,9 +48,7 @@ class PatientSplit:
 
 def split_files() -> dict[str, Path]:
     """The shipped split files by name."""
-    folder = resources.files("contraseg.data").joinpath("split_lists")
-    return {Path(str(f)).stem: Path(str(f)) for f in folder.iterdir()
-            if str(f).endswith(".json")}
+    return json_files("contraseg.data", "split_lists")
 
 
 def split_names() -> list[str]:

@@ -6,17 +6,16 @@ protocol the paper states, so a run's report can be set beside the figures the p
 from __future__ import annotations
 
 import json
-from importlib import resources
 from pathlib import Path
 
 from contraseg.errors import ConfigError
+from contraseg.utils.resources import json_files
 from contraseg.utils.text import did_you_mean
 
 
 def paper_table_files() -> dict[str, Path]:
-    folder = resources.files("contraseg.evaluation").joinpath("paper_tables")
-    return {Path(str(f)).stem: Path(str(f)) for f in folder.iterdir()
-            if str(f).endswith(".json")}
+    """The shipped paper tables by name."""
+    return json_files("contraseg.evaluation", "paper_tables")
 
 
 def load_paper_table(name: str) -> dict:
