@@ -10,7 +10,7 @@ DEMO_OUT ?= demo-out
 TEST_WORKERS ?= $(shell $(PYTHON) -c "import os; print(min(4, len(os.sched_getaffinity(0))))")
 PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
-.PHONY: demo test test-all test-slow coverage lint clean
+.PHONY: demo test test-all test-slow coverage lint docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,8 +42,16 @@ test-slow: $(VENV)/.test
 coverage: $(VENV)/.test
 	$(PYTEST) --cov --cov-report=term --cov-report=json
 
+# the documentation site, built strictly into site/ (a broken link or an orphan page fails)
+$(VENV)/.docs: $(VENV)/.core
+	$(PIP) -e '.[docs]'
+	touch $@
+
+docs: $(VENV)/.docs
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 lint: $(VENV)/.test
 	$(BIN)/ruff check src tests examples
 
 clean:
-	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .coverage coverage.json
+	rm -rf $(VENV) $(DEMO_OUT) site .pytest_cache .coverage coverage.json

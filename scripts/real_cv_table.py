@@ -117,6 +117,65 @@ def archive(out: Path, dest: Path, names: list[str]) -> None:
                 shutil.copy2(source, target)
 
 
+def build_rows(out: Path, reference_name: str, names: list[str]) -> list[dict]:
+    """Each row's means, its effects against its base and against the reference."""
+    reference = reports(out, reference_name)
+    rows, previous, previous_every = [], None, None
+    for given in names:
+        name, _, base = given.partition("@")
+        if base:
+            previous = reports(out, base)
+            previous_every = reports(out, base, every_subset=True)
+        mine, every = reports(out, name), reports(out, name, every_subset=True)
+        versus_plain = effects(reference, mine)
+        versus_previous = full_only(effects(previous, mine)) if previous else {}
+        own = full_only(effects(mine, mine))  # the row's own means (b) per group
+        if every and previous_every:  # the 15-subset means, when both rows were scored so
+            versus_previous |= {k: v for k, v in effects(previous_every, every).items()
+                                if k[0] == AVERAGE}
+        own |= {k: v for k, v in effects(every, every).items() if k[0] == AVERAGE} if every \
+            else {}
+        command, commit = portable(json.loads((out / name / "command.json").read_text()))
+        rows.append({"name": name, "base": base or None, "seeds": len(mine),
+                     "steps": steps(out, name), "command": command, "commit": commit,
+                     "full": {r: own[(FULL, r)]["b"] for r in REGIONS},
+                     "subsets": {r: own[(AVERAGE, r)]["b"] for r in REGIONS} if every else {},
+                     "flair_wt": flair_alone_wt(mine),
+                     "vs_previous": {f"{s}/{r}": v for (s, r), v in versus_previous.items()},
+                     "vs_reference": {r: versus_plain[(FULL, r)] for r in REGIONS}})
+        previous, previous_every = mine, every
+    return rows
+
+
+def table_lines(out: Path, reference_name: str, rows: list[dict]) -> list[str]:
+    """The reference's line, the factor table and each row's command, as Markdown lines."""
+    reference = reports(out, reference_name)
+    ref_means = effects(reference, reference)
+    lines = [f"Reference `{reference_name}` ({len(reference)} seeds, "
+             f"{steps(out, reference_name):.0f} steps a fold), all four modalities: " + ", ".join(
+                 f"{r} {ref_means[(FULL, r)]['b']:.3f}" for r in REGIONS), "",
+             "| row | seeds | steps a fold | all four: WT / TC / ET | vs its base: WT / TC / ET "
+             "| vs reference: WT / TC / ET | 15-subset mean: WT / TC / ET "
+             "| 15-subset mean vs its base: WT / TC / ET | FLAIR alone: WT |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        above = row["vs_previous"]
+        base = f" (base `{row['base']}`)" if row["base"] else ""
+        lines.append(
+            f"| `{row['name']}`{base} | {row['seeds']} | {row['steps']:.0f} | "
+            + " / ".join(f"{row['full'][r]:.3f}" for r in REGIONS) + " | "
+            + " / ".join(fmt(above.get(f"{FULL}/{r}")) for r in REGIONS) + " | "
+            + " / ".join(fmt(row["vs_reference"][r]) for r in REGIONS) + " | "
+            + (" / ".join(f"{row['subsets'][r]:.3f}" for r in REGIONS)
+               if row["subsets"] else "-") + " | "
+            + " / ".join(fmt(above.get(f"{AVERAGE}/{r}")) if row["subsets"] else "-"
+                         for r in REGIONS) + " | "
+            + ("-" if row["flair_wt"] is None else f"{row['flair_wt']:.3f}") + " |")
+    lines += ["", "Commands:", ""]
+    lines += [f"- `{row['name']}`: `{row['command']}` (commit `{row['commit']}`)" for row in rows]
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path)
@@ -128,54 +187,8 @@ def main() -> None:
     if args.archive:
         archive(args.out, args.archive, [args.reference, *{
             part for given in args.names for part in given.split("@")}])
-    reference = reports(args.out, args.reference)
-    rows, previous, previous_every = [], None, None
-    for given in args.names:
-        name, _, base = given.partition("@")
-        if base:
-            previous = reports(args.out, base)
-            previous_every = reports(args.out, base, every_subset=True)
-        mine, every = reports(args.out, name), reports(args.out, name, every_subset=True)
-        versus_plain = effects(reference, mine)
-        versus_previous = full_only(effects(previous, mine)) if previous else {}
-        own = full_only(effects(mine, mine))  # the row's own means (b) per group
-        if every and previous_every:  # the 15-subset means, when both rows were scored so
-            versus_previous |= {k: v for k, v in effects(previous_every, every).items()
-                                if k[0] == AVERAGE}
-        own |= {k: v for k, v in effects(every, every).items() if k[0] == AVERAGE} if every \
-            else {}
-        command, commit = portable(json.loads((args.out / name / "command.json").read_text()))
-        rows.append({"name": name, "base": base or None, "seeds": len(mine),
-                     "steps": steps(args.out, name), "command": command, "commit": commit,
-                     "full": {r: own[(FULL, r)]["b"] for r in REGIONS},
-                     "subsets": {r: own[(AVERAGE, r)]["b"] for r in REGIONS} if every else {},
-                     "flair_wt": flair_alone_wt(mine),
-                     "vs_previous": {f"{s}/{r}": v for (s, r), v in versus_previous.items()},
-                     "vs_reference": {r: versus_plain[(FULL, r)] for r in REGIONS}})
-        previous, previous_every = mine, every
-    ref_means = effects(reference, reference)
-    print(f"Reference `{args.reference}` ({len(reference)} seeds, "
-          f"{steps(args.out, args.reference):.0f} steps a fold), all four modalities: " + ", ".join(
-              f"{r} {ref_means[(FULL, r)]['b']:.3f}" for r in REGIONS) + "\n")
-    print("| row | steps a fold | all four: WT / TC / ET | vs its base: WT / TC / ET "
-          "| vs reference: WT / TC / ET | 15-subset mean: WT / TC / ET "
-          "| 15-subset mean vs its base: WT / TC / ET | FLAIR alone: WT |")
-    print("|---|---|---|---|---|---|---|---|")
-    for row in rows:
-        above = row["vs_previous"]
-        base = f" (base `{row['base']}`)" if row["base"] else ""
-        print(f"| `{row['name']}`{base} | {row['steps']:.0f} | "
-              + " / ".join(f"{row['full'][r]:.3f}" for r in REGIONS) + " | "
-              + " / ".join(fmt(above.get(f"{FULL}/{r}")) for r in REGIONS) + " | "
-              + " / ".join(fmt(row["vs_reference"][r]) for r in REGIONS) + " | "
-              + (" / ".join(f"{row['subsets'][r]:.3f}" for r in REGIONS)
-                 if row["subsets"] else "-") + " | "
-              + " / ".join(fmt(above.get(f"{AVERAGE}/{r}")) if row["subsets"] else "-"
-                           for r in REGIONS) + " | "
-              + ("-" if row["flair_wt"] is None else f"{row['flair_wt']:.3f}") + " |")
-    print("\nCommands:\n")
-    for row in rows:
-        print(f"- `{row['name']}`: `{row['command']}` (commit `{row['commit']}`)")
+    rows = build_rows(args.out, args.reference, args.names)
+    print("\n".join(table_lines(args.out, args.reference, rows)))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2, default=float) + "\n")
 

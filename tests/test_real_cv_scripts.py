@@ -95,14 +95,14 @@ def test_the_factor_table_and_its_archive(tmp_path, capsys, monkeypatch):
     # (exact, 2 / 2^8); 15-subset means: WT (0.8 + 14 x 0.6) / 15 = 0.613, ET 0.246
     assert "Reference `plain` (1 seeds, 792 steps a fold), all four modalities: WT 0.800, " \
            "TC 0.600, ET 0.500" in printed
-    assert ("| `preset` | 602 | 0.800 / 0.600 / 0.432 | - / - / - | +0.000 (p nan) / +0.000 "
+    assert ("| `preset` | 1 | 602 | 0.800 / 0.600 / 0.432 | - / - / - | +0.000 (p nan) / +0.000 "
             "(p nan) / -0.068 (p 0.0078) | 0.613 / 0.413 / 0.246 | - / - / - | 0.600 |") in printed
-    assert ("| `fixed` | 882 | 0.800 / 0.600 / 0.500 | +0.000 (p nan) / +0.000 (p nan) / "
+    assert ("| `fixed` | 1 | 882 | 0.800 / 0.600 / 0.500 | +0.000 (p nan) / +0.000 (p nan) / "
             "+0.068 (p 0.0078) | +0.000 (p nan) / +0.000 (p nan) / +0.000 (p nan) | "
             "0.613 / 0.413 / 0.313 | +0.000 (p nan) / +0.000 (p nan) / +0.067 (p 0.0078) |"
             ) in printed
     # a row off the main line is compared with its base, not with the row above
-    assert ("| `aside` (base `preset`) | 882 | 0.800 / 0.600 / 0.500 | +0.000 (p nan) / "
+    assert ("| `aside` (base `preset`) | 1 | 882 | 0.800 / 0.600 / 0.500 | +0.000 (p nan) / "
             "+0.000 (p nan) / +0.068 (p 0.0078) |") in printed
     assert ("- `fixed`: `python scripts/real_cv.py OUT fixed --seeds 0` (commit `fffffff`)"
             in printed)

@@ -91,12 +91,16 @@ def case_means(report: Path) -> dict[tuple[str, str], float]:
     return {key: sum(v) / len(v) for key, v in values.items()}
 
 
-def comparison_lines(out: Path) -> list[str]:
+def comparison_lines(out: Path, only: set[str] | None = None) -> list[str]:
+    """The paired comparisons archived in OUT (compare-B-vs-A.json); `only`: those whose two
+    methods are both in it."""
     lines = ["| B vs A | cases | WT: B - A (points), cases B better / worse | TC | ET | "
              "test |", "|---" * 6 + "|"]
     for path in sorted(out.glob("compare-*-vs-*.json")):
-        data = json.loads(path.read_text())
         b, a = path.stem[len("compare-"):].split("-vs-")
+        if only is not None and not {a, b} <= only:
+            continue
+        data = json.loads(path.read_text())
         mean_a, mean_b = (case_means(out / m / "report") for m in (a, b))
         cells, notes = [], set()
         for row in data["average"]:

@@ -215,3 +215,41 @@ def test_cases_keep_their_whole_field_of_view_without_the_brain_crop(phantom, tm
     assert data.preprocess.crop_to_brain is False
     assert data.train[0].shape == (24, 24, 24)  # the phantom's grid, background included
     assert np.prod(cropped.shape) < 24**3  # the crop keeps the head's bounding box only
+
+
+def _renamed_copy(source, destination, name):
+    """A phantom case under a name the phantom never gives (as a real dataset's case)."""
+    import shutil
+
+    case = next(p for p in sorted(source.iterdir()) if p.is_dir())
+    target = destination / name
+    target.mkdir(parents=True)
+    for file in case.iterdir():
+        shutil.copy(file, target / file.name.replace(case.name, name))
+    return destination
+
+
+def test_train_without_preset_warns_on_scans_that_are_not_the_phantom(make_phantom, tmp_path):
+    from tests.runners import cli
+
+    real = _renamed_copy(make_phantom(2, 16, 3), tmp_path / "scans", "BraTS-GLI-00001-000")
+    # an unknown method stops the run right after the preset is chosen: nothing trains
+    result = cli("train", "--method", "nosuch", "--data", str(real), "--out",
+                 str(tmp_path / "run"))
+    assert result.returncode == 1
+    assert "no --preset: `fast` is sized for the synthetic phantom" in result.stderr
+    assert "--preset cpu" in result.stderr and "--preset paper" in result.stderr
+    phantom = cli("train", "--method", "nosuch", "--data", str(make_phantom(2, 16, 3)),
+                  "--out", str(tmp_path / "run2"))
+    assert phantom.returncode == 1 and "no --preset" not in phantom.stderr
+    chosen = cli("train", "--method", "nosuch", "--data", str(real), "--out",
+                 str(tmp_path / "run3"), "--preset", "fast")
+    assert chosen.returncode == 1 and "no --preset" not in chosen.stderr
+
+
+def test_a_parotid_phantom_counts_as_the_phantom(tmp_path):
+    from contraseg.data.parotid_phantom import write_parotid_phantom
+    from contraseg.engine.runs import _is_phantom
+
+    write_parotid_phantom(tmp_path / "parotid", cases=1, size=32, seed=0)
+    assert _is_phantom(tmp_path / "parotid")

@@ -125,7 +125,8 @@ def bench(
     method: Annotated[
         str | None, typer.Option(help="Time this method: training step and inference.")
     ] = None,
-    device: Annotated[str, typer.Option(help="cpu, cuda or auto (with --method).")] = "cpu",
+    device: Annotated[str, typer.Option(
+        help="cpu, cuda, cuda:N or auto (a GPU where there is one; with --method).")] = "auto",
     patch: Annotated[int | None, typer.Option(help="Cubic patch edge (default: preset).")] = None,
     batch: Annotated[int | None, typer.Option(help="Batch size (default: preset).")] = None,
     amp: Annotated[str, typer.Option(help="none or bf16 (fp16 on CUDA).")] = "none",

@@ -32,7 +32,10 @@ def train(
         help="Method name (see `contraseg methods`), or package.module:Class for a method "
              "defined outside contraseg.")] = None,
     data: DataOption = None,
-    preset: PresetOption = "fast",
+    preset: Annotated[str | None, typer.Option(
+        help="paper (the publication's settings), cpu (real scans on a CPU in an hour), fast "
+             "(minutes on the phantom) or tiny (smoke tests). Default: fast, with a warning "
+             "on scans that are not the phantom.")] = None,
     set_: SetOption = None,
     resume: ResumeOption = False,
     max_steps: MaxStepsOption = None,
@@ -56,8 +59,10 @@ def train(
     A paper's split: `--split rfnet-brats2018:3` (RFNet's third BraTS 2018 split), then
     `contraseg evaluate --split rfnet-brats2018:3` scores its test cases.
     """
-    from contraseg.engine.runs import start_training
+    from contraseg.engine.runs import default_preset, start_training
 
+    if preset is None:
+        preset = "fast" if resume else default_preset(data or [])
     chosen = [] if split is None else [f"split={json.dumps(split)}"]
     info = start_training(out, method=method, data=data or [], preset=preset,
                           overrides=[*(set_ or []), *init_override(init), *chosen],

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
+import warnings
 from pathlib import Path
 
 from rich.console import Console
 
 from contraseg.engine.config import apply_overrides, load_config
-from contraseg.errors import ConfigError, InputError
+from contraseg.errors import ConfigError, ContrasegError, ContrasegWarning, InputError
 from contraseg.models.registry import canonical_name, get_entry
 
 
@@ -42,6 +44,31 @@ def start_training(out: Path, *, method: str | None, data: list[Path], preset: s
         info = _start_one(folder, method, data, preset, overrides, resume and started,
                           max_steps, max_minutes, console, (k, folds))
     return info
+
+
+DEFAULT_PRESET = "fast"
+PHANTOM_CASE = re.compile(r"(Phantom|Parotid)-\d{5}")  # the names `contraseg data phantom` gives
+
+
+def default_preset(data: list[Path]) -> str:
+    """The preset of a run started without --preset: `fast`, which is sized for the phantom;
+    on other scans a one-line warning names the presets sized for them."""
+    if not all(_is_phantom(folder) for folder in data):
+        warnings.warn(f"no --preset: `{DEFAULT_PRESET}` is sized for the synthetic phantom "
+                      "(minutes on a CPU); for real scans give --preset cpu (an hour on a CPU) "
+                      "or --preset paper (the publication's settings, for a GPU)",
+                      ContrasegWarning, stacklevel=2)
+    return DEFAULT_PRESET
+
+
+def _is_phantom(folder: Path) -> bool:
+    from contraseg.data.layouts import discover
+
+    try:
+        cases = discover(folder).cases
+    except ContrasegError:
+        return True  # unreadable: the run itself reports it, in its own words
+    return all(PHANTOM_CASE.fullmatch(case.case_id) for case in cases)
 
 
 def _start_one(out: Path, method: str | None, data: list[Path], preset: str,

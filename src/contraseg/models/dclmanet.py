@@ -27,9 +27,10 @@ from contraseg.models.rfb import RecalibrationBlock, ReleasedRecalibrationBlock
 @dataclass
 class DCLMANetConfig:
     """Settings of `dcl-manet`: "authors" marks the released code's value (Ayices/DCLMANet; the
-    paper's text gives few), ASSUMED what neither gives. Two defaults are NOT the authors' and
-    stay for the checkpoints of older runs: `rfb_variant="pairwise"` and
-    `ce_on_probabilities=False`; every preset sets the released "released" and True.
+    paper's text gives few), ASSUMED what neither gives. Two defaults are NOT the authors':
+    `rfb_variant="pairwise"` and `ce_on_probabilities=False`, the values of checkpoints that
+    do not record these keys (so they load as trained); every preset sets the released
+    "released" and True.
 
     modality_channels: first-level width of each modality's encoder, doubled per level
         (authors: 4, i.e. 4/8/16/32/64 over 5 levels; "base 16" for 4 modalities).
@@ -45,9 +46,9 @@ class DCLMANetConfig:
         features go to the decoder as they are).
     rfb_variant: "released" (the authors' `Modal_Attention` / `MPABlock`: per-input 1x1
         projections, one attention block per primary modality shared by its pairs, the value
-        from the primary, a C-channel GroupNorm gate, Swish, LayerNorm) or "pairwise" (this
-        project's first reading of APAUNet: one block per ordered pair, the value from the
-        other modality; the default of older runs, so their checkpoints load).
+        from the primary, a C-channel GroupNorm gate, Swish, LayerNorm) or "pairwise" (a reading
+        of APAUNet: one block per ordered pair, the value from the other modality; the
+        default, for checkpoints that do not record the key).
     rfb_groups: "released": channels per GroupNorm group of the gate (share_planes, 8);
         "pairwise": groups of channels sharing one attention weight per position (8).
     rfb_hidden: "pairwise" only: width of the split-attention MLP (None: max(C / 2, 32)).
@@ -201,8 +202,8 @@ class DCLMANet(Method):
     LayerNorm in the split-attention MLP, softmax(beta) pair weights, the raw primary added.
     Divergences: unavailable modalities leave the pair softmax (the released code always has
     all four); the M - 1 pairs of a primary run as one batch (exact: every norm is per
-    sample). "pairwise" (older runs) is `RecalibrationBlock` / `PairwiseModalityAttention`.
-    The released attention runs on the 3D bottleneck itself, as here.
+    sample). "pairwise" (checkpoints without the key) is `RecalibrationBlock` /
+    `PairwiseModalityAttention`. The released attention runs on the 3D bottleneck itself, as here.
 
     Objective: `ce_on_probabilities` (every preset) applies the cross-entropy to the softmax
     outputs, as the released network (it ends in nn.Softmax) and its loss (a cross-entropy

@@ -1,4 +1,5 @@
-"""2D Swin building blocks: a Swin-T-style encoder and a Swin-Unet decoder (Cao et al., 2021).
+"""2D Swin building blocks: a Swin-T-style encoder and a Swin-Unet decoder (Cao et al., ECCV
+Workshops 2022).
 
 The encoder and the decoder's transformer stages are MONAI's (`PatchEmbed`, `BasicLayer` with
 shifted-window attention, `PatchMergingV2`, whose 2D concatenation order is the Swin papers' and

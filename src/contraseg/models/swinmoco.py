@@ -72,9 +72,9 @@ class SwinMoCoConfig:
     view_blur_sigma (its range in pixels: 0.1-2), view_intensity ([a, b]: each channel's
     gain x U(1 - a, 1 + a) and shift + U(-b, b) in z units, ours for the authors' colour
     jitter; [0, 0] turns it off). The presets set the authors' values; the
-    defaults are the views of runs made before these keys existed (crop 0.3-1, no rotation, no
-    blur, no predictor BatchNorm), so such a run resumes as it began. decoder_from_encoder: with
-    --init, copy the mirrored encoder stages into the decoder."""
+    defaults are the views of checkpoints that do not record these keys (crop 0.3-1, no
+    rotation, no blur, no predictor BatchNorm), so such a run resumes as it began.
+    decoder_from_encoder: with --init, copy the mirrored encoder stages into the decoder."""
 
     embed_dim: int = 96
     depths: list[int] = field(default_factory=lambda: [2, 2, 2, 2])
