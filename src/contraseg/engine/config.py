@@ -24,8 +24,8 @@ from contraseg.errors import ConfigError
 
 @dataclass
 class DataConfig:
-    patch_size: list[int] = field(default_factory=lambda: [128, 128, 128])
-    batch_size: int = 2
+    patch_size: list[int] = field(default_factory=lambda: [128, 128, 128])  # voxels, per axis
+    batch_size: int = 2  # samples per step (per process under DDP)
     foreground_fraction: float = 0.33  # share of patches centred on a labelled voxel
     modality_dropout: bool = True  # sample a modality subset per sample (uniform over subsets)
     full_modality_prob: float = 0.0  # with modality_dropout: share of samples kept whole first
@@ -33,7 +33,7 @@ class DataConfig:
     labels: str | None = None  # label convention override (else the layout's)
     resample_to: str | None = None  # modality whose grid the others are resampled onto
     target_spacing: list[float] | None = None  # mm; None keeps the input spacing
-    orientation: str | None = "RAS"
+    orientation: str | None = "RAS"  # axis codes every case is reoriented to; None keeps it
     # crop each case to its brain's bounding box before resampling (false: the whole field of
     # view, so uniform patches also see the background around the head)
     crop_to_brain: bool = True
@@ -58,20 +58,20 @@ class DataConfig:
 @dataclass
 class AugmentConfig:
     flip_prob: float = 0.5  # per axis
-    rotate_prob: float = 0.2
-    rotate_degrees: float = 10.0
-    scale_prob: float = 0.2
+    rotate_prob: float = 0.2  # per sample: a small rotation (3D: about every axis; 2D: in-plane)
+    rotate_degrees: float = 10.0  # the rotation's largest angle
+    scale_prob: float = 0.2  # per sample and modality: the intensity scale below
     scale: float = 0.1  # intensity x (1 + U(-scale, scale))
-    shift_prob: float = 0.2
+    shift_prob: float = 0.2  # per sample and modality: the intensity shift below
     shift: float = 0.1  # intensity + U(-shift, shift) (z-scored units)
 
 
 @dataclass
 class OptimConfig:
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
-    lr: float = 2e-4
+    lr: float = 2e-4  # the base learning rate
     weight_decay: float = 1e-4
-    amsgrad: bool = True
+    amsgrad: bool = True  # adam and adamw: the AMSGrad variant
     momentum: float = 0.99  # sgd only
     # poly, cosine, constant: per step; plateau: lr x plateau_factor after plateau_patience
     # epochs without a better plateau_metric (torch's ReduceLROnPlateau; no warm-up), never
@@ -79,18 +79,18 @@ class OptimConfig:
     # better) or "val:<key>" (a validation value, e.g. val:dice_ET, higher is better; patience
     # then counts validations)
     schedule: Literal["poly", "cosine", "constant", "plateau"] = "poly"
-    poly_power: float = 0.9
-    plateau_factor: float = 0.1
+    poly_power: float = 0.9  # poly: lr x (1 - step / steps) ^ power
+    plateau_factor: float = 0.1  # plateau: the lr's factor at each reduction
     plateau_patience: int = 10  # epochs
-    plateau_min_lr: float = 0.0
-    plateau_metric: str = "loss"
-    warmup_steps: int = 0
+    plateau_min_lr: float = 0.0  # plateau: the lr is never reduced below this
+    plateau_metric: str = "loss"  # plateau: "loss" or "val:<key>" (see schedule)
+    warmup_steps: int = 0  # linear warm-up from 0 over these steps, then the schedule
     grad_clip: float | None = None  # max gradient norm
 
 
 @dataclass
 class InferConfig:
-    overlap: float = 0.5
+    overlap: float = 0.5  # the sliding window's overlap between neighbouring windows (0-1)
     blend: Literal["gaussian", "constant"] = "gaussian"  # window weights (MONAI's modes)
     # what the windows' weights average: logits (then one softmax), or each window's softmax
     # probabilities (RFNet's released inference: probabilities averaged uniformly)
@@ -98,7 +98,7 @@ class InferConfig:
     # Windows per forward call. Keep it > 1 on CPUs: for a single small window PyTorch picks its
     # naive conv3d instead of oneDNN (5.7x slower for a 240x240x155 case at 48^3, measured).
     sw_batch_size: int = 2
-    tta_flips: bool = False
+    tta_flips: bool = False  # test-time augmentation: the mean over every combination of flips
     # BraTS peers: predicted ET under 500 voxels (of a 1 mm grid: 500 mm^3, scaled to the
     # input's voxel size; off on fields of view under 100 mm) becomes necrosis; 0: off
     et_min_voxels: int = 0
@@ -127,8 +127,8 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     infer: InferConfig = field(default_factory=InferConfig)
     log: LogConfig = field(default_factory=LogConfig)
-    epochs: int = 300
-    iters_per_epoch: int = 150
+    epochs: int = 300  # the schedule's length is epochs x iters_per_epoch steps
+    iters_per_epoch: int = 150  # steps between a log line and a checkpoint
     # minutes of training to fit the schedule to: the first steps are timed and `epochs` is
     # set so the lr schedule ends when the budget does (the result is recorded in run.json)
     budget_minutes: float | None = None
@@ -139,8 +139,8 @@ class TrainConfig:
     keep_every_minutes: float | None = None
     # autocast: none, bf16, fp16 (CUDA), or auto (bf16 where the device runs it natively)
     amp: Literal["none", "bf16", "fp16", "auto"] = "none"
-    seed: int = 0
-    deterministic: bool = True
+    seed: int = 0  # every random draw of a step derives from (seed, step, rank)
+    deterministic: bool = True  # deterministic algorithms where PyTorch has them
     channels_last: bool = True  # 3D methods: channels-last-3d tensors (1.3-2.5x faster on CPU)
     device: str = "auto"  # auto, cpu, cuda, cuda:1, ...
     # a generator run (introvae) for methods that compare with a pseudo-normal brain (clfc)

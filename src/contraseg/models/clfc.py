@@ -34,7 +34,9 @@ Divergences, and why:
   normal only when it holds no tumour voxel (labels max-pooled, not subsampled). At most
   `simsiam_positions` positions per level are drawn at random (None: all, as the authors; the
   default keeps the MLPs affordable on a CPU). The released code has no stop-gradient before
-  zeta (the paper has one); here zeta sees ng(F_T) in the SimSiam branch only.
+  zeta (the paper has one); here zeta sees ng(F_T) in the SimSiam branch only. Eq. 2 sums
+  the negative cosine over x in Omega_NR; here it is averaged over the positions (as SimSiam
+  averages over its batch), so the term's scale does not grow with the patch or the tumour.
 - Missing modalities (not in the paper): missing channels are zeroed, modality dropout trains
   every subset; the generator's input is T1, or T1c when T1 is not available (the authors'
   choice for data without T1, `model.reference_modalities`); with neither, the comparison is

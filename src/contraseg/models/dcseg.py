@@ -36,7 +36,7 @@ class DCSegConfig(RFNetConfig):
     """RFNet's settings (encoders, fusion decoder, warm-up) plus DC-Seg's. Values the paper does
     not give are ASSUMED (marked so); each is a config value.
 
-    modality_dim: length of a modality code (paper: 8, following MUNIT).
+    modality_dim: length of a modality code (paper: 8, its DRIT-style [10] code).
     modality_channels, modality_downsamples: the modality encoder, stride-2 3x3x3 convs starting
         at this width (doubling, at most 4x), then global average pooling (ASSUMED 16 and 4).
     rec_hidden: width of the MLP that turns a modality code into AdaIN scales and shifts

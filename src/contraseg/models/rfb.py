@@ -1,6 +1,9 @@
-"""DCL-MANet's recalibration fusion block (RFB): the paper's modality-wise attention (pairwise
-attention, MPA blocks) and, for runs trained before the paper's form was built, the authors'
-released variant."""
+"""DCL-MANet's recalibration fusion block (RFB) in two variants: the authors' released one
+(`ReleasedRecalibrationBlock` with `MPABlock`s: one attention block per primary modality, shared
+by its pairs, the value from the primary; every preset uses it) and a pairwise reading of
+APAUNet's attention (`RecalibrationBlock` with `PairwiseModalityAttention`: one block per ordered
+pair, the value from the other modality; the config's default, for checkpoints that do not
+record `rfb_variant`)."""
 
 from __future__ import annotations
 
