@@ -159,7 +159,7 @@ def test_the_site_builds_strictly(tmp_path):
                             env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "site" / "index.html").is_file()
-    assert (tmp_path / "site" / "methods" / "dc-seg" / "index.html").is_file()
+    assert (tmp_path / "site" / "methods" / "dc-seg.html").is_file()
 
 
 def test_citation_cff_has_the_required_fields_and_complete_references():
