@@ -33,6 +33,7 @@ REPO = Path(__file__).resolve().parent.parent
 REAL = REPO / "results" / "real-brats2018"
 CV = REPO / "results" / "real-cv"
 BUDGETS = REPO / "src" / "contraseg" / "configs" / "useful_budgets.json"
+PERFORMANCE = REPO / "results" / "performance"
 BLOCK = re.compile(r"(<!-- results: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /results -->)",
                    re.DOTALL)
 # the recipe's factor rows (results/real-cv): the plain recipe, then the main line of factors,
@@ -124,6 +125,31 @@ def useful_budgets() -> list[str]:
     return lines
 
 
+def performance() -> list[str]:
+    """One table per machine and date (results/performance/*.json, scripts/performance.py)."""
+    lines = []
+    for path in sorted(PERFORMANCE.glob("*.json")):
+        record = json.loads(path.read_text())
+        facts = record["machine"]
+        where = facts["cuda_device"] or facts["processor"]
+        lines += [f"**{where}, {facts['cores']} cores, torch {facts['torch']}, "
+                  f"{record['date']}** (`{record['command']}`; evidence: "
+                  f"`results/performance/{path.name}`)", "",
+                  "| method | parameters | precision | training step (s) | voxels / s | "
+                  "one 240 x 240 x 155 case, all four modalities (s) | peak memory (GB) |",
+                  "|---|---|---|---|---|---|---|"]
+        for method, bench in record["methods"].items():
+            lines.append(
+                f"| `{method}` | {bench['parameters']:,} | "
+                f"{'float32' if bench['amp'] == 'none' else bench['amp']} | "
+                f"{bench['train_step']['median_s']:.2f} | "
+                f"{bench['train_voxels_per_s'] / 1e6:.2f} M | "
+                f"{bench['infer_case_all_modalities']['median_s']:.1f} | "
+                f"{bench['peak_rss_mb'] / 1024:.1f} |")
+        lines.append("")
+    return lines or ["No machine measured yet: run `python scripts/performance.py`."]
+
+
 BLOCKS: dict[str, Callable[[], list[str]]] = {
     "real-scans-summary": real_summary,
     "real-scans-subsets": real_subsets,
@@ -131,6 +157,7 @@ BLOCKS: dict[str, Callable[[], list[str]]] = {
     "recipe-factors": recipe_factors,
     "recipe-acceptance": recipe_acceptance,
     "useful-budgets": useful_budgets,
+    "performance": performance,
 }
 
 

@@ -174,3 +174,20 @@ def test_citation_cff_has_the_required_fields_and_complete_references():
     for ref in cff["references"]:
         assert ref.get("authors") and ref.get("year"), ref["title"]
         assert ref.get("doi") or ref.get("identifiers") or ref.get("url"), ref["title"]
+
+
+def test_the_performance_table_shows_each_machine_and_date(tmp_path):
+    import json
+
+    tables = load_script(REPO / "scripts" / "results_tables.py")
+    bench = {"parameters": 1234567, "amp": "none", "train_step": {"median_s": 0.3312},
+             "train_voxels_per_s": 1.58e6, "infer_case_all_modalities": {"median_s": 6.25},
+             "peak_rss_mb": 2048}
+    (tmp_path / "cpu-x-2-cores-2030-01-02.json").write_text(json.dumps({
+        "date": "2030-01-02", "command": "contraseg bench ...",
+        "machine": {"processor": "CPU X", "cores": 2, "torch": "9.9", "cuda_device": None},
+        "methods": {"unet": bench}}))
+    tables.PERFORMANCE = tmp_path
+    lines = tables.performance()
+    assert lines[0].startswith("**CPU X, 2 cores, torch 9.9, 2030-01-02**")
+    assert "| `unet` | 1,234,567 | float32 | 0.33 | 1.58 M | 6.2 | 2.0 |" in lines
