@@ -140,7 +140,7 @@ def test_field_comments_are_read_from_above_and_beside_the_field():
     assert comments["foreground_fraction"] == "share of patches centred on a labelled voxel"
     assert comments["crop_to_brain"].startswith("crop each case to its brain's bounding box")
     assert comments["crop_to_brain"].endswith("the background around the head)")
-    assert "batch_size" not in comments
+    assert comments["batch_size"] == "samples per step (per process under DDP)"
 
 
 @pytest.mark.parametrize("name", BUILTIN)

@@ -1,4 +1,5 @@
-"""Swin-MoCo in its paper's own setting, end to end at tiny size: the README's parotid example
+"""Swin-MoCo in its paper's own setting, end to end at tiny size: the parotid example of
+docs/methods/swin-moco.md
 (a parotid phantom with STIR, T1 and T2 on thick slices and one `tumour` class; MoCo
 pre-training; fine-tuning from it; a prediction from a subset; the 7-subset evaluation with
 mIoU, MPA and HD95 in mm), run with the tiny preset on small phantoms."""
@@ -23,19 +24,19 @@ from contraseg.engine.predictor import Predictor
 from tests.conftest import REPO
 
 runner = CliRunner()
-# the README block runs once, in one pytest-xdist worker, for all the tests of this module
+# the docs' block runs once, in one pytest-xdist worker, for all the tests of this module
 pytestmark = pytest.mark.xdist_group("parotid-example")
-# the README block at test size: tiny presets, 32^2 slices, fewer cases, windows that do not
+# the docs' block at test size: tiny presets, 32^2 slices, fewer cases, windows that do not
 # overlap (the tiny preset's 16 x 16 x 2 windows would otherwise be 4 times as many)
 TEST_SIZE = {"--preset fast": "--preset tiny", "--size 128": "--size 32", "--cases 12": "--cases 3",
              "--cases 4": "--cases 2", "--units mm": "--units mm --overlap 0"}
 
 
 def readme_parotid_block() -> list[str]:
-    """The commands of the README's "parotid setting end to end" block."""
-    text = (REPO / "README.md").read_text()
+    """The commands of the Swin-MoCo page's "parotid setting end to end" block."""
+    text = (REPO / "docs" / "methods" / "swin-moco.md").read_text()
     found = re.search(r"The parotid setting end to end.*?```bash\n(.*?)```", text, flags=re.S)
-    assert found, "the README lost its parotid example"
+    assert found, "docs/methods/swin-moco.md lost its parotid example"
     return [line.strip() for line in found.group(1).replace("\\\n", " ").splitlines()
             if line.strip()]
 
@@ -49,10 +50,10 @@ def invoke(args: list[str]) -> str:
 # session scope: pytest-xdist interleaves modules, and a module fixture is rebuilt each time
 @pytest.fixture(scope="session")
 def example(tmp_path_factory):
-    """The README block run in a fresh folder; returns the folder and each command's output."""
+    """The docs' block run in a fresh folder; returns the folder and each command's output."""
     root = tmp_path_factory.mktemp("parotid-example")
     outputs, before = [], os.getcwd()
-    os.chdir(root)  # the README's paths are relative
+    os.chdir(root)  # the block's paths are relative
     try:
         for command in readme_parotid_block():
             for readme_value, test_value in TEST_SIZE.items():
@@ -83,7 +84,7 @@ def test_fine_tuning_starts_from_the_pretraining_run(example):
 def test_predictions_from_a_subset_and_from_a_case_folder(example):
     root, outputs = example
     run, case = root / "runs" / "parotid", root / "parotid" / "test" / "Parotid-00000"
-    assert "with t2, stir" in outputs[4]  # the README's predict line
+    assert "with t2, stir" in outputs[4]  # the block's predict line
     out = invoke(["predict", "--run", str(run), "--out", str(root / "folder.nii.gz"), str(case),
                   "--overlap", "0"])
     assert "with t1, t2, stir" in out  # `stir` is recognised in a case folder's file names
