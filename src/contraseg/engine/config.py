@@ -60,9 +60,9 @@ class AugmentConfig:
     flip_prob: float = 0.5  # per axis
     rotate_prob: float = 0.2  # per sample: a small rotation (3D: about every axis; 2D: in-plane)
     rotate_degrees: float = 10.0  # the rotation's largest angle
-    scale_prob: float = 0.2  # per sample and modality: the intensity scale below
+    scale_prob: float = 0.2  # per sample: the intensity scale below, a factor per modality
     scale: float = 0.1  # intensity x (1 + U(-scale, scale))
-    shift_prob: float = 0.2  # per sample and modality: the intensity shift below
+    shift_prob: float = 0.2  # per sample: the intensity shift below, an offset per modality
     shift: float = 0.1  # intensity + U(-shift, shift) (z-scored units)
 
 
