@@ -27,7 +27,6 @@ import types
 import typing
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import yaml
 
@@ -352,7 +351,7 @@ def method_section(entry) -> list[str]:
         facts.append("reads a generator run (`normal_run`)")
     lines += ["; ".join(facts) + ".", ""]
     lines += model_keys(entry.config_cls)
-    weights = default_loss_weights(entry.cls)
+    weights = entry.cls.default_weights()
     lines += ["", "#### Loss weights (`loss_weights.*`)", "",
               *table(["Key", "Default"],
                      [[code(f"loss_weights.{k}"), code(fmt_value(v))] for k, v in weights.items()])]
@@ -387,30 +386,6 @@ def docstring_markdown(doc: str, fields: set[str]) -> list[str]:
             lines.append(md_text(" ".join(block.split())))
         lines.append("")
     return lines[:-1]
-
-
-class _Captured(Exception):
-    """Raised by the stand-in for Method.__init__ once it has seen the weights."""
-
-
-def default_loss_weights(method_cls: type) -> dict[str, float]:
-    """The weight of each loss term when the config sets none: 1, or what the method passes on
-    to Method.__init__ as its own default (read there, without building the network)."""
-    from contraseg.models.base import Method
-
-    seen: dict[str, float] = {}
-
-    def capture(self, modalities, num_classes, loss_weights=None):
-        seen.update({term: 1.0 for term in method_cls.loss_terms})
-        seen.update(loss_weights or {})
-        raise _Captured
-
-    with mock.patch.object(Method, "__init__", capture):
-        try:
-            method_cls(("t1", "t1c", "t2", "flair"), 4, None)
-        except _Captured:
-            return seen
-    raise RuntimeError(f"{method_cls.__name__} never called Method.__init__")
 
 
 # ---------------------------------------------------------------- presets

@@ -149,7 +149,7 @@ def test_default_loss_weights_are_those_the_method_builds_with(name):
     tiny = yaml.safe_load(entry.presets.read_text())["tiny"]
     modalities = ("t1",) if name == "introvae" else ("t1", "t1c", "t2", "flair")
     method = build_method(name, modalities, 4, model=tiny.get("model", {}))
-    assert ref.default_loss_weights(entry.cls) == method.loss_weights
+    assert entry.cls.default_weights() == method.loss_weights
 
 
 def test_markdown_escapes_what_would_change_the_text():

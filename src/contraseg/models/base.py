@@ -84,6 +84,8 @@ class Method(nn.Module):
     spatial: ClassVar[Spatial] = "3d"
     kind: ClassVar[MethodKind] = MethodKind.SEGMENTATION
     loss_terms: ClassVar[tuple[str, ...]] = ("seg",)
+    # the weight of a term the config leaves out (terms not named here weigh 1)
+    loss_weight_defaults: ClassVar[dict[str, float]] = {}
     # the registered PRETRAINING method (`contraseg pretrain --method <this>`) whose run this
     # method's `--init` takes; None: no pre-training stage
     pretraining_stage: ClassVar[str | None] = None
@@ -104,7 +106,7 @@ class Method(nn.Module):
             raise ConfigError("a method needs at least one modality")
         self.modalities = tuple(modalities)
         self.num_classes = int(num_classes)
-        weights = {name: 1.0 for name in self.loss_terms}
+        weights = self.default_weights()
         unknown = sorted(set(loss_weights or {}) - set(weights))
         if unknown:
             raise ConfigError(f"{type(self).__name__} has no loss terms {unknown} "
@@ -137,6 +139,11 @@ class Method(nn.Module):
         """Per-class scores whose argmax is the prediction, from `activate`'s output (the class
         probabilities themselves, or the region rule of models/regions.py)."""
         return self.regions.class_scores(probs, dim) if self.regions is not None else probs
+
+    @classmethod
+    def default_weights(cls) -> dict[str, float]:
+        """Every loss term's weight when the config sets none."""
+        return {name: 1.0 for name in cls.loss_terms} | cls.loss_weight_defaults
 
     @classmethod
     def check_batch_size(cls, loss_weights: dict[str, float], batch_size: int) -> None:

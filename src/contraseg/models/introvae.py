@@ -161,11 +161,10 @@ class IntroVAE(Method):
     spatial: ClassVar[str] = "2d"
     kind = MethodKind.GENERATOR
     loss_terms = ("kl", "margin", "adversarial", "reconstruction")
+    loss_weight_defaults = {"margin": 0.5, "adversarial": 0.5, "reconstruction": 0.04}
 
     def __init__(self, modalities, num_classes, config: IntroVAEConfig, loss_weights=None):
-        super().__init__(modalities, num_classes, {"margin": 0.5, "adversarial": 0.5,
-                                                   "reconstruction": 0.04,
-                                                   **(loss_weights or {})})
+        super().__init__(modalities, num_classes, loss_weights)
         if len(self.modalities) != 1:
             raise ConfigError(f"introvae models one modality (T1), got {list(self.modalities)}")
         self.config = config

@@ -301,11 +301,11 @@ class SwinMoCo(Method):
 
     spatial: ClassVar[str] = "2d"
     loss_terms = ("ce", "dice")
+    loss_weight_defaults = {"ce": 0.4, "dice": 0.6}
     pretraining_stage = "swin-moco-pretrain"
 
     def __init__(self, modalities, num_classes, config: SwinMoCoConfig, loss_weights=None):
-        super().__init__(modalities, num_classes, {"ce": 0.4, "dice": 0.6,
-                                                   **(loss_weights or {})})
+        super().__init__(modalities, num_classes, loss_weights)
         self.config = config
         self.encoder = build_encoder(self.num_modalities, config)
         self.decoder = SwinUnetDecoder(self.encoder.widths, config.depths, config.heads,
