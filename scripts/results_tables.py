@@ -21,6 +21,7 @@ Usage: python scripts/results_tables.py [--check]
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import re
@@ -45,6 +46,7 @@ FACTOR_ROWS = ["preset-10", "budget-10", "nodrop-10", "sampledice-10", "noaug-10
 ACCEPTANCE_REFERENCE, ACCEPTANCE_ROWS = "plain-25", ["fixed-25"]
 
 
+@functools.cache  # each block loads the same two scripts; load each once
 def _script(relative: str):
     path = REPO / "scripts" / relative
     spec = importlib.util.spec_from_file_location(path.stem, path)
@@ -58,6 +60,7 @@ def commit_of(method_folder: Path) -> str:
     return json.loads(provenance.read_text()).get("commit", "?") if provenance.is_file() else "?"
 
 
+@functools.cache  # three blocks show the same rows: read the archive once
 def real_rows(real: Path = REAL) -> tuple[str, dict[str, dict], list[str]]:
     """(commit, {method: summary} of that commit's rows in the benchmark's order, methods
     whose row is of another commit or missing). The commit is the one most rows share."""

@@ -59,10 +59,10 @@ def train(
     A paper's split: `--split rfnet-brats2018:3` (RFNet's third BraTS 2018 split), then
     `contraseg evaluate --split rfnet-brats2018:3` scores its test cases.
     """
-    from contraseg.engine.runs import default_preset, start_training
+    from contraseg.engine.runs import DEFAULT_PRESET, default_preset, start_training
 
-    if preset is None:
-        preset = "fast" if resume else default_preset(data or [])
+    if preset is None:  # resuming, the run's own config is used, whatever the preset
+        preset = DEFAULT_PRESET if resume else default_preset(data or [])
     chosen = [] if split is None else [f"split={json.dumps(split)}"]
     info = start_training(out, method=method, data=data or [], preset=preset,
                           overrides=[*(set_ or []), *init_override(init), *chosen],
