@@ -23,7 +23,11 @@ STARTS_PROCESSES = pytest.mark.xdist_group("processes")
 
 def pytest_configure(config):
     """Under pytest-xdist each worker gets one core: torch's threads, and those of the
-    processes a test starts, are set to one so the workers do not fight over the cores."""
+    processes a test starts, are set to one so the workers do not fight over the cores. The
+    per-machine cache (`amp: auto`'s probe) goes to a temporary folder, never the user's."""
+    import tempfile
+
+    os.environ.setdefault("CONTRASEG_CACHE_DIR", tempfile.mkdtemp(prefix="contraseg-cache-"))
     if os.environ.get("PYTEST_XDIST_WORKER"):
         import torch
 

@@ -45,8 +45,17 @@ def test_run_bench_refuses_unknown_targets_and_bad_repeats():
         run_bench(["metrics"], 0)
 
 
+@pytest.fixture
+def small_peak(monkeypatch):
+    """The peak probes at toy sizes (the figures are checked for consistency, not speed)."""
+    from contraseg import bench_utilisation
+
+    monkeypatch.setattr(bench_utilisation, "MATMUL_SIZE", 64)
+    monkeypatch.setattr(bench_utilisation, "CONV_SHAPE", (1, 4, 8, 8, 8))
+
+
 @pytest.mark.parametrize("method", ["unet", "rfnet", "dc-seg", "dcl-manet", "clfc", "swin-moco"])
-def test_bench_method_reports_every_figure(method):
+def test_bench_method_reports_every_figure(method, small_peak):
     result = bench_method(method, preset="tiny", steps=2, case_shape=(20, 20, 20))
     expected_patch = {"clfc": [16, 16, 4], "swin-moco": [16, 16, 2]}.get(method, [16, 16, 16])
     assert result["parameters"] > 0 and result["patch_size"] == expected_patch
@@ -61,16 +70,46 @@ def test_bench_method_reports_every_figure(method):
         assert flops["encode"] > 0 and 1 < flops["least_ratio_to_one_subset"] < 15
     if method == "unet":  # nothing is shared between subsets
         assert flops["encode"] == 0 and flops["least_ratio_to_one_subset"] == 15
+    floor = result["infer_15_subsets_vs_floor"]
+    one_s, every_s = (result[k]["median_s"]
+                      for k in ("infer_case_all_modalities", "infer_case_15_subsets"))
+    assert floor["time_ratio"] == pytest.approx(every_s / one_s)
+    assert floor["of_floor"] == pytest.approx(
+        floor["time_ratio"] / flops["least_ratio_to_one_subset"])
+    use = result["utilisation"]
+    assert use["peak"]["matmul"]["flops"] == 2 * 64 ** 3  # counted, not assumed
+    assert use["peak"]["conv3d"]["flops"] == 2 * 4 * 4 * 27 * 8 ** 3
+    for key in ("train_step", "infer_case_all_modalities", "infer_case_15_subsets"):
+        figures = use[key]
+        assert figures["flops"] > 0
+        assert figures["flops_per_s"] == pytest.approx(figures["flops"] / result[key]["median_s"])
+        assert figures["of_conv3d_peak"] == pytest.approx(
+            figures["flops_per_s"] / use["peak"]["conv3d"]["flops_per_s"])
+    # the 15-subset pass does at least the FLOPs of one subset and at most 15 times them
+    one, every = (use[k]["flops"] for k in ("infer_case_all_modalities", "infer_case_15_subsets"))
+    assert one < every <= 15 * one
 
 
-def test_bench_method_without_inference():
+def test_bench_method_without_inference(small_peak):
     result = bench_method("unet", preset="tiny", steps=1, infer=False)
     assert "infer_case_all_modalities" not in result and "infer_case_15_subsets" not in result
     assert _is_timing(result["train_step"], 1) and result["train_peak_rss_mb"] > 0
+    assert set(result["utilisation"]) == {"peak", "train_step"}
+    assert "utilisation" not in bench_method("unet", preset="tiny", steps=1, infer=False,
+                                             utilisation=False)
+
+
+def test_bench_method_amp_auto_times_what_the_probe_chose(small_peak, tmp_path, monkeypatch):
+    monkeypatch.setenv("CONTRASEG_CACHE_DIR", str(tmp_path))
+    result = bench_method("unet", preset="tiny", steps=1, infer=False, amp="auto")
+    probe = result["amp_probe"]
+    assert result["amp"] == probe["amp"] in ("none", "bf16")
+    assert result["memory_format"] == ("channels_last_3d" if probe["channels_last"]
+                                       else "contiguous_format")
 
 
 def test_bench_method_applies_overrides_and_refuses_unknown_ones():
-    result = bench_method("rfnet", preset="tiny", steps=1, infer=False,
+    result = bench_method("rfnet", preset="tiny", steps=1, infer=False, utilisation=False,
                           overrides=["model.checkpointing=true"])
     assert result["overrides"] == ["model.checkpointing=true"]
     with pytest.raises(ConfigError, match="nosuch"):
@@ -78,7 +117,8 @@ def test_bench_method_applies_overrides_and_refuses_unknown_ones():
 
 
 def test_bench_times_clfc_with_a_random_generator():
-    result = bench_method("clfc", preset="fast", steps=1, infer=False, patch=32)
+    result = bench_method("clfc", preset="fast", steps=1, infer=False, patch=32,
+                          utilisation=False)
     assert "random introvae (fast" in result["generator"]
     assert _is_timing(result["train_step"], 1)
 

@@ -99,17 +99,24 @@ def _sync(device: torch.device) -> None:
 def bench_method(name: str, *, device: str = "cpu", patch: int | None = None,
                  batch: int | None = None, amp: str = "none", preset: str = "fast",
                  steps: int = 5, case_shape: tuple[int, int, int] = (240, 240, 155),
-                 subsets: bool = True, infer: bool = True,
+                 subsets: bool = True, infer: bool = True, utilisation: bool = True,
                  overrides: list[str] | None = None) -> dict:
     """Training step time and voxels/s, inference time for one BraTS-sized case (all
-    modalities, and all 15 subsets in one pass), peak memory (after the training steps, and
-    at the end) and parameter count."""
+    modalities, and all 15 subsets in one pass, also as a multiple of its FLOP floor), peak
+    memory (after the training steps, and at the end), parameter count and, with
+    `utilisation`, achieved FLOP/s against the machine's peak measured in this run
+    (bench_utilisation)."""
     from contraseg.engine.config import load_config
     from contraseg.engine.distributed import resolve_device
-    from contraseg.engine.optim import make_optimizer, make_scheduler, optimiser_step
+    from contraseg.engine.optim import (
+        example_batch,
+        make_optimizer,
+        make_scheduler,
+        optimiser_step,
+    )
     from contraseg.engine.sliding_window import sliding_window_outputs
     from contraseg.evaluation.protocol import all_subsets, availability
-    from contraseg.models.base import Batch, LossModule, memory_format
+    from contraseg.models.base import LossModule, memory_format
     from contraseg.models.registry import build_method
 
     user_overrides = list(overrides or [])
@@ -124,14 +131,18 @@ def bench_method(name: str, *, device: str = "cpu", patch: int | None = None,
     modalities = ("t1", "t1c", "t2", "flair")
     torch.manual_seed(0)
     method = build_method(name, modalities, 4, config.model, config.loss_weights).to(dev)
-    layout = memory_format(method, config.channels_last)  # as the engine trains and predicts
+    probed = None
+    if amp == "auto":  # as a training run decides it (engine.amp_probe)
+        from contraseg.engine.amp_probe import probe
+
+        probed = probe(method, config, 4, dev)
+        amp = probed["amp"]
+    channels_last = probed["channels_last"] if probed else config.channels_last
+    layout = memory_format(method, channels_last)  # as the engine trains
     method.to(memory_format=layout)
     optimizer = make_optimizer(method.param_groups(config.optim.lr), config.optim)
     shape, size = config.data.patch_size, config.data.batch_size
-    gen = torch.Generator().manual_seed(0)
-    example = Batch(torch.randn(size, 4, *shape, generator=gen),
-                    torch.ones(size, 4, dtype=torch.bool),
-                    torch.randint(0, 4, (size, *shape), generator=gen), epoch=10_000).to(dev)
+    example = example_batch(method, config, 4, dev)
     example.images = example.images.contiguous(memory_format=layout)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
@@ -150,7 +161,7 @@ def bench_method(name: str, *, device: str = "cpu", patch: int | None = None,
     train_memory = {"train_peak_rss_mb": peak_rss_mb()}  # model, optimiser, one step
     if dev.type == "cuda":
         train_memory["train_cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
-    image = torch.randn(1, 4, *case_shape, generator=gen)
+    image = torch.randn(1, 4, *case_shape, generator=torch.Generator().manual_seed(1))
     rows = torch.ones(1, 4, dtype=torch.bool)
 
     def run_inference(rows: torch.Tensor) -> Callable[[], None]:
@@ -159,6 +170,7 @@ def bench_method(name: str, *, device: str = "cpu", patch: int | None = None,
 
     result = {
         "method": name, "preset": preset, "device": str(dev), "amp": amp,
+        **({"amp_probe": probed} if probed else {}),
         "memory_format": str(layout).replace("torch.", ""),
         "patch_size": list(shape), "batch_size": size, "overrides": user_overrides,
         "parameters": sum(p.numel() for p in method.parameters()),
@@ -175,11 +187,42 @@ def bench_method(name: str, *, device: str = "cpu", patch: int | None = None,
         if infer:
             result["infer_case_15_subsets"] = _timed(run_inference(every), 1)
         result["window_flops"] = _window_flops(method, example.images[:1], len(every))
+        if infer:
+            result["infer_15_subsets_vs_floor"] = _against_floor(result)
+    if utilisation:
+        result["utilisation"] = _utilisation(result, dev, amp, step, run_inference, rows,
+                                             every if subsets and infer else None)
     result["peak_rss_mb"] = peak_rss_mb()
     if dev.type == "cuda":
         result["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
         result["cuda_device"] = torch.cuda.get_device_name(dev)
     return result
+
+
+def _against_floor(result: dict) -> dict:
+    """The 15-subset pass's time as a multiple of one subset's, and of the least multiple its
+    FLOPs allow (`window_flops`): 1.0 is the floor."""
+    one = result["infer_case_all_modalities"]["median_s"]
+    every = result["infer_case_15_subsets"]["median_s"]
+    floor = result["window_flops"]["least_ratio_to_one_subset"]
+    return {"time_ratio": every / one, "flop_floor_ratio": floor,
+            "of_floor": every / one / floor}
+
+
+def _utilisation(result: dict, dev: torch.device, amp: str, step, run_inference, rows,
+                 every) -> dict:
+    """FLOP/s of the training step and of inference against the peaks of this run."""
+    from contraseg.bench_utilisation import counted_flops, machine_peak, utilisation
+
+    peak = machine_peak(dev, amp)
+    out = {"peak": peak, "train_step": utilisation(counted_flops(step),
+                                                   result["train_step"]["median_s"], peak)}
+    passes = {"infer_case_all_modalities": rows, "infer_case_15_subsets": every}
+    for key, availability_rows in passes.items():
+        if key in result and availability_rows is not None:
+            flops = counted_flops(run_inference(availability_rows))
+            out[key] = utilisation(flops, result[key]["median_s"], peak)
+    return out
 
 
 def _window_flops(method, window: torch.Tensor, subsets: int) -> dict:

@@ -151,7 +151,7 @@ def dry_run(method: str, data: Path, split: str, out: Path, *, preset: str = "pa
     lines = [shlex.join(c) for c in commands(method, Path(data), preset, overrides, folds)]
     config = load_config(method, preset, overrides)
     timing = bench_method(method, device=device, preset=preset, steps=2, infer=False,
-                          subsets=True, overrides=overrides)
+                          subsets=True, utilisation=False, overrides=overrides)
     step_s = timing["train_step"]["median_s"]
     flops = timing["window_flops"]
     steps = config.total_steps

@@ -738,6 +738,45 @@ def test_a_budget_holds_when_the_steps_slow_down_after_the_fit(tmp_path, phantom
     assert 15 - 0.31 < info["train_seconds"] <= 15 + 1e-6  # the budget, within one step
 
 
+def test_a_budget_is_used_when_the_first_steps_were_slow(tmp_path, phantom, monkeypatch):
+    """The mirror case: the machine is busy while the schedule is first fitted (1 s a step for
+    the first 25 steps), then quiet (0.125 s: exact in binary, so the resumed run's arithmetic
+    is the same as the uninterrupted run's). A schedule sized once from the busy steps would
+    stop after about a third of the budget; re-fitted to the recent pace, the run ends within
+    its budget and uses at least 90 % of it. A resume keeps the refitted schedule and ends at
+    the same step. Fake clock, as above."""
+    from types import SimpleNamespace
+
+    from contraseg.data.patches import PatchSampler
+
+    clock, calls, sample = [0.0], [], PatchSampler.sample
+
+    def busy_then_quiet(self, rng, batch_size, out=None):
+        calls.append(1)
+        clock[0] += 1.0 if len(calls) <= 25 else 0.125
+        return sample(self, rng, batch_size, out)
+
+    monkeypatch.setattr(PatchSampler, "sample", busy_then_quiet)
+    fake = SimpleNamespace(monotonic=lambda: clock[0])
+    monkeypatch.setattr("contraseg.engine.train.time", fake)
+    monkeypatch.setattr("contraseg.engine.budget.time", fake)
+    sets = ["val_every=0", "epochs=1000", "iters_per_epoch=10", "budget_minutes=0.75"]
+    first_fit = 20 + int((45 - 20) / (1.0 * 1.03))  # the steps the busy pace alone would give
+    info = train(tmp_path / "run", phantom, sets)
+    budget = info["budget"]
+    assert info["status"] == "finished" and budget["refits"] >= 2
+    assert budget["step_seconds"] == pytest.approx(0.125)
+    assert info["step"] == budget["total_steps"] > 2 * first_fit
+    assert 0.9 * 45 <= info["train_seconds"] <= 45 + 1e-6
+
+    stopped = tmp_path / "stopped"  # the same run, stopped at step 60 and resumed
+    clock[0], calls[:] = 0.0, []
+    train(stopped, phantom, sets, max_steps=60)
+    resumed = train(stopped, phantom, [], resume=True)
+    assert resumed["step"] == info["step"]
+    assert 0.9 * 45 <= resumed["train_seconds"] <= 45 + 1e-6
+
+
 def test_snapshots_every_n_minutes_of_training_form_a_learning_curve(tmp_path, phantom,
                                                                      monkeypatch):
     """keep_every_minutes=1 keeps the weights as checkpoints/minute-M.pt each time training

@@ -129,7 +129,9 @@ def bench(
         help="cpu, cuda, cuda:N or auto (a GPU where there is one; with --method).")] = "auto",
     patch: Annotated[int | None, typer.Option(help="Cubic patch edge (default: preset).")] = None,
     batch: Annotated[int | None, typer.Option(help="Batch size (default: preset).")] = None,
-    amp: Annotated[str, typer.Option(help="none or bf16 (fp16 on CUDA).")] = "none",
+    amp: Annotated[str, typer.Option(
+        help="none, bf16 (fp16 on CUDA), or auto: the faster precision and layout for this "
+             "method's step, as `amp: auto` in training.")] = "none",
     preset: Annotated[str, typer.Option(help="Preset the method is built from.")] = "fast",
     subsets: Annotated[
         bool, typer.Option(help="Also time all 15 subsets in one pass (slow on a CPU).")
@@ -137,6 +139,9 @@ def bench(
     infer: Annotated[
         bool, typer.Option(help="Time inference on one case (--no-infer: training only).")
     ] = True,
+    utilisation: Annotated[bool, typer.Option(
+        help="Also count FLOPs: achieved FLOP/s of the step and of inference against the peak "
+             "of a large matrix product and 3D convolution timed in the same run.")] = True,
     target: Annotated[
         list[str] | None,
         typer.Option("--target", help="metrics, phantom, preprocess or loader (repeat; "
@@ -157,10 +162,12 @@ def bench(
 ) -> None:
     """Timings as JSON. With `--method`: training step time and voxels/s, inference on one
     240x240x155 case (all modalities, and all 15 subsets in one pass), peak memory, parameter
-    count. Without: the foundation pieces (metrics, phantom, preprocessing). `--target loader`:
-    patches per second of the training data pipeline alone (cache reads, augmentation) for
-    --method's --preset with 0, 1 and 2 workers, beside as many plain processes making the same
-    batches (the machine's ceiling), and peak memory.
+    count, and how much of the machine they use (achieved FLOP/s against a large matrix product
+    and 3D convolution timed in the same run). Without: the foundation pieces (metrics,
+    phantom, preprocessing). `--target loader`: patches per second of the training data
+    pipeline alone (cache reads, augmentation) for --method's --preset with 0, 1 and 2 workers,
+    beside as many plain processes making the same batches (the machine's ceiling), and peak
+    memory.
 
     Example: `contraseg bench --method rfnet --device cpu --patch 64 --batch 2 --json`;
     `contraseg bench --method dc-seg --preset paper --set model.checkpointing=true --no-infer`;
@@ -171,7 +178,8 @@ def bench(
     if method is not None and not target:
         result = run_method_bench(method, device=device, patch=patch, batch=batch, amp=amp,
                                   preset=preset, steps=repeats, subsets=subsets,
-                                  infer=infer, overrides=list(overrides or []))
+                                  infer=infer, utilisation=utilisation,
+                                  overrides=list(overrides or []))
     else:
         result = run_bench(list(target or DEFAULT_TARGETS), repeats, method=method or "unet",
                            preset=preset, overrides=list(overrides or []),
@@ -190,6 +198,15 @@ def _print_bench(results: dict) -> None:
             if isinstance(value, dict) and "median_s" in value:
                 console.print(f"{name:<11} {key:<26} median {value['median_s']:.4f} s "
                               f"({len(value['runs_s'])} runs)")
+        for key, value in figures.get("utilisation", {}).items():
+            if key != "peak":
+                console.print(f"{name:<11} {key:<26} {value['flops_per_s'] / 1e9:8.1f} GFLOP/s, "
+                              f"{value['of_conv3d_peak']:.2f} of the 3D convolution's and "
+                              f"{value['of_matmul_peak']:.2f} of the matrix product's peak")
+        if floor := figures.get("infer_15_subsets_vs_floor"):
+            console.print(f"{name:<11} {'15 subsets / one subset':<26} x{floor['time_ratio']:.2f} "
+                          f"(FLOP floor x{floor['flop_floor_ratio']:.2f}: "
+                          f"{floor['of_floor']:.2f} of it)")
         for count, loader in figures.get("workers", {}).items():
             pss = loader.get("peak_tree_pss_mb")
             ceiling = loader.get("side_by_side")

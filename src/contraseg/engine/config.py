@@ -137,7 +137,8 @@ class TrainConfig:
     # also keep the weights every N minutes of training as checkpoints/minute-M.pt, the points
     # of a learning curve (`evaluate --which minute-M`); None keeps none
     keep_every_minutes: float | None = None
-    # autocast: none, bf16, fp16 (CUDA), or auto (bf16 where the device runs it natively)
+    # autocast: none, bf16, fp16 (CUDA), or auto: the precision and layout in which a probe of
+    # this method's training step ran fastest (engine.amp_probe, cached per machine, in run.json)
     amp: Literal["none", "bf16", "fp16", "auto"] = "none"
     seed: int = 0  # every random draw of a step derives from (seed, step, rank)
     deterministic: bool = True  # deterministic algorithms where PyTorch has them

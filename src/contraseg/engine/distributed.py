@@ -59,8 +59,9 @@ def native_bf16(device: torch.device) -> bool:
 
 
 def resolve_amp(amp: str, device: torch.device) -> str:
-    """The autocast a run uses: 'auto' is 'bf16' where `native_bf16(device)`, else 'none';
-    'none', 'bf16' and 'fp16' are kept (fp16 needs CUDA)."""
+    """The autocast a run uses: 'none', 'bf16' and 'fp16' are kept (fp16 needs CUDA); 'auto'
+    is 'bf16' where `native_bf16(device)`, else 'none' (where no step is timed: a training
+    run's 'auto' is the choice of engine.amp_probe instead)."""
     if amp == "fp16" and device.type != "cuda":
         raise ConfigError("amp=fp16 needs a CUDA device; use amp=bf16 (or auto) on the CPU")
     if amp == "auto":

@@ -155,6 +155,21 @@ def optimiser_step(loss_module: torch.nn.Module, method: torch.nn.Module, batch,
     return total, terms
 
 
+def example_batch(method, config, num_classes: int, device: torch.device):
+    """A random batch of the config's patch and batch size, every modality available: the
+    step `contraseg bench` and `amp: auto`'s probe time. Drawn from its own generator (seed
+    0), so timing a step leaves the global random state alone."""
+    from contraseg.models.base import Batch
+
+    shape, size = config.data.patch_size, config.data.batch_size
+    gen = torch.Generator().manual_seed(0)
+    modalities = method.num_modalities
+    return Batch(torch.randn(size, modalities, *shape, generator=gen),
+                 torch.ones(size, modalities, dtype=torch.bool),
+                 torch.randint(0, num_classes, (size, *shape), generator=gen),
+                 epoch=10_000).to(device)
+
+
 def end_schedule_epoch(scheduler, ctx, value: float, *, watches_validation: bool,
                        validated: bool) -> None:
     """End the schedule's epoch with the value it watches: the training loss (the same mean on
