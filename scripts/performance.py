@@ -3,9 +3,11 @@
 processor, cores, torch, the date, and each method's bench JSON).
 
 Each method is timed in its own process, one after another (nothing else should run on the
-machine meanwhile): a training step (median of --repeats) and one 240 x 240 x 155 case with
-all four modalities. `python scripts/results_tables.py` then writes one table per file into
-docs/performance.md.
+machine meanwhile): a training step (median of --repeats) in the precision and layout `amp:
+auto` picks, as the `cpu` preset trains; one 240 x 240 x 155 case with all four modalities and
+with all 15 subsets in one pass (against its FLOP floor); achieved FLOP/s against the peak of a
+matrix product and a 3D convolution timed in the same bench. `python scripts/results_tables.py`
+then writes one table per file into docs/performance.md.
 
 Usage: python scripts/performance.py [--out results/performance] [--repeats 3]
            [--methods unet rfnet ...] [--device auto]
@@ -48,7 +50,7 @@ def machine() -> dict:
 
 def bench(method: str, repeats: int, device: str) -> dict:
     command = [sys.executable, "-m", "contraseg", "bench", "--method", method, "--preset", "cpu",
-               "--device", device, "--no-subsets", "--repeats", str(repeats), "--json"]
+               "--device", device, "--amp", "auto", "--repeats", str(repeats), "--json"]
     done = subprocess.run(command, capture_output=True, text=True, check=True)
     return json.loads(done.stdout)
 
@@ -71,7 +73,7 @@ def main() -> None:
         print(f"bench {method} ...", file=sys.stderr, flush=True)
         results[method] = bench(method, args.repeats, args.device)
     record = {"date": today, "machine": facts, "command": "contraseg bench --method M "
-              f"--preset cpu --device {args.device} --no-subsets --repeats {args.repeats} --json",
+              f"--preset cpu --device {args.device} --amp auto --repeats {args.repeats} --json",
               "methods": results}
     args.out.mkdir(parents=True, exist_ok=True)
     name = f"{slug(facts['cuda_device'] or facts['processor'])}-{facts['cores']}-cores-{today}"

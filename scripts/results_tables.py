@@ -129,18 +129,21 @@ def useful_budgets() -> list[str]:
 
 
 def performance() -> list[str]:
-    """One table per machine and date (results/performance/*.json, scripts/performance.py)."""
+    """One table per machine and date (results/performance/*.json, scripts/performance.py);
+    utilisation columns where the bench counted FLOPs."""
     lines = []
     for path in sorted(PERFORMANCE.glob("*.json")):
         record = json.loads(path.read_text())
         facts = record["machine"]
         where = facts["cuda_device"] or facts["processor"]
+        peaks = _peaks(record["methods"].values())
         lines += [f"**{where}, {facts['cores']} cores, torch {facts['torch']}, "
                   f"{record['date']}** (`{record['command']}`; evidence: "
-                  f"`results/performance/{path.name}`)", "",
+                  f"`results/performance/{path.name}`)" + peaks, "",
                   "| method | parameters | precision | training step (s) | voxels / s | "
-                  "one 240 x 240 x 155 case, all four modalities (s) | peak memory (GB) |",
-                  "|---|---|---|---|---|---|---|"]
+                  "one 240 x 240 x 155 case, all four modalities (s) | peak memory (GB) | "
+                  "share of the conv peak: training / inference |",
+                  "|---|---|---|---|---|---|---|---|"]
         for method, bench in record["methods"].items():
             lines.append(
                 f"| `{method}` | {bench['parameters']:,} | "
@@ -148,9 +151,30 @@ def performance() -> list[str]:
                 f"{bench['train_step']['median_s']:.2f} | "
                 f"{bench['train_voxels_per_s'] / 1e6:.2f} M | "
                 f"{bench['infer_case_all_modalities']['median_s']:.1f} | "
-                f"{bench['peak_rss_mb'] / 1024:.1f} |")
+                f"{bench['peak_rss_mb'] / 1024:.1f} | {_shares(bench)} |")
         lines.append("")
     return lines or ["No machine measured yet: run `python scripts/performance.py`."]
+
+
+def _peaks(benches) -> str:
+    """The machine's peaks as the first method's bench measured them (each bench times its
+    own; their spread says how steady the machine was)."""
+    found = [b["utilisation"]["peak"] for b in benches if "utilisation" in b]
+    if not found:
+        return ""
+    conv = [p["conv3d"]["flops_per_s"] / 1e9 for p in found]
+    matmul = [p["matmul"]["flops_per_s"] / 1e9 for p in found]
+    return (f"; peak of a 3D convolution {min(conv):.0f}-{max(conv):.0f} GFLOP/s and of a "
+            f"matrix product {min(matmul):.0f}-{max(matmul):.0f} GFLOP/s over the benches")
+
+
+def _shares(bench: dict) -> str:
+    use = bench.get("utilisation")
+    if not use:
+        return "–"
+    train = use["train_step"]["of_conv3d_peak"]
+    infer = use.get("infer_case_all_modalities", {}).get("of_conv3d_peak")
+    return f"{train:.2f} / {infer:.2f}" if infer is not None else f"{train:.2f} / –"
 
 
 BLOCKS: dict[str, Callable[[], list[str]]] = {
