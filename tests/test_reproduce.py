@@ -66,6 +66,7 @@ def test_a_dry_run_prints_every_step_and_an_estimate(tmp_path):
     evaluates = [line for line in lines if line.startswith("contraseg evaluate")]
     assert len(trains) == len(evaluates) == 3
     assert "--split rfnet-brats2018:2" in trains[1]
+    assert all("--which last" in line for line in evaluates)  # the protocol's checkpoint
     assert any(line.startswith("estimate") and "not a promise" in line for line in lines)
     assert any("training: " in line and "MiB" in line for line in lines)
     assert not (tmp_path / "o").exists()  # nothing ran

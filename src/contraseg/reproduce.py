@@ -70,7 +70,8 @@ def commands(method: str, data: Path, preset: str, overrides: list[str],
         steps.append(["contraseg", "train", "--method", method, "--preset", preset, "--data",
                       str(data), "--split", fold.split, "--out", str(fold.run), *sets])
         steps.append(["contraseg", "evaluate", "--run", str(fold.run), "--data", str(data),
-                      "--split", fold.split, "--out", str(fold.report), "--overlays", "0"])
+                      "--split", fold.split, "--out", str(fold.report), "--which", "last",
+                      "--overlays", "0"])
     return steps
 
 
@@ -87,8 +88,8 @@ def reproduce(method: str, data: Path, split: str, out: Path, *, preset: str = "
         if not fold.trained():
             _train(fold, method, Path(data), preset, overrides, console)
         if not fold.scored():
-            evaluate_run(fold.run, Path(data), fold.report, split=fold.split, overlays=0,
-                         device=device, console=console)
+            evaluate_run(fold.run, Path(data), fold.report, split=fold.split, which="last",
+                         overlays=0, device=device, console=console)
     return write_paper_tables(folds, Path(out), split)
 
 
