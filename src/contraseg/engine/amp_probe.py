@@ -8,7 +8,10 @@ random batch of the run's patch and batch size, on a copy of the method: the run
 optimiser are untouched) for every candidate: float32 and bf16 autocast (fp16 on a CUDA device
 without bf16), each in the contiguous and the channels-last-3d layout (3D methods; others have
 one layout). The fastest wins; within `TIE` of it, the earlier candidate (float32 first, the
-configured layout first), so a choice is never made on noise.
+configured layout first), so a choice is never made on noise. The random batch carries no
+per-case inputs, so a method that takes them (CLFC's pseudo-normal, precomputed in training)
+computes them inside the timed step: its probe times more than its training step does, in
+every candidate alike.
 
 A candidate whose first (warm-up) step alone takes `GIVE_UP` times the best median so far is
 not timed further (an emulated bf16 step can cost 20x). Results are cached per machine, torch
