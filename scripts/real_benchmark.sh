@@ -16,27 +16,36 @@
 #   left out), then fine-tuning (35 min) from that encoder. No ImageNet weights: nothing is
 #   downloaded.
 #
-# The reference: the plain MONAI recipe (scripts/plain_monai_unet.py, 25 minutes, one thread)
-# on the same 16 cases, scored on the 5 test cases with all four modalities. Every segmentation
+# The reference (METHODS `plain`): the plain MONAI recipe (scripts/plain_monai_unet.py, 25
+# minutes, one thread) on the same 16 cases, scored on the 5 test cases with all four modalities. Every segmentation
 # stage keeps its weights every 5 minutes (keep_every_minutes), and
 # scripts/real_benchmark/learning_curve.py scores them: the minimum useful budget of each
 # method (the first minute, and its step, at which its mean WT/TC/ET Dice reaches the plain
 # recipe's), in OUT/METHOD/curve.json and OUT/METHOD/curve.md.
 #
+# Every stage runs with $THREADS threads (default 1, as the plain reference): on the 2-core
+# development machine two invocations run side by side, each method on one core, e.g.
+#   scripts/real_benchmark.sh OUT plain unet dc-seg clfc &
+#   sleep 60; scripts/real_benchmark.sh OUT rfnet dcl-manet swin-moco
+# then `scripts/real_benchmark.sh OUT` once more (everything done is skipped) for the learning
+# curves, comparisons and summary of all of them.
+#
 # Resumable: a method whose report exists is skipped, a stopped stage resumes (--resume).
-# Usage: scripts/real_benchmark.sh OUT [METHODS...]
-#   (default METHODS: unet rfnet dc-seg dcl-manet clfc swin-moco; about 1 h 15 min each on
-#   2 CPU cores: 55 minutes of training, preprocessing, the 15-subset evaluation)
+# Usage: [THREADS=N] scripts/real_benchmark.sh OUT [METHODS...]
+#   (METHODS: plain (the reference) and any of unet rfnet dc-seg dcl-manet clfc swin-moco;
+#   default: all of them; about 1 h 15 min a method: 55 minutes of training, preprocessing,
+#   the 15-subset evaluation)
 # The data: $CONTRASEG_SHARED_DATA, else ../shared/data beside the checkout.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 out=${1:?usage: $0 OUT [METHODS...]}; shift
-methods=${*:-unet rfnet dc-seg dcl-manet clfc swin-moco}
+methods=${*:-plain unet rfnet dc-seg dcl-manet clfc swin-moco}
+export OMP_NUM_THREADS=${THREADS:-1} MKL_NUM_THREADS=${THREADS:-1}
 shared=${CONTRASEG_SHARED_DATA:-$here/../../shared/data}
 python "$here/real_benchmark/make_manifests.py" "$shared" "$out/data"
 curve_every=5  # minutes between the kept weights of a segmentation stage
 
-if [ ! -f "$out/plain/report/metrics.csv" ]; then  # the reference: 25 minutes, one thread
+if [[ " $methods " == *" plain "* && ! -f "$out/plain/report/metrics.csv" ]]; then
   python "$here/plain_monai_unet.py" --data "$shared/real/brats2018" \
     --split "$here/real_benchmark/brats2018_split.json" --out "$out/plain/run" --minutes 25 \
     --cache "$out/plain/cache" --resume
@@ -66,6 +75,7 @@ train() {  # METHOD RUN
 }
 
 for method in $methods; do
+  [ "$method" = plain ] && continue
   run="$out/$method/run" report="$out/$method/report"
   if [ -f "$report/metrics.csv" ]; then
     echo "$method: done ($report), skipped"; continue
@@ -77,6 +87,9 @@ done
 for method in $methods; do  # the learning curves (each point is scored once)
   run="$out/$method/run"
   [ -d "$run/checkpoints" ] || continue
+  if [ ! -f "$out/plain/report/metrics.csv" ]; then
+    echo "$method: its learning curve waits for the reference (run with METHODS plain)"; continue
+  fi
   python "$here/real_benchmark/learning_curve.py" "$run" "$out/data/test" "$out/plain/report" \
     --json "$out/$method/curve.json" > "$out/$method/curve.md"
 done

@@ -171,7 +171,8 @@ def table_lines(out: Path, reference_name: str, rows: list[dict]) -> list[str]:
             + " / ".join(fmt(above.get(f"{AVERAGE}/{r}")) if row["subsets"] else "-"
                          for r in REGIONS) + " | "
             + ("-" if row["flair_wt"] is None else f"{row['flair_wt']:.3f}") + " |")
-    lines += ["", "Commands:", ""]
+    command, commit = portable(json.loads((out / reference_name / "command.json").read_text()))
+    lines += ["", "Commands:", "", f"- `{reference_name}`: `{command}` (commit `{commit}`)"]
     lines += [f"- `{row['name']}`: `{row['command']}` (commit `{row['commit']}`)" for row in rows]
     return lines
 
