@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from contraseg.cli.app import app, console, data_app, user_errors
+from contraseg.cli.options import EmptyPolicy, Hd95, Units, UnitsOption
 from contraseg.utils.jsonio import dumps
 
 
@@ -122,12 +123,12 @@ def score(
     ref: Annotated[Path, typer.Option("--ref", help="Reference label map (NIfTI).")],
     labels: Annotated[str, typer.Option(help="Label convention of both maps.")] = "brats2023",
     hd95: Annotated[
-        str, typer.Option(help="HD95 definition: brats (pooled, = MedPy) or monai (max directed).")
-    ] = "brats",
-    units: Annotated[str, typer.Option(help="Distance units: voxel (BraTS) or mm.")] = "voxel",
+        Hd95, typer.Option(help="HD95 definition: brats (pooled, = MedPy) or monai (max directed).")
+    ] = Hd95.brats,
+    units: UnitsOption = Units.voxel,
     empty: Annotated[
-        str, typer.Option(help="Empty-mask policy: brats (legacy BraTS values) or nan.")
-    ] = "brats",
+        EmptyPolicy, typer.Option(help="Empty-mask policy: brats (legacy BraTS values) or nan.")
+    ] = EmptyPolicy.brats,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Every metric for every region of one prediction against its reference.

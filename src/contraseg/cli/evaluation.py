@@ -13,8 +13,11 @@ from contraseg.cli.options import (
     BlendSpaceOption,
     DeviceOption,
     EtMinOption,
+    Hd95,
     OverlapOption,
     TtaOption,
+    Units,
+    UnitsOption,
     WhichOption,
     infer_overrides,
 )
@@ -38,8 +41,8 @@ def evaluate(
     subsets: Annotated[
         str, typer.Option(help="all, full, singles, or names like flair,t1c+flair.")] = "all",
     labels: Annotated[str | None, typer.Option(help="Label convention of --data.")] = None,
-    units: Annotated[str, typer.Option(help="Distance units: voxel (BraTS) or mm.")] = "voxel",
-    hd95: Annotated[str, typer.Option(help="HD95 definition: brats or monai.")] = "brats",
+    units: UnitsOption = Units.voxel,
+    hd95: Annotated[Hd95, typer.Option(help="HD95 definition: brats or monai.")] = Hd95.brats,
     which: WhichOption = "auto",
     device: DeviceOption = "auto",
     overlap: OverlapOption = None,

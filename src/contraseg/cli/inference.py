@@ -13,6 +13,7 @@ from contraseg.cli.options import (
     BlendSpaceOption,
     DeviceOption,
     EtMinOption,
+    ExportFormat,
     OverlapOption,
     TtaOption,
     WhichOption,
@@ -84,9 +85,9 @@ def predict(
 def export(
     run: Annotated[Path, typer.Option("--run", help="Run folder (or a checkpoint file).")],
     out: Annotated[Path, typer.Option("--out", help="The file to write (model.pt, .onnx).")],
-    format_: Annotated[str, typer.Option(
+    format_: Annotated[ExportFormat, typer.Option(
         "--format", help="torchscript (needs nothing more) or onnx (needs the onnx package).")
-    ] = "torchscript",
+    ] = ExportFormat.torchscript,
     which: WhichOption = "auto",
 ) -> None:
     """Export a run's network (one window: preprocessed image and availability in, logits

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from contraseg.cli.app import app, console, user_errors
+from contraseg.cli.options import Amp
 from contraseg.utils.jsonio import dumps
 
 
@@ -129,9 +130,9 @@ def bench(
         help="cpu, cuda, cuda:N or auto (a GPU where there is one; with --method).")] = "auto",
     patch: Annotated[int | None, typer.Option(help="Cubic patch edge (default: preset).")] = None,
     batch: Annotated[int | None, typer.Option(help="Batch size (default: preset).")] = None,
-    amp: Annotated[str, typer.Option(
+    amp: Annotated[Amp, typer.Option(
         help="none, bf16 (fp16 on CUDA), or auto: the faster precision and layout for this "
-             "method's step, as `amp: auto` in training.")] = "none",
+             "method's step, as `amp: auto` in training.")] = Amp.none,
     preset: Annotated[str, typer.Option(help="Preset the method is built from.")] = "fast",
     subsets: Annotated[
         bool, typer.Option(help="Also time all 15 subsets in one pass (slow on a CPU).")

@@ -3,10 +3,53 @@
 from __future__ import annotations
 
 import json
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+
+# closed sets of values: typer lists them in --help and refuses others before anything runs
+# (StrEnum members are the strings themselves for the code below the command line)
+class Units(StrEnum):
+    voxel = "voxel"
+    mm = "mm"
+
+
+class Hd95(StrEnum):
+    brats = "brats"
+    monai = "monai"
+
+
+class EmptyPolicy(StrEnum):
+    brats = "brats"
+    nan = "nan"
+
+
+class Blend(StrEnum):
+    gaussian = "gaussian"
+    constant = "constant"
+
+
+class BlendSpace(StrEnum):
+    logits = "logits"
+    probabilities = "probabilities"
+
+
+class ExportFormat(StrEnum):
+    torchscript = "torchscript"
+    onnx = "onnx"
+
+
+class Amp(StrEnum):
+    none = "none"
+    bf16 = "bf16"
+    fp16 = "fp16"
+    auto = "auto"
+
+
+UnitsOption = Annotated[Units, typer.Option(help="Distance units: voxel (BraTS) or mm.")]
 
 WhichOption = Annotated[str, typer.Option(
     help="auto (best when the run validated, else last), best or last checkpoint, or "
@@ -24,18 +67,19 @@ TtaOption = Annotated[bool | None, typer.Option(
 EtMinOption = Annotated[int | None, typer.Option(
     min=0, help="Predicted ET under this many voxels of a 1 mm grid (500 for BraTS; scaled to "
                 "the voxel size, off under a 100 mm field of view) becomes necrosis; 0: off.")]
-BlendOption = Annotated[str | None, typer.Option(
+BlendOption = Annotated[Blend | None, typer.Option(
     help="Window weights: gaussian or constant; default: the run's.")]
-BlendSpaceOption = Annotated[str | None, typer.Option(
+BlendSpaceOption = Annotated[BlendSpace | None, typer.Option(
     help="Blend window logits or softmax probabilities (RFNet's released inference averages "
          "probabilities uniformly); default: the run's.")]
 
 
 def infer_overrides(overlap: float | None, tta: bool | None, et_min_voxels: int | None,
-                    blend: str | None, blend_space: str | None) -> dict:
+                    blend: Blend | None, blend_space: BlendSpace | None) -> dict:
     """The inference options of predict / evaluate as InferConfig changes (None: the run's)."""
     return {"overlap": overlap, "tta_flips": tta, "et_min_voxels": et_min_voxels,
-            "blend": blend, "blend_space": blend_space}
+            "blend": None if blend is None else str(blend),
+            "blend_space": None if blend_space is None else str(blend_space)}
 
 
 # the options of train and pretrain
