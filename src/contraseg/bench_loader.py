@@ -114,7 +114,7 @@ def bench_loader(method: str = "unet", *, preset: str = "fast", cases: int = 8,
                         "patch_size": list(config.data.patch_size), "batch_size": size_of_batch,
                         "batches": batches, "workers": {}}
 
-        def measure(count: int, seed: int) -> tuple[float, float]:
+        def measure(count: int, seed: int, after_batch=lambda: None) -> tuple[float, float]:
             tick = time.perf_counter()
             stream = batches_from(sampler, seed=seed, rank=0, batch_size=size_of_batch,
                                   first_step=0, workers=count)
@@ -125,6 +125,7 @@ def bench_loader(method: str = "unet", *, preset: str = "fast", cases: int = 8,
             tick = time.perf_counter()
             for _ in range(batches):
                 next(stream)
+                after_batch()
             elapsed = time.perf_counter() - tick
             stream.close()
             return first, elapsed
@@ -142,8 +143,8 @@ def bench_loader(method: str = "unet", *, preset: str = "fast", cases: int = 8,
                                                          count, batches))
         peaks: dict[int, dict[str, float]] = {}
         for count in workers:  # apart: reading /proc/PID/smaps_rollup slows what it measures
-            with TreePeak() as peak:
-                measure(count, seed=repeats + 1)
+            with TreePeak() as peak:  # sampled after every batch too: workers are alive then
+                measure(count, seed=repeats + 1, after_batch=peak.sample)
             peaks[count] = peak.peak or {}
         for count in workers:
             runs = [elapsed for _, elapsed in timings[count]]

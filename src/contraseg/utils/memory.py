@@ -63,19 +63,26 @@ def tree_memory_mb(pid: int | None = None) -> dict[str, float] | None:
 
 class TreePeak:
     """Samples `tree_memory_mb(pid)` every `interval` seconds in a thread while in the `with`
-    block; `.peak` holds the largest `rss` and `pss` seen (None without /proc)."""
+    block, and whenever `sample()` is called; `.peak` holds the largest `rss` and `pss` seen
+    (None without /proc)."""
 
     def __init__(self, pid: int | None = None, interval: float = 0.1):
         self.pid, self.interval = pid, interval
         self.peak: dict[str, float] | None = None
-        self._stop = threading.Event()
+        self._stop, self._lock = threading.Event(), threading.Lock()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
-        while True:
+    def sample(self) -> None:
+        """Take one sample now (also called by the thread): a caller that knows when the tree
+        is at its largest (workers alive) need not rely on the thread's timing."""
+        with self._lock:
             value = tree_memory_mb(self.pid)
             if value is not None:
                 self.peak = {k: max((self.peak or {}).get(k, 0.0), v) for k, v in value.items()}
+
+    def _run(self) -> None:
+        while True:
+            self.sample()
             if self._stop.wait(self.interval):
                 return
 
