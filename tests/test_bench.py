@@ -160,3 +160,24 @@ def test_bench_loader_reports_the_wait_of_a_step_beside_an_off_cpu_model():
 def test_bench_loader_refuses_a_generator():
     with pytest.raises(ConfigError, match="segmentation method"):
         bench_loader("introvae", preset="tiny", cases=1, size=16)
+
+
+@pytest.mark.slow(reason="torch.profiler parses every event of a 15-subset pass: 10-20 s")
+def test_profile_step_reports_the_dense_share_of_an_inference_pass(capsys, monkeypatch):
+    """scripts/profile_step.py --infer all: the operator table of the 15-subset pass and the
+    share of its time in convolutions and matrix products."""
+    import re
+    import sys
+
+    from tests.conftest import REPO, load_script
+
+    script = load_script(REPO / "scripts" / "profile_step.py")
+    monkeypatch.setattr(sys, "argv", ["profile_step.py", "rfnet", "--preset", "tiny", "--patch",
+                                      "16", "--threads", "1", "--infer", "all", "--case", "16",
+                                      "16", "16"])
+    script.main()
+    printed = capsys.readouterr().out
+    assert "Self CPU" in printed
+    share = re.search(r"convolutions and matrix products: ([0-9.]+) s of ([0-9.]+) s self CPU "
+                      r"time \(([0-9]+) %\)", printed)
+    assert share and 0 < float(share[1]) <= float(share[2]) and 0 < int(share[3]) <= 100
