@@ -19,8 +19,7 @@
 # The reference (METHODS `plain`): the plain MONAI recipe (scripts/plain_monai_unet.py, 25
 # minutes, one thread) on the same 16 cases, scored on the 5 test cases with all four
 # modalities. Every segmentation stage keeps its weights every 5 minutes (keep_every_minutes),
-# and
-# scripts/real_benchmark/learning_curve.py scores them: the minimum useful budget of each
+# and scripts/real_benchmark/learning_curve.py scores them: the minimum useful budget of each
 # method (the first minute, and its step, at which its mean WT/TC/ET Dice reaches the plain
 # recipe's), in OUT/METHOD/curve.json and OUT/METHOD/curve.md.
 #
