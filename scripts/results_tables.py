@@ -43,7 +43,7 @@ FACTOR_REFERENCE = "plain-10"
 FACTOR_ROWS = ["preset-10", "budget-10", "nodrop-10", "sampledice-10", "noaug-10", "const-10",
                "nocrop-10", "regions-10@budget-10", "blend-10@budget-10",
                "chainblend-10@const-10"]
-ACCEPTANCE_REFERENCE, ACCEPTANCE_ROWS = "plain-25", ["fixed-25"]
+ACCEPTANCE_REFERENCE, ACCEPTANCE_ROWS = "plain-25", ["fixed-25", "uniform-25@fixed-25"]
 
 
 @functools.cache  # each block loads the same two scripts; load each once
