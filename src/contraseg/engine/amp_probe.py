@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 
-from contraseg.engine.distributed import native_bf16
+from contraseg.engine import distributed
 from contraseg.utils.fs import atomic_path
 
 REPEATS = 3  # timed steps per candidate (after one warm-up step)
@@ -200,8 +200,8 @@ def probe(method, config, num_classes: int, device: torch.device, *,
             _write_cache(path, key, {"seconds": seconds})
     choice = choose(seconds)
     return {"amp": choice.amp, "channels_last": choice.channels_last, "seconds": seconds,
-            "machine": machine, "native_bf16": native_bf16(device), "cached": from_cache,
-            "probe_s": round(time.perf_counter() - start, 3)}
+            "machine": machine, "native_bf16": distributed.native_bf16(device),
+            "cached": from_cache, "probe_s": round(time.perf_counter() - start, 3)}
 
 
 def describe(found: Mapping[str, Any]) -> str:
@@ -216,3 +216,22 @@ def describe(found: Mapping[str, Any]) -> str:
     source = "cached probe" if found.get("cached") else "probe"
     return (f"amp auto: {names[found['amp']]}, {layout} layout ({source} of this method's step: "
             f"{'; '.join(parts)})")
+
+
+def precision_and_layout(method, config, num_classes: int, ctx, earlier: dict | None,
+                         console) -> tuple[str, bool, dict | None]:
+    """A training run's autocast, layout (channels-last or not) and probe record. `amp: auto`
+    takes the probe's choice (`earlier`, from run.json, on resume: the first choice is kept;
+    under DDP every rank probes and all take rank 0's); the run trains in the layout chosen,
+    while its config keeps the one asked for (prediction uses it). Otherwise the config's."""
+    if config.amp != "auto":
+        return distributed.resolve_amp(config.amp, ctx.device), bool(config.channels_last), None
+    found = earlier or probe(method, config, num_classes, ctx.device)
+    options = candidates(ctx.device, method.spatial, bool(config.channels_last))
+    mine = next(i for i, o in enumerate(options)
+                if (o.amp, o.channels_last) == (found["amp"], found["channels_last"]))
+    chosen = options[int(distributed.gather_floats(ctx, float(mine))[0])]
+    found = {**found, "amp": chosen.amp, "channels_last": chosen.channels_last}
+    if ctx.is_main and earlier is None and console is not None:
+        console.print(describe(found), highlight=False)
+    return chosen.amp, chosen.channels_last, found

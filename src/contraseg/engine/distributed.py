@@ -89,6 +89,14 @@ def setup(device_spec: str) -> DistContext:
     return DistContext(rank, local_rank, world_size, device)
 
 
+def wrap(module: torch.nn.Module, ctx: DistContext) -> torch.nn.Module:
+    """`module` in DistributedDataParallel when the run has several ranks, else as it is."""
+    if not ctx.distributed:
+        return module
+    ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(module, device_ids=ids)
+
+
 def teardown(ctx: DistContext) -> None:
     if ctx.distributed and dist.is_initialized():
         dist.destroy_process_group()

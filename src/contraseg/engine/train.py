@@ -89,7 +89,7 @@ class Trainer:
         self.config = config
         self.curves = CurvePainter(self.out, f"{config.method} ({config.preset} preset)",
                                    enabled=config.log.curves)
-        self.amp = distributed.resolve_amp(config.amp, self.ctx.device)  # auto: see _probe_amp
+        distributed.resolve_amp(config.amp, self.ctx.device)  # fp16 on a CPU: refused first
         entry = get_entry(config.method)
         make_config(config.method, config.model)
         entry.cls.check_batch_size(config.loss_weights, config.data.batch_size)
@@ -122,7 +122,8 @@ class Trainer:
         self.method = build_method(config.method, self.data.modalities, num_classes,
                                    config.model, config.loss_weights).to(self.ctx.device)
         self.method.check_patch(config.data.patch_size)
-        self.amp_probe = self._probe_amp(run_info.get("amp_probe"), num_classes)
+        self.amp, channels_last, self.amp_probe = amp_probe.precision_and_layout(
+            self.method, config, num_classes, self.ctx, run_info.get("amp_probe"), self.console)
         if generator_weights is not None:
             load_generator_weights(self.method, generator_weights)
         self.init_report = (load_init(self.method, config.init,
@@ -131,10 +132,9 @@ class Trainer:
         # a fitted budget is kept on resume
         self.budget = TimeBudget(config.budget_minutes, self.ctx, run_info.get("budget"))
         add_case_inputs(self.method, self.data.train, cache_dir)
-        self.memory_format = memory_format(self.method, self.amp_probe["channels_last"]
-                                           if self.amp_probe else config.channels_last)
+        self.memory_format = memory_format(self.method, channels_last)
         self.method.to(memory_format=self.memory_format)
-        self.loss_module = self._wrap(LossModule(self.method))
+        self.loss_module = distributed.wrap(LossModule(self.method), self.ctx)
         self.optimizer = make_optimizer(self.method.param_groups(config.optim.lr),
                                         config.optim)
         self.scheduler = make_scheduler(self.optimizer, config.optim, self.total_steps)
@@ -153,37 +153,11 @@ class Trainer:
         self.scalars = ScalarLog(self.out / "tensorboard",
                                  enabled=self.ctx.is_main and config.log.tensorboard)
 
-    def _probe_amp(self, earlier: dict | None, num_classes: int) -> dict | None:
-        """`amp: auto`: the precision and layout the probe finds fastest for this method's
-        step (engine.amp_probe; a resumed run keeps its first choice, and under DDP every rank
-        takes rank 0's). The run trains in the layout chosen; the config keeps the one asked
-        for (prediction uses it)."""
-        if self.config.amp != "auto":
-            return None
-        found = earlier or amp_probe.probe(self.method, self.config, num_classes,
-                                           self.ctx.device)
-        options = amp_probe.candidates(self.ctx.device, self.method.spatial,
-                                       bool(self.config.channels_last))
-        mine = next(i for i, o in enumerate(options)
-                    if (o.amp, o.channels_last) == (found["amp"], found["channels_last"]))
-        chosen = options[int(distributed.gather_floats(self.ctx, float(mine))[0])]
-        found = {**found, "amp": chosen.amp, "channels_last": chosen.channels_last}
-        self.amp = chosen.amp
-        if self.ctx.is_main and earlier is None:
-            self.console.print(amp_probe.describe(found), highlight=False)
-        return found
-
     def _seed_everything(self) -> None:
         torch.manual_seed(self.config.seed)
         if self.config.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
-
-    def _wrap(self, module: torch.nn.Module) -> torch.nn.Module:
-        if not self.ctx.distributed:
-            return module
-        ids = [self.ctx.device.index] if self.ctx.device.type == "cuda" else None
-        return torch.nn.parallel.DistributedDataParallel(module, device_ids=ids)
 
     def _load_last(self) -> None:
         data = load_checkpoint(self.out / "checkpoints" / "last.pt", self.ctx.device)
