@@ -715,27 +715,35 @@ def test_a_time_budget_fits_the_schedule_to_the_measured_step_time(tmp_path, pha
     assert [r["step"] for r in log] == [10, 20, 30]
 
 
+def fake_clock(monkeypatch, step_seconds) -> tuple[list[float], list[int]]:
+    """The trainer's and the budget's clock made fake: drawing the n-th batch (n from 1)
+    advances it by `step_seconds(n)` seconds, whatever the machine's speed or load. Returns
+    the clock ([seconds]) and the batches drawn so far ([n]), both resettable."""
+    from types import SimpleNamespace
+
+    from contraseg.data.patches import PatchSampler
+
+    clock, drawn, sample = [0.0], [0], PatchSampler.sample
+
+    def timed(self, rng, batch_size, out=None):
+        drawn[0] += 1
+        clock[0] += step_seconds(drawn[0])
+        return sample(self, rng, batch_size, out)
+
+    monkeypatch.setattr(PatchSampler, "sample", timed)
+    fake = SimpleNamespace(monotonic=lambda: clock[0])
+    monkeypatch.setattr("contraseg.engine.train.time", fake)
+    monkeypatch.setattr("contraseg.engine.budget.time", fake)  # the budget's pace
+    return clock, drawn
+
+
 def test_a_budget_holds_when_the_steps_slow_down_after_the_fit(tmp_path, phantom, monkeypatch):
     """The first steps' pace alone would overrun a budget when later steps cost more (other
     work on the machine, checkpoints): the end of the schedule follows the pace of the last
     20 steps, so the run still ends with its budget, within one step. The trainer's clock is a
     fake one that each step advances by 0.01 s for the first 25 steps, then by 0.3 s (no
     dependence on the machine's speed or load)."""
-    from types import SimpleNamespace
-
-    from contraseg.data.patches import PatchSampler
-
-    clock, calls, sample = [0.0], [], PatchSampler.sample
-
-    def slower(self, rng, batch_size, out=None):
-        calls.append(1)
-        clock[0] += 0.01 if len(calls) <= 25 else 0.3
-        return sample(self, rng, batch_size, out)
-
-    monkeypatch.setattr(PatchSampler, "sample", slower)
-    fake = SimpleNamespace(monotonic=lambda: clock[0])
-    monkeypatch.setattr("contraseg.engine.train.time", fake)
-    monkeypatch.setattr("contraseg.engine.budget.time", fake)  # the budget's pace
+    fake_clock(monkeypatch, lambda n: 0.01 if n <= 25 else 0.3)
     sets = ["val_every=0", "epochs=1000", "iters_per_epoch=5", "budget_minutes=0.25"]
     info = train(tmp_path / "run", phantom, sets)
     budget = info["budget"]
@@ -753,21 +761,7 @@ def test_a_budget_is_used_when_the_first_steps_were_slow(tmp_path, phantom, monk
     stop after about a third of the budget; re-fitted to the recent pace, the run ends within
     its budget and uses at least 90 % of it. A resume keeps the refitted schedule and ends at
     the same step. Fake clock, as above."""
-    from types import SimpleNamespace
-
-    from contraseg.data.patches import PatchSampler
-
-    clock, calls, sample = [0.0], [], PatchSampler.sample
-
-    def busy_then_quiet(self, rng, batch_size, out=None):
-        calls.append(1)
-        clock[0] += 1.0 if len(calls) <= 25 else 0.125
-        return sample(self, rng, batch_size, out)
-
-    monkeypatch.setattr(PatchSampler, "sample", busy_then_quiet)
-    fake = SimpleNamespace(monotonic=lambda: clock[0])
-    monkeypatch.setattr("contraseg.engine.train.time", fake)
-    monkeypatch.setattr("contraseg.engine.budget.time", fake)
+    clock, drawn = fake_clock(monkeypatch, lambda n: 1.0 if n <= 25 else 0.125)
     sets = ["val_every=0", "epochs=1000", "iters_per_epoch=10", "budget_minutes=0.75"]
     first_fit = 20 + int((45 - 20) / (1.0 * 1.03))  # the steps the busy pace alone would give
     info = train(tmp_path / "run", phantom, sets)
@@ -778,7 +772,7 @@ def test_a_budget_is_used_when_the_first_steps_were_slow(tmp_path, phantom, monk
     assert 0.9 * 45 <= info["train_seconds"] <= 45 + 1e-6
 
     stopped = tmp_path / "stopped"  # the same run, stopped at step 60 and resumed
-    clock[0], calls[:] = 0.0, []
+    clock[0], drawn[0] = 0.0, 0
     train(stopped, phantom, sets, max_steps=60)
     resumed = train(stopped, phantom, [], resume=True)
     assert resumed["step"] == info["step"]
@@ -790,19 +784,9 @@ def test_snapshots_every_n_minutes_of_training_form_a_learning_curve(tmp_path, p
     """keep_every_minutes=1 keeps the weights as checkpoints/minute-M.pt each time training
     passes a whole minute, counting on across a resume; `--which minute-M` loads one. The
     trainer's clock is a fake one that each step advances by 25 s."""
-    from types import SimpleNamespace
-
-    from contraseg.data.patches import PatchSampler
     from contraseg.engine.checkpoint import find_checkpoint
 
-    clock, sample = [0.0], PatchSampler.sample
-
-    def slow(self, rng, batch_size, out=None):
-        clock[0] += 25.0
-        return sample(self, rng, batch_size, out)
-
-    monkeypatch.setattr(PatchSampler, "sample", slow)
-    monkeypatch.setattr("contraseg.engine.train.time", SimpleNamespace(monotonic=lambda: clock[0]))
+    fake_clock(monkeypatch, lambda n: 25.0)
     sets = ["val_every=0", "epochs=1", "iters_per_epoch=12", "keep_every_minutes=1"]
     train(tmp_path / "run", phantom, sets, max_steps=5)  # 125 s: minutes 1 and 2
     kept = tmp_path / "run" / "checkpoints"

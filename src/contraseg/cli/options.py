@@ -9,45 +9,15 @@ from typing import Annotated
 
 import typer
 
-
 # closed sets of values: typer lists them in --help and refuses others before anything runs
 # (StrEnum members are the strings themselves for the code below the command line)
-class Units(StrEnum):
-    voxel = "voxel"
-    mm = "mm"
-
-
-class Hd95(StrEnum):
-    brats = "brats"
-    monai = "monai"
-
-
-class EmptyPolicy(StrEnum):
-    brats = "brats"
-    nan = "nan"
-
-
-class Blend(StrEnum):
-    gaussian = "gaussian"
-    constant = "constant"
-
-
-class BlendSpace(StrEnum):
-    logits = "logits"
-    probabilities = "probabilities"
-
-
-class ExportFormat(StrEnum):
-    torchscript = "torchscript"
-    onnx = "onnx"
-
-
-class Amp(StrEnum):
-    none = "none"
-    bf16 = "bf16"
-    fp16 = "fp16"
-    auto = "auto"
-
+Units = StrEnum("Units", ["voxel", "mm"])  # StrEnum's functional form: value = name
+Hd95 = StrEnum("Hd95", ["brats", "monai"])
+EmptyPolicy = StrEnum("EmptyPolicy", ["brats", "nan"])
+Blend = StrEnum("Blend", ["gaussian", "constant"])
+BlendSpace = StrEnum("BlendSpace", ["logits", "probabilities"])
+ExportFormat = StrEnum("ExportFormat", ["torchscript", "onnx"])
+Amp = StrEnum("Amp", ["none", "bf16", "fp16", "auto"])
 
 UnitsOption = Annotated[Units, typer.Option(help="Distance units: voxel (BraTS) or mm.")]
 
