@@ -127,6 +127,18 @@ def test_the_learning_curve_finds_the_first_snapshot_that_reaches_the_reference(
     assert found["rfnet"].describe() == "not within 10 min"
 
 
+def test_a_learning_curve_counts_the_minutes_of_the_first_stage(tmp_path):
+    """CLFC's generator and Swin-MoCo's pre-training are part of what a user trains."""
+    curve = load_script(REPO / "scripts" / "real_benchmark" / "learning_curve.py")
+    run = tmp_path / "swin-moco" / "run"
+    run.mkdir(parents=True)
+    assert curve.first_stage_minutes(run) == 0
+    (tmp_path / "swin-moco" / "pretrain").mkdir()
+    (tmp_path / "swin-moco" / "pretrain" / "run.json").write_text(
+        json.dumps({"train_seconds": 1230.0}))
+    assert curve.first_stage_minutes(run) == pytest.approx(20.5)
+
+
 def test_methods_lists_the_measured_useful_budgets(monkeypatch):
     monkeypatch.setattr("contraseg.models.budgets.load_budgets",
                         lambda: {"unet": UsefulBudget(8.0, 700, 55.0),

@@ -6,6 +6,8 @@ Every kept snapshot (RUN/checkpoints/minute-M.pt) and the last weights are score
 modalities (`contraseg evaluate --which minute-M --subsets full`, fixed protocol, raw Dice);
 a point's score is the mean of its WT, TC and ET Dice over the cases. The first point whose
 score reaches the reference's is the minimum useful budget: its training minutes and steps.
+A point's minutes count every stage a user trains to get there: a method with a first stage
+beside its run (CLFC's `introvae`, Swin-MoCo's `pretrain`) adds that stage's training time.
 A point is scored once (its report is kept beside the run), so the script resumes.
 
 Usage: python scripts/real_benchmark/learning_curve.py RUN DATA REFERENCE [--json FILE]
@@ -27,6 +29,7 @@ from pathlib import Path
 
 FULL = "t1+t1c+t2+flair"
 REGIONS = ("WT", "TC", "ET")
+FIRST_STAGES = ("introvae", "pretrain")  # folders beside RUN (scripts/real_benchmark.sh)
 
 
 def region_means(report: Path) -> dict[str, float]:
@@ -50,8 +53,16 @@ def snapshots(run: Path) -> list[str]:
     return [p.stem for p in kept] + ["last"]
 
 
-def point(run: Path, data: Path, which: str) -> dict:
-    """Score one snapshot (evaluated once, then read back)."""
+def first_stage_minutes(run: Path) -> float:
+    """Training minutes of the stages trained before RUN (beside it), 0 when there are none."""
+    infos = [run.parent / name / "run.json" for name in FIRST_STAGES]
+    return sum(float(json.loads(info.read_text())["train_seconds"])
+               for info in infos if info.is_file()) / 60
+
+
+def point(run: Path, data: Path, which: str, before: float = 0.0) -> dict:
+    """Score one snapshot (evaluated once, then read back); its minutes add `before`, the
+    minutes of the stages trained first."""
     from contraseg.engine.checkpoint import find_checkpoint, load_checkpoint
 
     report = run.parent / "curve" / which
@@ -64,7 +75,7 @@ def point(run: Path, data: Path, which: str) -> dict:
     minutes = (float(which.split("-")[1]) if which != "last"
                else info.get("train_seconds", float("nan")) / 60)
     means = region_means(report)
-    return {"which": which, "minutes": minutes, "step": int(meta["step"]), **means,
+    return {"which": which, "minutes": before + minutes, "step": int(meta["step"]), **means,
             "score": score(means)}
 
 
@@ -76,10 +87,12 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     reference = region_means(args.reference)
-    curve = [point(args.run, args.data, which) for which in snapshots(args.run)]
+    before = first_stage_minutes(args.run)
+    curve = [point(args.run, args.data, which, before) for which in snapshots(args.run)]
     useful = next((p for p in curve if p["score"] >= score(reference)), None)
     print(f"reference {args.reference}: " + " / ".join(f"{reference[r]:.3f}" for r in REGIONS)
-          + f" (mean {score(reference):.3f})\n")
+          + f" (mean {score(reference):.3f})"
+          + (f"; minutes include {before:.0f} of the first stage" if before else "") + "\n")
     print("| weights | minutes | steps | WT | TC | ET | mean |\n|---|---|---|---|---|---|---|")
     for p in curve:
         print(f"| {p['which']} | {p['minutes']:.0f} | {p['step']} | "
@@ -89,7 +102,8 @@ def main() -> None:
                   f"does not reach the reference within {curve[-1]['minutes']:.0f} minutes"))
     if args.json:
         args.json.write_text(json.dumps({"reference": {**reference, "score": score(reference)},
-                                         "curve": curve, "useful": useful}, indent=2) + "\n")
+                                         "first_stage_minutes": before, "curve": curve,
+                                         "useful": useful}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -34,10 +34,11 @@ def budgets(dest: Path) -> dict:
                          "archive.py first)")
     reference = json.loads(curves[0].read_text())["reference"]
     return {
-        "about": "Minutes and steps of each method's cpu preset on 2 CPU cores after which its "
-                 "mean Dice (WT, TC, ET; all four modalities; the 5 test cases of the fixed "
-                 "BraTS 2018 split) reaches the plain MONAI recipe's after 25 minutes; null: "
-                 "not within the run. Written by scripts/real_benchmark/useful_budgets.py from "
+        "about": "Training minutes (every stage) and segmenter steps of each method's cpu "
+                 "preset, one thread, after which its mean Dice (WT, TC, ET; all four "
+                 "modalities; the 5 test cases of the fixed BraTS 2018 split) reaches the plain "
+                 "MONAI recipe's after 25 minutes on one thread; null: not within the run. "
+                 "Written by scripts/real_benchmark/useful_budgets.py from "
                  f"{dest.name}; do not edit by hand.",
         "reference": {key: round(value, 4) for key, value in reference.items()},
         "methods": {curve.parent.name: entry(curve.parent) for curve in curves},

@@ -1,7 +1,8 @@
-"""The measured minimum useful budget of each method on real scans: after how many minutes
-and steps of its `cpu` preset on 2 CPU cores its mean Dice (WT, TC, ET, all four modalities,
-the 5 test cases of the fixed BraTS 2018 split) reaches the plain MONAI recipe's after 25
-minutes, or that it did not within its run. `contraseg methods` shows it.
+"""The measured minimum useful budget of each method on real scans: after how many training
+minutes (every stage, one thread) and steps of its `cpu` preset its mean Dice (WT, TC, ET, all
+four modalities, the 5 test cases of the fixed BraTS 2018 split) reaches the plain MONAI
+recipe's after 25 minutes on one thread, or that it did not within its run. `contraseg
+methods` shows it.
 
 The figures live in configs/useful_budgets.json, written from the archived learning curves by
 scripts/real_benchmark/useful_budgets.py, never by hand.
