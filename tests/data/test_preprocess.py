@@ -17,6 +17,7 @@ from contraseg.data.preprocess import (
     compute_brain_mask,
     invert_labels,
     invert_probabilities,
+    labels_from_probabilities,
     preprocess,
 )
 from contraseg.errors import ConfigError
@@ -147,6 +148,47 @@ def test_invert_probabilities_fills_background_outside_the_crop():
     assert dice(back.argmax(axis=0) > 0, case.label > 0) > 0.95
     with pytest.raises(ValueError, match="grid"):
         invert_probabilities(prob[:, :-1], pre.record)
+
+
+def smooth_probabilities(shape, classes: int, seed: int) -> np.ndarray:
+    """Softmax of smooth random logits (C, *shape), with exact ties where two logits are equal."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    logits = ndimage.gaussian_filter(rng.normal(size=(classes, *shape)), (0, 2, 2, 2)) * 20
+    logits[2, ::3] = logits[1, ::3]  # every third plane: classes 1 and 2 tie
+    prob = np.exp(logits - logits.max(0))
+    return (prob / prob.sum(0)).astype(np.float32)
+
+
+@pytest.mark.parametrize("spacing", [None, (1.5, 1.5, 1.5), (0.7, 1.3, 2.5)])
+def test_labels_from_probabilities_is_the_argmax_of_the_inverted_probabilities(spacing):
+    """Taken on the crop, the argmax equals the one of the probabilities on the input grid
+    (resampled or not, reoriented), ties included."""
+    pre = preprocess(synthetic_case(), PreprocessSettings(orientation="RAS",
+                                                          target_spacing=spacing))
+    prob = smooth_probabilities(pre.record.shape, 3, seed=1)
+    labels = labels_from_probabilities(prob, pre.record)
+    expected = invert_probabilities(prob, pre.record).argmax(0).astype(np.uint8)
+    assert labels.dtype == np.uint8 and labels.shape == SHAPE
+    assert 0 < (labels > 0).mean() < 1
+    np.testing.assert_array_equal(labels, expected)
+    with pytest.raises(ValueError, match="grid"):
+        labels_from_probabilities(prob[:, :-1], pre.record)
+
+
+def test_labels_from_probabilities_on_a_real_brats_grid(shared_data):
+    """The same equality on a real case's grid (cropped to the brain, 2 mm as the cpu presets,
+    back to 1 mm LPS)."""
+    from contraseg.data.layouts import discover
+
+    case = discover(shared_data / "real" / "brats2018").cases[0]
+    loaded = load_case(case, with_label=False)
+    pre = preprocess(loaded, PreprocessSettings(orientation="RAS", target_spacing=(2, 2, 2)))
+    prob = smooth_probabilities(pre.record.shape, 4, seed=2)
+    np.testing.assert_array_equal(
+        labels_from_probabilities(prob, pre.record),
+        invert_probabilities(prob, pre.record).argmax(0).astype(np.uint8))
 
 
 def test_record_json_round_trip():

@@ -333,13 +333,17 @@ def _check_shape(shape: Sequence[int], record: GridRecord) -> None:
         raise ValueError(f"array of shape {tuple(shape)} is not on the grid {record.shape}")
 
 
-def _back_to_input(volume: np.ndarray, record: GridRecord, order: int, fill: float) -> np.ndarray:
-    """Undo resampling, cropping and reorientation for one 3D array."""
-    volume = resize(volume, record.cropped_shape, order)
+def _uncrop(volume: np.ndarray, record: GridRecord, fill: float) -> np.ndarray:
+    """Undo cropping and reorientation for one 3D array on the cropped grid."""
     full = np.full(record.oriented_shape, fill, dtype=volume.dtype)
     full[tuple(slice(a, b) for a, b in record.crop)] = volume
     back = apply_orientation(full, ornt_transform(record.target_ornt, record.start_ornt))
     return np.ascontiguousarray(back)
+
+
+def _back_to_input(volume: np.ndarray, record: GridRecord, order: int, fill: float) -> np.ndarray:
+    """Undo resampling, cropping and reorientation for one 3D array."""
+    return _uncrop(resize(volume, record.cropped_shape, order), record, fill)
 
 
 def invert_labels(pred: np.ndarray, record: GridRecord) -> np.ndarray:
@@ -352,6 +356,16 @@ def invert_image(volume: np.ndarray, record: GridRecord, fill: float = 0.0) -> n
     """An image on the preprocessed grid -> the input grid (linear; `fill` outside the crop)."""
     _check_shape(volume.shape, record)
     return _back_to_input(np.asarray(volume, dtype=np.float32), record, order=1, fill=fill)
+
+
+def labels_from_probabilities(prob: np.ndarray, record: GridRecord) -> np.ndarray:
+    """Labels (uint8) on the input grid from class probabilities (C, ...) on the preprocessed
+    grid: the argmax of `invert_probabilities`, taken on the crop before it is put back (outside
+    the crop background has probability 1, label 0), so the input grid never holds C floats."""
+    _check_shape(prob.shape[1:], record)
+    on_crop = np.stack([resize(np.asarray(p, dtype=np.float32), record.cropped_shape, order=1)
+                        for p in prob])
+    return _uncrop(on_crop.argmax(0).astype(np.uint8), record, fill=0)
 
 
 def invert_probabilities(prob: np.ndarray, record: GridRecord) -> np.ndarray:

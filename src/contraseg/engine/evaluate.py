@@ -21,10 +21,10 @@ from contraseg.data.cases import CaseSpec, DatasetSpec
 from contraseg.data.io import load_case
 from contraseg.data.labels import LabelConvention, is_whole_tumour, label_values
 from contraseg.data.layouts import discover
-from contraseg.data.preprocess import preprocess
+from contraseg.data.preprocess import labels_from_probabilities, preprocess
 from contraseg.engine.et_rule import BRATS_FIELD_OF_VIEW_MM, et_rule_threshold, postprocess_et
 from contraseg.engine.folds import cross_validation_plan
-from contraseg.engine.predictor import Predictor, labels_on_input_grid
+from contraseg.engine.predictor import Predictor
 from contraseg.engine.sliding_window import method_device, sliding_window_probabilities, window_size
 from contraseg.errors import InputError
 from contraseg.evaluation.metrics import MetricSettings, region_metrics
@@ -75,7 +75,7 @@ def evaluate_case(predictor: Predictor, case: CaseSpec, convention: LabelConvent
     shown = pictured_subsets(feasible, full) if full else []
     preds = {}
     for k, subset in enumerate(feasible):
-        pred = labels_on_input_grid(prob[k], pre.record)
+        pred = labels_from_probabilities(prob[k], pre.record)
         rows += score_prediction(case.case_id, subset_name(subset), pred, reference,
                                  predictor.convention, settings, threshold)
         if subset in shown:

@@ -1,6 +1,6 @@
 """Segmenting with a trained run: `Predictor` (one run's network) and `FoldEnsemble` (the
-folds of a cross-validation). Probabilities go back to the input grid (`labels_on_input_grid`:
-crop, resampling and reorientation undone); engine.case_segmenter does the rest.
+folds of a cross-validation). Probabilities go back to the input grid (crop, resampling and
+reorientation undone: data.preprocess); engine.case_segmenter does the rest.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from contraseg.data.labels import LabelConvention, is_whole_tumour
 from contraseg.data.preprocess import (
     GridRecord,
     PreprocessSettings,
-    invert_labels,
     invert_probabilities,
+    labels_from_probabilities,
     preprocess,
     reoriented_spacing,
 )
@@ -38,16 +38,6 @@ from contraseg.engine.input_checks import (
 from contraseg.engine.sliding_window import sliding_window_probabilities
 from contraseg.errors import ContrasegWarning, InputError
 from contraseg.models.base import Method, MethodKind
-
-
-def labels_on_input_grid(prob: np.ndarray, record: GridRecord) -> np.ndarray:
-    """Canonical labels on the input grid from (C, ...) probabilities on the preprocessed grid:
-    where the grid was resampled, the probabilities are resampled linearly (better than nearest
-    on labels) before the argmax; otherwise the labels are put back as they are (the same
-    argmax: background has probability 1 outside the crop, label 0 there)."""
-    if record.resampled:
-        return invert_probabilities(prob, record).argmax(0).astype(np.uint8)
-    return invert_labels(prob.argmax(0).astype(np.uint8), record)
 
 
 @dataclass
@@ -152,10 +142,10 @@ class Predictor(CaseSegmenter):
 
     def labels_and_probabilities(self, loaded: LoadedCase, probabilities: bool = False
                                  ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Canonical labels on the input grid (`labels_on_input_grid`, as evaluate), and the
+        """Canonical labels on the input grid (`labels_from_probabilities`, as evaluate), and the
         probabilities there when asked."""
         prob, record = self._preprocessed_probabilities(loaded)
-        return (labels_on_input_grid(prob, record),
+        return (labels_from_probabilities(prob, record),
                 invert_probabilities(prob, record) if probabilities else None)
 
 
