@@ -10,8 +10,11 @@ the JSON files of two commits show whether a speed-up changed a single voxel: --
 OTHER.json prints the ratio of each stage's median (OTHER / this) and whether every hash is
 equal.
 
+With --no-crop the cases are not cropped to the brain first: what cropping saves (the windows
+of air it leaves out; the labels differ, since the grid does).
+
 Usage: python scripts/profile_predict.py RUN DATA [--cases 3] [--repeats 3] [--subsets one|all]
-           [--threads N] [--json FILE] [--against FILE]
+           [--threads N] [--no-crop] [--json FILE] [--against FILE]
   e.g. python scripts/profile_predict.py bench/unet/run shared/data/real/brats2018 --json a.json
 """
 
@@ -25,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -107,6 +111,8 @@ def profile(args) -> dict:
     from contraseg.evaluation.protocol import all_subsets
 
     predictor = Predictor.from_run(args.run, "last", "cpu")
+    if args.no_crop:  # the whole input grid, air included: what cropping to the brain saves
+        predictor.preprocess = replace(predictor.preprocess, crop_to_brain=False)
     full = tuple(predictor.modalities)
     subsets = all_subsets(full) if args.subsets == "all" else [full]
     cases = discover(args.data).cases[:args.cases]
@@ -151,6 +157,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--subsets", choices=["one", "all"], default="one")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--no-crop", action="store_true",
+                        help="do not crop to the brain (its labels differ: a timing only)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--against", type=Path)
     args = parser.parse_args()
