@@ -76,11 +76,11 @@ def staged(predictor, case, subsets) -> tuple[dict[str, float], list[str]]:
                                         predictor.roi_size, bf16=predictor.bf16).cpu().numpy()
     mark("network")
     labels = [to_labels()(p, pre.record) for p in prob]
-    mark("to the input grid")
+    mark("to_input_grid")
     threshold = et_rule_threshold(predictor.infer.et_min_voxels, loaded.shape, loaded.spacing,
                                   predictor.convention)
     labels = [postprocess_et(one, threshold) for one in labels]
-    mark("ET rule")
+    mark("et_rule")
     seconds["total"] = sum(seconds.values())
     return seconds, [digest(one) for one in labels]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 
 import pytest
@@ -181,3 +182,39 @@ def test_profile_step_reports_the_dense_share_of_an_inference_pass(capsys, monke
     share = re.search(r"convolutions and matrix products: ([0-9.]+) s of ([0-9.]+) s self CPU "
                       r"time \(([0-9]+) %\)", printed)
     assert share and 0 < float(share[1]) <= float(share[2]) and 0 < int(share[3]) <= 100
+
+
+def test_profile_predict_times_each_stage_and_compares_the_labels(tiny_run, make_phantom,
+                                                                   tmp_path, capsys, monkeypatch):
+    """scripts/profile_predict.py: stage medians and label hashes per case, predict's own path
+    writing the same labels as the stages, and --against: ratios and the labels check."""
+    import sys
+
+    from tests.conftest import REPO, load_script
+
+    data = make_phantom(cases=3, size=32, seed=4)
+    run = tiny_run("unet", data, "epochs=1", "val_every=0")
+    script = load_script(REPO / "scripts" / "profile_predict.py")
+    common = ["profile_predict.py", str(run), str(data), "--cases", "2", "--repeats", "1",
+              "--threads", "1"]
+    monkeypatch.setattr(sys, "argv", [*common, "--json", str(tmp_path / "a.json")])
+    script.main()
+    first = json.loads((tmp_path / "a.json").read_text())
+    assert first["subsets"] == 1 and len(first["cases"]) == 2 and first["import_seconds"] > 0
+    for entry in first["cases"].values():
+        assert set(entry["seconds"]) == {"read", "preprocess", "network", "to_input_grid",
+                                         "et_rule", "total", "predict"}
+        assert all(value > 0 for value in entry["seconds"].values())
+        staged, written = entry["labels"]
+        assert staged == written  # predict's file holds the labels the stages made
+    monkeypatch.setattr(sys, "argv", [*common, "--subsets", "all", "--json",
+                                      str(tmp_path / "b.json"), "--against",
+                                      str(tmp_path / "a.json")])
+    script.main()
+    assert len(next(iter(json.loads((tmp_path / "b.json").read_text())["cases"].values())
+                    )["labels"]) == 15
+    printed = capsys.readouterr().out
+    assert "network: " in printed and "labels identical in every case and subset: False" in printed
+    monkeypatch.setattr(sys, "argv", [*common, "--against", str(tmp_path / "a.json")])
+    script.main()  # the same labels again: the pass is deterministic
+    assert "labels identical in every case and subset: True" in capsys.readouterr().out
