@@ -17,8 +17,12 @@ An inference factor needs no training: --reuse ROW links ROW's trained folds int
 and --evaluate-option passes settings to `contraseg evaluate`
 (e.g. --evaluate-option=--blend=constant).
 
+A specialist trains on some modalities only: --modalities flair scores a FLAIR-only model on
+the same folds (e.g. against the preset's FLAIR-alone row).
+
 Usage: python scripts/real_cv.py OUT NAME [--method unet|plain] [--minutes 25] [--seeds 0 1]
            [--subsets all] [--set KEY=VALUE ...] [--reuse ROW --evaluate-option OPTION ...]
+           [--modalities M ...]
   e.g. python scripts/real_cv.py runs/cv preset --minutes 10
        python scripts/real_cv.py runs/cv no-dropout --minutes 10 --set data.full_modality_prob=1
        python scripts/real_cv.py runs/cv plain --method plain --minutes 10
@@ -84,8 +88,27 @@ def link_folds(args, folder: Path, seed: int) -> None:
             link.symlink_to(Path("..", "..", args.reuse, f"seed-{seed}", f"fold-{k}"))
 
 
+def data_folder(args) -> Path:
+    """The 21 cases (OUT/data/all), or with --modalities the same cases with only those images
+    (OUT/data/all-<modalities>: a specialist's data). The manifest keeps its root, so the cases
+    keep their keys and the folds are the same."""
+    everything = args.out / "data" / "all"
+    if not args.modalities:
+        return everything
+    manifest = json.loads((everything / "contraseg.json").read_text())
+    images = manifest["files"]["images"]
+    if unknown := [m for m in args.modalities if m not in images]:
+        sys.exit(f"--modalities: {', '.join(unknown)} not among {', '.join(images)}")
+    manifest["modalities"] = list(args.modalities)
+    manifest["files"]["images"] = {m: images[m] for m in args.modalities}
+    folder = args.out / "data" / f"all-{'+'.join(args.modalities)}"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "contraseg.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return folder
+
+
 def contraseg_seed(args, folder: Path, seed: int, log: Path) -> None:
-    data = args.out / "data" / "all"
+    data = data_folder(args)
     if args.reuse:
         link_folds(args, folder, seed)
     settings = [f"seed={seed}", f"budget_minutes={args.minutes:g}",
@@ -156,27 +179,32 @@ def main() -> None:
                         help="contraseg evaluate --subsets (all: SEED/report; full: all four "
                              "modalities only, SEED/report-full)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--modalities", nargs="+", metavar="MODALITY",
+                        help="train and score on these modalities only (a specialist, e.g. "
+                             "--modalities flair); the folds are the same")
     parser.add_argument("--reuse", metavar="ROW",
                         help="evaluate ROW's trained folds instead of training")
     parser.add_argument("--evaluate-option", action="append", default=[], metavar="OPTION",
                         help="passed to contraseg evaluate, e.g. "
                              "--evaluate-option=--blend=constant")
     args = parser.parse_args()
-    if args.reuse and args.method == "plain":
-        parser.error("--reuse is for contraseg rows; the plain recipe's inference is fixed")
+    if args.method == "plain" and (args.reuse or args.modalities):
+        parser.error("--reuse and --modalities are for contraseg rows; the plain recipe's "
+                     "inputs and inference are fixed")
     args.out = args.out.resolve()
     subprocess.check_call([sys.executable, str(HERE / "real_benchmark" / "make_manifests.py"),
                            str(shared_data()), str(args.out / "data")])
     record = args.out / args.name / "command.json"
     record.parent.mkdir(parents=True, exist_ok=True)
     settings = {"method": args.method, "minutes": args.minutes, "set": args.set,
-                "subsets": args.subsets, "reuse": args.reuse,
+                "subsets": args.subsets, "reuse": args.reuse, "modalities": args.modalities,
                 "evaluate_options": args.evaluate_option, "command": " ".join(sys.argv),
                 "commit": commit()}
     if record.is_file():  # a resumed row keeps the record of its start (commit included)
         kept = json.loads(record.read_text())
-        if (kept["set"], kept.get("reuse"), kept.get("evaluate_options", [])) != (
-                args.set, args.reuse, args.evaluate_option):
+        if (kept["set"], kept.get("reuse"), kept.get("evaluate_options", []),
+                kept.get("modalities")) != (args.set, args.reuse, args.evaluate_option,
+                                            args.modalities):
             sys.exit(f"{record}: {args.name} was started with other settings; choose another "
                      "NAME")
     else:

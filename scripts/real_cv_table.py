@@ -28,9 +28,11 @@ import shutil
 import statistics
 from pathlib import Path
 
+from contraseg.errors import InputError
 from contraseg.evaluation.stats import compare_seeds
 
 FULL = "t1+t1c+t2+flair"
+FLAIR = "flair"
 REGIONS = ("WT", "TC", "ET")
 AVERAGE = "average"
 
@@ -57,7 +59,7 @@ def flair_alone_wt(found: list[Path]) -> float | None:
     for path in found:
         with path.open() as handle:
             for row in csv.DictReader(handle):
-                if row["subset"] == "flair" and row["region"] == "WT":
+                if row["subset"] == FLAIR and row["region"] == "WT":
                     per_case.setdefault(row["case"], []).append(float(row["dice"]))
     if not per_case:
         return None
@@ -74,19 +76,30 @@ def steps(out: Path, name: str) -> float:
 
 
 def effects(base: list[Path], row: list[Path]) -> dict:
-    """Per region: row - base on all four modalities and on the 15-subset mean, with p."""
-    comparison = compare_seeds(base, row)
+    """Per region: row - base on all four modalities, on FLAIR alone and on the 15-subset
+    mean, with p, where both rows were scored so (none when they share no subset: a FLAIR
+    specialist against the plain recipe)."""
+    try:
+        comparison = compare_seeds(base, row)
+    except InputError:
+        return {}
     out = {}
     for result in [*comparison.results, *comparison.average]:
-        if result.subset in (FULL, AVERAGE):
+        if result.subset in (FULL, FLAIR, AVERAGE):
             out[(result.subset, result.region)] = {
                 "diff": result.mean_diff, "p": result.p_value, "a": result.mean_a,
                 "b": result.mean_b, "n": result.n}
     return out
 
 
-def full_only(found: dict) -> dict:
-    return {key: value for key, value in found.items() if key[0] == FULL}
+def subset_cells(found: dict) -> dict:
+    """The effects on all four modalities and on FLAIR alone (not the 15-subset means)."""
+    return {key: value for key, value in found.items() if key[0] in (FULL, FLAIR)}
+
+
+def means(by_region: dict) -> str:
+    """WT / TC / ET means, or "-" where the row was not scored so."""
+    return " / ".join(f"{by_region[r]:.3f}" for r in REGIONS) if by_region else "-"
 
 
 def fmt(effect: dict | None) -> str:
@@ -128,8 +141,8 @@ def build_rows(out: Path, reference_name: str, names: list[str]) -> list[dict]:
             previous_every = reports(out, base, every_subset=True)
         mine, every = reports(out, name), reports(out, name, every_subset=True)
         versus_plain = effects(reference, mine)
-        versus_previous = full_only(effects(previous, mine)) if previous else {}
-        own = full_only(effects(mine, mine))  # the row's own means (b) per group
+        versus_previous = subset_cells(effects(previous, mine)) if previous else {}
+        own = subset_cells(effects(mine, mine))  # the row's own means (b) per group
         if every and previous_every:  # the 15-subset means, when both rows were scored so
             versus_previous |= {k: v for k, v in effects(previous_every, every).items()
                                 if k[0] == AVERAGE}
@@ -138,11 +151,12 @@ def build_rows(out: Path, reference_name: str, names: list[str]) -> list[dict]:
         command, commit = portable(json.loads((out / name / "command.json").read_text()))
         rows.append({"name": name, "base": base or None, "seeds": len(mine),
                      "steps": steps(out, name), "command": command, "commit": commit,
-                     "full": {r: own[(FULL, r)]["b"] for r in REGIONS},
+                     "full": {r: own[(FULL, r)]["b"] for r in REGIONS if (FULL, r) in own},
                      "subsets": {r: own[(AVERAGE, r)]["b"] for r in REGIONS} if every else {},
                      "flair_wt": flair_alone_wt(mine),
                      "vs_previous": {f"{s}/{r}": v for (s, r), v in versus_previous.items()},
-                     "vs_reference": {r: versus_plain[(FULL, r)] for r in REGIONS}})
+                     "vs_reference": {r: versus_plain[(FULL, r)] for r in REGIONS
+                                      if (FULL, r) in versus_plain}})
         previous, previous_every = mine, every
     return rows
 
@@ -156,21 +170,22 @@ def table_lines(out: Path, reference_name: str, rows: list[dict]) -> list[str]:
                  f"{r} {ref_means[(FULL, r)]['b']:.3f}" for r in REGIONS), "",
              "| row | seeds | steps a fold | all four: WT / TC / ET | vs its base: WT / TC / ET "
              "| vs reference: WT / TC / ET | 15-subset mean: WT / TC / ET "
-             "| 15-subset mean vs its base: WT / TC / ET | FLAIR alone: WT |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| 15-subset mean vs its base: WT / TC / ET | FLAIR alone: WT "
+             "| FLAIR alone vs its base: WT |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         above = row["vs_previous"]
         base = f" (base `{row['base']}`)" if row["base"] else ""
         lines.append(
             f"| `{row['name']}`{base} | {row['seeds']} | {row['steps']:.0f} | "
-            + " / ".join(f"{row['full'][r]:.3f}" for r in REGIONS) + " | "
+            + means(row["full"]) + " | "
             + " / ".join(fmt(above.get(f"{FULL}/{r}")) for r in REGIONS) + " | "
-            + " / ".join(fmt(row["vs_reference"][r]) for r in REGIONS) + " | "
-            + (" / ".join(f"{row['subsets'][r]:.3f}" for r in REGIONS)
-               if row["subsets"] else "-") + " | "
+            + " / ".join(fmt(row["vs_reference"].get(r)) for r in REGIONS) + " | "
+            + means(row["subsets"]) + " | "
             + " / ".join(fmt(above.get(f"{AVERAGE}/{r}")) if row["subsets"] else "-"
                          for r in REGIONS) + " | "
-            + ("-" if row["flair_wt"] is None else f"{row['flair_wt']:.3f}") + " |")
+            + ("-" if row["flair_wt"] is None else f"{row['flair_wt']:.3f}") + " | "
+            + fmt(above.get(f"{FLAIR}/WT")) + " |")
     command, commit = portable(json.loads((out / reference_name / "command.json").read_text()))
     lines += ["", "Commands:", "", f"- `{reference_name}`: `{command}` (commit `{commit}`)"]
     lines += [f"- `{row['name']}`: `{row['command']}` (commit `{row['commit']}`)" for row in rows]

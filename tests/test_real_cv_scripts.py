@@ -59,15 +59,17 @@ def test_the_plain_recipe_trains_predicts_and_resumes(tmp_path, monkeypatch):
     assert (tmp_path / "out" / "pred" / "c.nii.gz").is_file()
 
 
-def fake_row(out, name, shift_et, subsets, steps):
-    """Dice WT 0.8, TC 0.6 and ET 0.5 + shift_et x (1 + case index / 10) on every case; the
-    other subsets 0.2 lower. One seed, five folds of `steps` steps."""
+def fake_row(out, name, shift_et, subsets, steps, shift_wt=0.0):
+    """Dice WT 0.8 + shift_wt x (1 + case index / 10), TC 0.6 and ET 0.5 + shift_et x (1 + case
+    index / 10) on every case; the other subsets 0.2 lower. One seed, five folds of `steps`
+    steps."""
     rows = []
+    shifts = {"WT": shift_wt, "TC": 0.0, "ET": shift_et}
     for index, case in enumerate(CASES):
         for subset in subsets:
             drop = 0.0 if subset == FULL else 0.2
             for region, dice in (("WT", 0.8), ("TC", 0.6), ("ET", 0.5)):
-                value = dice - drop + (shift_et * (1 + index / 10) if region == "ET" else 0.0)
+                value = dice - drop + shifts[region] * (1 + index / 10)
                 rows.append({"case": case, "subset": subset, "region": region, "dice": value})
     seed = out / name / "seed-0"
     write_report(seed / ("report" if len(subsets) > 1 else "report-full"), rows, MODS, {},
@@ -85,8 +87,9 @@ def test_the_factor_table_and_its_archive(tmp_path, capsys, monkeypatch):
     fake_row(tmp_path / "cv", "preset", -0.05, every, 600)
     fake_row(tmp_path / "cv", "fixed", 0.0, every, 880)
     fake_row(tmp_path / "cv", "aside", 0.0, [FULL], 880)
+    fake_row(tmp_path / "cv", "specialist", 0.0, ["flair"], 880, shift_wt=0.05)
     table = load_script(REPO / "scripts" / "real_cv_table.py")
-    names = ["plain", "preset", "fixed", "aside@preset"]
+    names = ["plain", "preset", "fixed", "aside@preset", "specialist@fixed"]
     monkeypatch.setattr(sys, "argv", ["table", str(tmp_path / "cv"), *names, "--archive",
                                       str(tmp_path / "kept")])
     table.main()
@@ -104,6 +107,10 @@ def test_the_factor_table_and_its_archive(tmp_path, capsys, monkeypatch):
     # a row off the main line is compared with its base, not with the row above
     assert ("| `aside` (base `preset`) | 1 | 882 | 0.800 / 0.600 / 0.500 | +0.000 (p nan) / "
             "+0.000 (p nan) / +0.068 (p 0.0078) |") in printed
+    # a row scored on FLAIR alone only (a specialist): its FLAIR WT against its base's
+    assert ("| `specialist` (base `fixed`) | 1 | 882 | - | - / - / - | - / - / - | - | "
+            "- / - / - | 0.668 | +0.068 (p 0.0078) |") in printed
+    assert "0.600 | - |" in printed and "0.600 | +0.000 (p nan) |" in printed
     assert ("- `fixed`: `python scripts/real_cv.py OUT fixed --seeds 0` (commit `fffffff`)"
             in printed)
     monkeypatch.setattr(sys, "argv", ["table", str(tmp_path / "kept"), *names])
@@ -127,3 +134,28 @@ def test_an_inference_row_reuses_another_rows_trained_folds(tmp_path):
     with pytest.raises(RuntimeError, match="fold-2: not finished; run row trained first"):
         cv.link_folds(args, tmp_path / "other" / "seed-0", 0)
 
+
+
+def test_a_specialist_row_trains_on_its_modalities_with_the_same_case_keys(tmp_path):
+    """--modalities flair: the manifest of the 21 cases with FLAIR only and the same root, so
+    contraseg keys the cases (and draws the folds) as for the full rows."""
+    cv = load_script(REPO / "scripts" / "real_cv.py")
+    full = {"root": "/data/brats2018", "modalities": ["flair", "t1", "t1c", "t2"],
+            "files": {"images": {m: f"{{case}}/{{case}}_{m}.nii.gz"
+                                 for m in ("flair", "t1", "t1c", "t2")},
+                      "label": "{case}/{case}_seg.nii.gz"},
+            "cases": ["A", "B"], "labels": "brats2020"}
+    (tmp_path / "data" / "all").mkdir(parents=True)
+    (tmp_path / "data" / "all" / "contraseg.json").write_text(json.dumps(full))
+    args = type("Args", (), {"out": tmp_path, "modalities": None})
+    assert cv.data_folder(args) == tmp_path / "data" / "all"
+    args.modalities = ["flair"]
+    folder = cv.data_folder(args)
+    assert folder == tmp_path / "data" / "all-flair"
+    written = json.loads((folder / "contraseg.json").read_text())
+    assert written == {**full, "modalities": ["flair"],
+                       "files": {"images": {"flair": "{case}/{case}_flair.nii.gz"},
+                                 "label": "{case}/{case}_seg.nii.gz"}}
+    args.modalities = ["flair", "pd"]
+    with pytest.raises(SystemExit, match="pd not among flair, t1, t1c, t2"):
+        cv.data_folder(args)
