@@ -141,16 +141,17 @@ def performance() -> list[str]:
                   f"{record['date']}** (`{record['command']}`; evidence: "
                   f"`results/performance/{path.name}`)" + peaks, "",
                   "| method | parameters | precision | training step (s) | voxels / s | "
-                  "one 240 x 240 x 155 case, all four modalities (s) | peak memory (GB) | "
+                  "one 240 x 240 x 155 case, all four modalities (s) | the 15 subsets in one "
+                  "pass (s; of its FLOP floor / of its timed floor) | peak memory (GB) | "
                   "share of the conv peak: training / inference |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "|---|---|---|---|---|---|---|---|---|"]
         for method, bench in record["methods"].items():
             lines.append(
                 f"| `{method}` | {bench['parameters']:,} | "
                 f"{'float32' if bench['amp'] == 'none' else bench['amp']} | "
                 f"{bench['train_step']['median_s']:.2f} | "
                 f"{bench['train_voxels_per_s'] / 1e6:.2f} M | "
-                f"{bench['infer_case_all_modalities']['median_s']:.1f} | "
+                f"{bench['infer_case_all_modalities']['median_s']:.1f} | {_subsets(bench)} | "
                 f"{bench['peak_rss_mb'] / 1024:.1f} | {_shares(bench)} |")
         lines.append("")
     return lines or ["No machine measured yet: run `python scripts/performance.py`."]
@@ -166,6 +167,16 @@ def _peaks(benches) -> str:
     matmul = [p["matmul"]["flops_per_s"] / 1e9 for p in found]
     return (f"; peak of a 3D convolution {min(conv):.0f}-{max(conv):.0f} GFLOP/s and of a "
             f"matrix product {min(matmul):.0f}-{max(matmul):.0f} GFLOP/s over the benches")
+
+
+def _subsets(bench: dict) -> str:
+    """The 15-subset pass: seconds, and its multiple of one subset's against the floors."""
+    floor = bench.get("infer_15_subsets_vs_floor")
+    if not floor:
+        return "–"
+    timed = floor.get("of_time_floor")
+    return (f"{bench['infer_case_15_subsets']['median_s']:.1f} ({floor['of_floor']:.2f}x / "
+            + (f"{timed:.2f}x)" if timed is not None else "–)"))
 
 
 def _shares(bench: dict) -> str:

@@ -77,6 +77,11 @@ def test_bench_method_reports_every_figure(method, small_peak):
     assert floor["time_ratio"] == pytest.approx(every_s / one_s)
     assert floor["of_floor"] == pytest.approx(
         floor["time_ratio"] / flops["least_ratio_to_one_subset"])
+    parts = result["window_seconds"]  # the network's own parts of a window, timed
+    assert parts["encode_s"] >= 0 and parts["decode_per_subset_s"] > 0 and parts["windows"] >= 1
+    assert 1 < floor["time_floor_ratio"] <= 15
+    assert floor["of_time_floor"] == pytest.approx(
+        floor["time_ratio"] / floor["time_floor_ratio"])
     use = result["utilisation"]
     assert use["peak"]["matmul"]["flops"] == 2 * 64 ** 3  # counted, not assumed
     assert use["peak"]["conv3d"]["flops"] == 2 * 4 * 4 * 27 * 8 ** 3

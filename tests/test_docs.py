@@ -190,10 +190,12 @@ def test_the_performance_table_shows_each_machine_and_date(tmp_path):
     tables.PERFORMANCE = tmp_path
     lines = tables.performance()
     assert lines[0].startswith("**CPU X, 2 cores, torch 9.9, 2030-01-02**")
-    assert "| `unet` | 1,234,567 | float32 | 0.33 | 1.58 M | 6.2 | 2.0 | – |" in lines
+    assert "| `unet` | 1,234,567 | float32 | 0.33 | 1.58 M | 6.2 | – | 2.0 | – |" in lines
     peak = {"conv3d": {"flops_per_s": 40e9}, "matmul": {"flops_per_s": 60e9}}
     bench["utilisation"] = {"peak": peak, "train_step": {"of_conv3d_peak": 0.214},
                             "infer_case_all_modalities": {"of_conv3d_peak": 0.5}}
+    bench["infer_case_15_subsets"] = {"median_s": 70.04}
+    bench["infer_15_subsets_vs_floor"] = {"of_floor": 1.234, "of_time_floor": 1.051}
     (tmp_path / "cpu-x-2-cores-2030-01-02.json").write_text(json.dumps({
         "date": "2030-01-02", "command": "contraseg bench ...",
         "machine": {"processor": "CPU X", "cores": 2, "torch": "9.9", "cuda_device": None},
@@ -201,4 +203,5 @@ def test_the_performance_table_shows_each_machine_and_date(tmp_path):
     lines = tables.performance()
     assert lines[0].endswith("peak of a 3D convolution 40-40 GFLOP/s and of a matrix product "
                              "60-60 GFLOP/s over the benches")
-    assert "| `unet` | 1,234,567 | float32 | 0.33 | 1.58 M | 6.2 | 2.0 | 0.21 / 0.50 |" in lines
+    assert ("| `unet` | 1,234,567 | float32 | 0.33 | 1.58 M | 6.2 | 70.0 (1.23x / 1.05x) | 2.0 | "
+            "0.21 / 0.50 |") in lines
