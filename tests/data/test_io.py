@@ -154,16 +154,6 @@ def test_load_case_stacks_modalities(tmp_path):
     assert load_case(case, with_label=False).label is None
 
 
-def test_of_two_bad_files_the_first_in_the_case_order_is_named(tmp_path):
-    """The files are read in threads; the error is still the one reading in turn would give."""
-    case = make_case(tmp_path)
-    t1, t2 = case.images["t1"].path, case.images["t2"].path
-    t2.write_bytes(b"not an image")
-    raises_one_line(t2, "NIfTI", load_case, case)
-    t1.write_bytes(t1.read_bytes()[:40])
-    raises_one_line(t1, "truncated", load_case, case)
-
-
 def test_shape_mismatch_names_the_differing_file(tmp_path):
     case = make_case(tmp_path, t2=(ramp((8, 7, 5)), np.eye(4)))
     t1, t2 = case.images["t1"].path, case.images["t2"].path

@@ -7,12 +7,9 @@ file's path. Input files are only ever read.
 from __future__ import annotations
 
 import gzip
-import os
 import zlib
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
 import nibabel as nib
@@ -279,15 +276,12 @@ def _missing_error(case: CaseSpec) -> InputError:
 
 
 def _read_case_volumes(case: CaseSpec, with_label: bool) -> dict[str, Volume]:
-    """Every file of the case, read in threads (gzip inflation and numpy release the GIL); the
-    first file in the case's order that fails raises, as reading them in turn would."""
-    reads = {m: partial(read_image, ref) for m, ref in case.images.items()}
+    volumes = {m: read_image(ref) for m, ref in case.images.items()}
     if with_label and case.label is not None:
-        reads["label"] = partial(read_label, case.label)
+        volumes["label"] = read_label(case.label)
     if case.brain_mask is not None:
-        reads["brain_mask"] = partial(read_image, case.brain_mask, mask=True)
-    with ThreadPoolExecutor(min(len(reads), os.cpu_count() or 1)) as pool:
-        return dict(zip(reads, pool.map(lambda read: read(), reads.values()), strict=True))
+        volumes["brain_mask"] = read_image(case.brain_mask, mask=True)
+    return volumes
 
 
 def _onto_reference(volumes: dict[str, Volume], reference: Volume, atol: float) -> tuple[str, ...]:
